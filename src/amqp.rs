@@ -1,0 +1,307 @@
+//! Talking to the broker: connecting, declaring, and publishing with confirms.
+
+use crate::{
+    cli::QueueType,
+    error::{Error, Result, amqp_error, describe_queue_mismatch},
+    input::Messages,
+    output::write_sent,
+    uri::BrokerUrl,
+};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm,
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
+    types::{AMQPValue, FieldTable},
+};
+use std::{collections::VecDeque, io::Write, time::Duration};
+
+/// Publishes kept in flight before waiting for the oldest confirm.
+pub const CONFIRM_WINDOW: usize = 512;
+
+/// Where to connect and how to report: the plain settings every command starts from.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub url: BrokerUrl,
+    pub connect_timeout: Duration,
+    pub status: Status,
+}
+
+/// Status and diagnostic lines on stderr; stdout carries data only.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    pub quiet: bool,
+    pub verbose: bool,
+}
+
+impl Status {
+    pub fn info(&self, line: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+
+    pub fn debug(&self, line: impl std::fmt::Display) {
+        if self.verbose {
+            eprintln!("rmqlab: {line}");
+        }
+    }
+}
+
+/// One connection with one channel, named after the command that opened it.
+pub struct Session {
+    connection: Connection,
+    pub channel: Channel,
+    vhost: String,
+}
+
+impl Session {
+    /// Connects within `--connect-timeout` and opens a channel. `name` shows in the management
+    /// UI and in `rabbitmqctl list_connections client_properties`.
+    pub async fn open(ctx: &Context, name: &str) -> Result<Session> {
+        ctx.status
+            .debug(format_args!("connecting to {} as '{name}'", ctx.url));
+        let properties = ConnectionProperties::default()
+            .with_connection_name(name.into())
+            .with_client_property("product".into(), "rmqlab".into())
+            .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
+        let attempt = Connection::connect_uri(ctx.url.amqp_uri().clone(), properties);
+        let connection = match tokio::time::timeout(ctx.connect_timeout, attempt).await {
+            Err(_elapsed) => {
+                return Err(Error::ConnectTimeout {
+                    url: ctx.url.to_string(),
+                    after: ctx.connect_timeout,
+                });
+            }
+            Ok(Err(source)) => return Err(connect_error(source, &ctx.url)),
+            Ok(Ok(connection)) => connection,
+        };
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(Error::broker("cannot open a channel"))?;
+        Ok(Session {
+            connection,
+            channel,
+            vhost: ctx.url.vhost().to_string(),
+        })
+    }
+
+    /// Declares a durable queue (idempotent when it exists with the same properties).
+    /// Returns the number of messages ready in it.
+    pub async fn declare_queue(&self, name: &str, queue_type: QueueType) -> Result<u32> {
+        let mut arguments = FieldTable::default();
+        if queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        match self
+            .channel
+            .queue_declare(name.into(), options, arguments)
+            .await
+        {
+            Ok(queue) => Ok(queue.message_count()),
+            Err(source) => Err(self.queue_error(name, source)),
+        }
+    }
+
+    fn queue_error(&self, queue: &str, source: lapin::Error) -> Error {
+        match amqp_error(&source) {
+            Some(amqp)
+                if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) =>
+            {
+                Error::QueueMismatch {
+                    queue: queue.to_string(),
+                    vhost: self.vhost.clone(),
+                    difference: describe_queue_mismatch(amqp.get_message().as_str()),
+                    source: Box::new(source),
+                }
+            }
+            _ => Error::Broker {
+                context: format!("cannot declare queue '{queue}'"),
+                source: Box::new(source),
+            },
+        }
+    }
+
+    /// Publishes every message of `messages` with publisher confirms, keeping up to
+    /// [`CONFIRM_WINDOW`] in flight. Each message is reported ` [x] Sent` on `out`, in order,
+    /// once the broker has taken responsibility for it. Returns how many were confirmed.
+    pub async fn publish(
+        &self,
+        target: &Publication<'_>,
+        messages: &mut Messages,
+        out: &mut impl Write,
+    ) -> Result<u64> {
+        self.channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::broker("cannot enable publisher confirms"))?;
+        let mut window = ConfirmWindow {
+            in_flight: VecDeque::with_capacity(CONFIRM_WINDOW),
+            confirmed_count: 0,
+            out,
+        };
+        let properties = target.properties();
+        let options = BasicPublishOptions {
+            mandatory: target.mandatory,
+            ..BasicPublishOptions::default()
+        };
+        loop {
+            let batch = match messages.try_next() {
+                Ok(Some(batch)) => Ok(batch),
+                Ok(None) if window.in_flight.is_empty() => {
+                    window.out.flush().map_err(Error::Output)?;
+                    messages.next().await
+                }
+                // Input is not ready: settle confirms while waiting for it.
+                Ok(None) => tokio::select! {
+                    biased;
+                    batch = messages.next() => batch,
+                    settled = window.settle_oldest() => { settled?; continue; }
+                },
+                Err(error) => Err(error),
+            }
+            .map_err(|source| Error::Input {
+                path: messages.name.clone(),
+                source,
+            })?;
+            if batch.is_empty() {
+                break;
+            }
+            for body in batch {
+                if window.in_flight.len() >= CONFIRM_WINDOW {
+                    window.settle_oldest().await?;
+                }
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        target.exchange.into(),
+                        target.routing_key.into(),
+                        options,
+                        &body,
+                        properties.clone(),
+                    )
+                    .await
+                    .map_err(Error::broker("cannot publish"))?;
+                window.in_flight.push_back((confirm, body));
+            }
+        }
+        while !window.in_flight.is_empty() {
+            window.settle_oldest().await?;
+        }
+        window.out.flush().map_err(Error::Output)?;
+        Ok(window.confirmed_count)
+    }
+
+    /// Closes the channel and the connection cleanly; unacked deliveries go back to the queue.
+    pub async fn close(self) {
+        // A connection the broker already closed has nothing left to close.
+        let _ = self.channel.close(200, "OK".into()).await;
+        let _ = self.connection.close(200, "OK".into()).await;
+    }
+}
+
+/// Where and how messages are published.
+#[derive(Debug, Clone)]
+pub struct Publication<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    /// Delivery mode 2: written to disk by a durable queue, kept across a broker restart.
+    pub persistent: bool,
+    /// Have the broker return a message no queue takes, instead of dropping it silently.
+    pub mandatory: bool,
+}
+
+impl Publication<'_> {
+    fn properties(&self) -> BasicProperties {
+        let properties = BasicProperties::default();
+        if self.persistent {
+            properties.with_delivery_mode(2)
+        } else {
+            properties
+        }
+    }
+}
+
+struct ConfirmWindow<'o, W> {
+    in_flight: VecDeque<(PublisherConfirm, Vec<u8>)>,
+    confirmed_count: u64,
+    out: &'o mut W,
+}
+
+impl<W: Write> ConfirmWindow<'_, W> {
+    /// Waits for the broker's answer to the oldest message in flight.
+    async fn settle_oldest(&mut self) -> Result<()> {
+        let Some((confirm, _)) = self.in_flight.front_mut() else {
+            return Ok(());
+        };
+        let confirmation = confirm
+            .await
+            .map_err(Error::broker("lost the broker's confirmation of a message"))?;
+        let (_, body) = self
+            .in_flight
+            .pop_front()
+            .expect("the front entry was just awaited");
+        let number = self.confirmed_count + 1;
+        if confirmation.is_nack() {
+            return Err(Error::Nacked { number });
+        }
+        if let Some(returned) = confirmation.take_message() {
+            return Err(Error::Unroutable {
+                number,
+                reason: format!(
+                    "{} {} (exchange '{}', routing key '{}')",
+                    returned.reply_code,
+                    returned.reply_text,
+                    returned.delivery.exchange,
+                    returned.delivery.routing_key
+                ),
+            });
+        }
+        self.confirmed_count = number;
+        write_sent(self.out, &body).map_err(Error::Output)
+    }
+}
+
+/// Classifies a failed connection attempt.
+fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
+    let kind = amqp_error(&source).map(|amqp| {
+        (
+            amqp.kind().clone(),
+            amqp.get_message().as_str().contains("vhost"),
+        )
+    });
+    let source = Box::new(source);
+    let url_shown = url.to_string();
+    match kind {
+        Some((
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED),
+            true,
+        )) => Error::VhostRefused {
+            url: url_shown,
+            vhost: url.vhost().to_string(),
+            source,
+        },
+        Some((AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED), _)) => Error::LoginRefused {
+            url: url_shown,
+            user: url.user().to_string(),
+            guest_from_afar: url.user() == "guest" && !url.is_loopback(),
+            source,
+        },
+        Some(_) => Error::Broker {
+            context: format!("the broker at {url_shown} closed the connection"),
+            source,
+        },
+        None => Error::Unreachable {
+            url: url_shown,
+            source,
+        },
+    }
+}

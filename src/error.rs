@@ -1,0 +1,330 @@
+//! The one error type of rmqlab, its exit codes (sysexits) and its hints.
+
+use crate::uri::InvalidUrl;
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use std::{io, time::Duration};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Exit codes, as documented in README.md and `rmqlab --help`.
+pub mod exit {
+    pub const SUCCESS: u8 = 0;
+    pub const USAGE: u8 = 2;
+    pub const DATA: u8 = 65;
+    pub const NO_INPUT: u8 = 66;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const OS: u8 = 71;
+    pub const IO: u8 = 74;
+    pub const TEMPORARY: u8 = 75;
+    pub const NO_PERMISSION: u8 = 77;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidUrl(InvalidUrl),
+
+    #[error("cannot reach the broker at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("no answer from the broker at {url} within {}", humantime::format_duration(*.after))]
+    ConnectTimeout { url: String, after: Duration },
+
+    #[error("the broker at {url} refused the login of user '{user}'")]
+    LoginRefused {
+        url: String,
+        user: String,
+        /// `guest` connecting to a broker on another host: RabbitMQ refuses that by default.
+        guest_from_afar: bool,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("the broker at {url} refused access to virtual host '{vhost}'")]
+    VhostRefused {
+        url: String,
+        vhost: String,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("queue '{queue}' already exists with other properties: {difference}")]
+    QueueMismatch {
+        queue: String,
+        vhost: String,
+        difference: String,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("the broker refused message {number} (nack): it was not stored")]
+    Nacked { number: u64 },
+
+    #[error("message {number} was returned as unroutable: {reason}")]
+    Unroutable { number: u64, reason: String },
+
+    #[error("the broker cancelled the consumer of queue '{queue}' (was the queue deleted?)")]
+    ConsumerCancelled { queue: String },
+
+    #[error("{context}")]
+    Broker {
+        context: String,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("cannot read {path}")]
+    Input {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot write to standard output")]
+    Output(#[source] io::Error),
+
+    #[error("cannot run --exec command '{command}'")]
+    Exec {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+}
+
+impl Error {
+    /// Wraps a lapin error with what rmqlab was doing when it happened.
+    pub fn broker(context: impl Into<String>) -> impl FnOnce(lapin::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Broker {
+            context,
+            source: Box::new(source),
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::InvalidUrl(_) => exit::USAGE,
+            Error::Unreachable { .. } => exit::UNAVAILABLE,
+            Error::ConnectTimeout { .. } => exit::TEMPORARY,
+            Error::LoginRefused { .. } | Error::VhostRefused { .. } => exit::NO_PERMISSION,
+            Error::QueueMismatch { .. }
+            | Error::Nacked { .. }
+            | Error::Unroutable { .. }
+            | Error::ConsumerCancelled { .. } => exit::DATA,
+            Error::Broker { source, .. } => broker_exit_code(source),
+            Error::Input { .. } => exit::NO_INPUT,
+            Error::Output(_) => exit::IO,
+            Error::Exec { .. } | Error::Runtime(_) => exit::OS,
+        }
+    }
+
+    /// stdout was closed by its reader (`| head`): not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The whole report: `rmqlab: error: ...`, one `caused by:` line per source, then a hint.
+    pub fn report(&self) -> String {
+        let mut report = format!("rmqlab: error: {self}\n");
+        let mut previous = String::new();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            // Libraries often wrap an error and repeat its text ("IO error: <the io error>").
+            if !previous.ends_with(&text) {
+                report.push_str(&format!("  caused by: {text}\n"));
+            }
+            previous = text;
+            source = cause.source();
+        }
+        if let Some(hint) = self.hint() {
+            report.push_str(&format!("  hint: {hint}\n"));
+        }
+        report
+    }
+
+    /// A line telling the user what to do next, where one helps.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Unreachable { .. } => Some(
+                "start a broker: `rabbitmq-server -detached` where RabbitMQ is installed, or \
+                 `docker run -it --rm --name rabbitmq -p 5672:5672 -p 15672:15672 \
+                 rabbitmq:4-management`; or point --url / RMQLAB_URL at yours"
+                    .into(),
+            ),
+            Error::ConnectTimeout { .. } => Some(
+                "check the host and port in --url (a firewall may be dropping packets), \
+                 or allow more time with --connect-timeout"
+                    .into(),
+            ),
+            Error::LoginRefused {
+                guest_from_afar: true,
+                ..
+            } => Some(
+                "RabbitMQ lets the 'guest' user log in only from localhost (loopback_users); \
+                 create a user on the broker (`rabbitmqctl add_user NAME PASSWORD` and \
+                 `rabbitmqctl set_permissions NAME '.*' '.*' '.*'`) and put it in --url"
+                    .into(),
+            ),
+            Error::LoginRefused { .. } => {
+                Some("check the user and password in --url / RMQLAB_URL / AMQP_URL".into())
+            }
+            Error::VhostRefused { .. } => Some(
+                "the virtual host is the URI's path, percent-encoded: the default vhost '/' is \
+                 written %2f (amqp://host:5672/%2f); `rabbitmqctl list_vhosts` lists them and \
+                 `rabbitmqctl list_permissions -p VHOST` shows who may use one"
+                    .into(),
+            ),
+            Error::QueueMismatch { queue, vhost, .. } => {
+                let vhost_arg = if vhost == "/" {
+                    String::new()
+                } else {
+                    format!(" -p {}", shell_quote(vhost))
+                };
+                Some(format!(
+                    "RabbitMQ cannot change an existing queue; delete it (its messages are lost) \
+                     with `rabbitmqctl delete_queue {}{vhost_arg}` and run again, or use \
+                     another --queue",
+                    shell_quote(queue)
+                ))
+            }
+            Error::Unroutable { .. } => Some(
+                "the queue may have been deleted while sending; run the command again to \
+                 declare it"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+fn broker_exit_code(source: &lapin::Error) -> u8 {
+    match source.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => exit::NO_PERMISSION,
+            AMQPErrorKind::Soft(
+                AMQPSoftError::PRECONDITIONFAILED
+                | AMQPSoftError::NOTFOUND
+                | AMQPSoftError::RESOURCELOCKED
+                | AMQPSoftError::NOROUTE
+                | AMQPSoftError::NOCONSUMERS,
+            ) => exit::DATA,
+            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED) => exit::TEMPORARY,
+            AMQPErrorKind::Hard(AMQPHardError::FRAMEERROR) => exit::DATA,
+            _ => exit::SOFTWARE,
+        },
+        lapin::ErrorKind::IOError(_)
+        | lapin::ErrorKind::MissingHeartbeatError
+        | lapin::ErrorKind::InvalidConnectionState(_)
+        | lapin::ErrorKind::InvalidChannelState(..) => exit::TEMPORARY,
+        _ => exit::SOFTWARE,
+    }
+}
+
+/// The broker's reply code and text, when the error came from the broker.
+pub fn amqp_error(source: &lapin::Error) -> Option<&lapin::protocol::AMQPError> {
+    match source.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => Some(amqp),
+        _ => None,
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=,".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// Explains a PRECONDITION_FAILED reply about a queue declaration, such as
+/// `inequivalent arg 'durable' for queue 'hello' in vhost '/': received 'true' but current is 'false'`.
+pub fn describe_queue_mismatch(reply_text: &str) -> String {
+    let Some(after) = reply_text.split_once("inequivalent arg '").map(|(_, a)| a) else {
+        return reply_text
+            .trim_start_matches("PRECONDITION_FAILED - ")
+            .to_string();
+    };
+    let property = after.split('\'').next().unwrap_or_default();
+    let wanted = between(after, "received ", " but current is");
+    let current = after.split_once("but current is ").map(|(_, c)| c);
+    match (wanted, current) {
+        (Some(wanted), Some(current)) => format!(
+            "'{property}' is {} on the broker, rmqlab declares {}",
+            unquote(current),
+            unquote(wanted)
+        ),
+        _ => format!("'{property}' differs"),
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let (_, rest) = text.split_once(start)?;
+    rest.split_once(end).map(|(inner, _)| inner)
+}
+
+fn unquote(value: &str) -> String {
+    let value = value.trim();
+    // "the value 'quorum' of type 'longstr'" -> "'quorum'"
+    let value = value.strip_prefix("the value ").unwrap_or(value);
+    let value = value.split(" of type").next().unwrap_or(value);
+    match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        Some(inner) => inner.to_string(),
+        None => value.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_mismatch_is_explained() {
+        let text = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'hello' in vhost \
+                    '/': received 'true' but current is 'false'";
+        assert_eq!(
+            describe_queue_mismatch(text),
+            "'durable' is false on the broker, rmqlab declares true"
+        );
+    }
+
+    #[test]
+    fn queue_type_mismatch_is_explained() {
+        let text = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost \
+                    '/': received the value 'quorum' of type 'longstr' but current is none";
+        assert_eq!(
+            describe_queue_mismatch(text),
+            "'x-queue-type' is none on the broker, rmqlab declares quorum"
+        );
+    }
+
+    #[test]
+    fn unknown_texts_pass_through() {
+        assert_eq!(
+            describe_queue_mismatch("PRECONDITION_FAILED - something else"),
+            "something else"
+        );
+    }
+
+    #[test]
+    fn shell_quote_quotes_only_when_needed() {
+        assert_eq!(shell_quote("task_queue"), "task_queue");
+        assert_eq!(shell_quote("my queue"), "'my queue'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}

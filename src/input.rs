@@ -1,0 +1,154 @@
+//! Where messages to publish come from: the command's words, or the lines of a file or stdin.
+//!
+//! Lines are read on a thread of their own in large blocks and handed over in batches, so the
+//! publisher never waits on a read while the broker could be sent more.
+
+use crate::error::{Error, Result};
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader, Read},
+    path::Path,
+    thread,
+};
+use tokio::sync::mpsc;
+
+/// Lines handed over at once; a few batches are buffered ahead of the publisher.
+const BATCH_LINES: usize = 256;
+const BATCHES_AHEAD: usize = 8;
+const READ_BUFFER: usize = 256 * 1024;
+
+pub type Batch = Vec<Vec<u8>>;
+
+/// Messages arriving in order, in batches.
+pub struct Messages {
+    receiver: mpsc::Receiver<io::Result<Batch>>,
+    /// How to name the source in an error message.
+    pub name: String,
+}
+
+impl Messages {
+    /// One message, known up front.
+    pub fn single(body: Vec<u8>) -> Self {
+        let (sender, receiver) = mpsc::channel(1);
+        // Cannot fail: the channel is new and has room for one.
+        let _ = sender.try_send(Ok(vec![body]));
+        Messages {
+            receiver,
+            name: "the command line".into(),
+        }
+    }
+
+    /// One message per line of `path` (`-` for stdin). The file is opened now, so that a
+    /// missing file is reported before anything is sent.
+    pub fn lines_of(path: &Path) -> Result<Self> {
+        let name = if path == Path::new("-") {
+            "standard input".to_string()
+        } else {
+            path.display().to_string()
+        };
+        let reader: Box<dyn Read + Send> = if path == Path::new("-") {
+            Box::new(io::stdin())
+        } else {
+            Box::new(File::open(path).map_err(|source| Error::Input {
+                path: name.clone(),
+                source,
+            })?)
+        };
+        let (sender, receiver) = mpsc::channel(BATCHES_AHEAD);
+        thread::Builder::new()
+            .name("rmqlab-input".into())
+            .spawn(move || read_lines(BufReader::with_capacity(READ_BUFFER, reader), &sender))
+            .map_err(|source| Error::Input {
+                path: name.clone(),
+                source,
+            })?;
+        Ok(Messages { receiver, name })
+    }
+
+    /// The next batch if one is ready now: `Ok(None)` means not yet; an empty batch means the
+    /// input has ended.
+    pub fn try_next(&mut self) -> std::result::Result<Option<Batch>, io::Error> {
+        match self.receiver.try_recv() {
+            Ok(batch) => batch.map(Some),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Ok(Some(Vec::new())),
+        }
+    }
+
+    /// The next batch, waiting for it; an empty batch means the input has ended.
+    pub async fn next(&mut self) -> io::Result<Batch> {
+        match self.receiver.recv().await {
+            Some(batch) => batch,
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Splits the input into lines (without `\n` or `\r\n`) and sends them in batches.
+fn read_lines<R: Read>(mut reader: BufReader<R>, sender: &mpsc::Sender<io::Result<Batch>>) {
+    let mut batch = Vec::with_capacity(BATCH_LINES);
+    loop {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                batch.push(line);
+                // Hand over a full batch, or a partial one when no more input is buffered
+                // (an interactive user typing lines sees each one sent at once).
+                if batch.len() == BATCH_LINES || reader.buffer().is_empty() {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+                    if sender.blocking_send(Ok(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = sender.blocking_send(Ok(batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_lines(input: &[u8]) -> Vec<Vec<u8>> {
+        let (sender, mut receiver) = mpsc::channel(1000);
+        read_lines(BufReader::with_capacity(7, input), &sender);
+        drop(sender);
+        let mut lines = Vec::new();
+        while let Ok(batch) = receiver.try_recv() {
+            lines.extend(batch.unwrap());
+        }
+        lines
+    }
+
+    #[test]
+    fn lines_lose_their_terminators_only() {
+        assert_eq!(
+            all_lines(b"a\nb\r\n\nlast"),
+            vec![b"a".to_vec(), b"b".to_vec(), b"".to_vec(), b"last".to_vec()]
+        );
+        assert_eq!(all_lines(b""), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn many_lines_arrive_in_order() {
+        let input: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+        let lines = all_lines(input.as_bytes());
+        assert_eq!(lines.len(), 1000);
+        assert_eq!(lines[999], b"1000");
+    }
+}

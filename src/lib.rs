@@ -1,0 +1,59 @@
+//! rmqlab: the RabbitMQ tutorials as one command-line tool, and a loss-free way to move messages
+//! from a shell. `main.rs` parses the command line and calls [`run`].
+
+pub mod amqp;
+pub mod cli;
+pub mod commands;
+pub mod consume;
+pub mod error;
+pub mod input;
+pub mod output;
+pub mod signals;
+pub mod uri;
+
+pub use error::{Error, Result};
+
+use amqp::{Context, Status};
+use cli::{Cli, GlobalArgs};
+use uri::{BrokerUrl, DEFAULT_URL};
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// Stopped cleanly by Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => error::exit::SUCCESS,
+            Exit::Interrupted => error::exit::INTERRUPTED,
+        }
+    }
+}
+
+/// Runs one parsed command line. Must be called inside a tokio runtime.
+pub async fn run(cli: Cli) -> Result<Exit> {
+    let context = context(&cli.global)?;
+    commands::run(&context, cli.command).await
+}
+
+/// Turns the global options into plain settings, once.
+fn context(global: &GlobalArgs) -> Result<Context> {
+    // clap already read RMQLAB_URL into `url`; AMQP_URL is the conventional fallback.
+    let raw = global
+        .url
+        .clone()
+        .or_else(|| std::env::var("AMQP_URL").ok().filter(|url| !url.is_empty()))
+        .unwrap_or_else(|| DEFAULT_URL.to_string());
+    Ok(Context {
+        url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
+        connect_timeout: global.connect_timeout,
+        status: Status {
+            quiet: global.quiet,
+            verbose: global.verbose,
+        },
+    })
+}

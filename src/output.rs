@@ -1,0 +1,235 @@
+//! Pure formatting of what rmqlab prints on stdout: the tutorial's lines, raw bodies, JSON lines.
+
+use crate::cli::OutputFormat;
+use base64::Engine;
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable},
+};
+use serde_json::{Map, Value, json};
+use std::io::{self, Write};
+
+/// A received message, independent of the client library's delivery type.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    pub body: &'a [u8],
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub redelivered: bool,
+    pub delivery_tag: u64,
+    pub properties: &'a BasicProperties,
+}
+
+impl<'a> From<&'a lapin::message::Delivery> for Received<'a> {
+    fn from(delivery: &'a lapin::message::Delivery) -> Self {
+        Received {
+            body: &delivery.data,
+            exchange: delivery.exchange.as_str(),
+            routing_key: delivery.routing_key.as_str(),
+            redelivered: delivery.redelivered,
+            delivery_tag: delivery.delivery_tag,
+            properties: &delivery.properties,
+        }
+    }
+}
+
+/// ` [x] Sent 'MESSAGE'`: what a publisher prints once the broker confirmed a message.
+pub fn write_sent(out: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    out.write_all(b" [x] Sent '")?;
+    write_lossy(out, body)?;
+    out.write_all(b"'\n")
+}
+
+/// Writes one received message in the chosen format. `text_prefix` is the tutorial's marker
+/// before the body in text mode (` [x] Received ` for queues, ` [x] ` for pubsub).
+pub fn write_received(
+    out: &mut impl Write,
+    format: OutputFormat,
+    text_prefix: &str,
+    message: &Received<'_>,
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Text => {
+            out.write_all(text_prefix.as_bytes())?;
+            write_lossy(out, message.body)?;
+        }
+        OutputFormat::Body => out.write_all(message.body)?,
+        OutputFormat::Json => serde_json::to_writer(&mut *out, &to_json(message))?,
+    }
+    out.write_all(b"\n")
+}
+
+/// Writes bytes as UTF-8, replacing invalid sequences, without allocating for valid text.
+fn write_lossy(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    for chunk in bytes.utf8_chunks() {
+        out.write_all(chunk.valid().as_bytes())?;
+        if !chunk.invalid().is_empty() {
+            out.write_all(char::REPLACEMENT_CHARACTER.to_string().as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// The JSON form of a message. `body` is the text of the body (lossy when it is not UTF-8, in
+/// which case `body_base64` carries the exact bytes); `properties` holds only the properties set.
+pub fn to_json(message: &Received<'_>) -> Value {
+    let mut object = Map::new();
+    object.insert(
+        "body".into(),
+        String::from_utf8_lossy(message.body).into_owned().into(),
+    );
+    if std::str::from_utf8(message.body).is_err() {
+        object.insert(
+            "body_base64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(message.body)
+                .into(),
+        );
+    }
+    object.insert("exchange".into(), message.exchange.into());
+    object.insert("routing_key".into(), message.routing_key.into());
+    object.insert("redelivered".into(), message.redelivered.into());
+    object.insert("delivery_tag".into(), message.delivery_tag.into());
+    object.insert(
+        "properties".into(),
+        Value::Object(properties_json(message.properties)),
+    );
+    Value::Object(object)
+}
+
+fn properties_json(p: &BasicProperties) -> Map<String, Value> {
+    let mut map = Map::new();
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value {
+            map.insert(key.into(), value);
+        }
+    };
+    let text = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| json!(s.as_str()));
+    put("content_type", text(p.content_type()));
+    put("content_encoding", text(p.content_encoding()));
+    put("headers", p.headers().as_ref().map(table_json));
+    put("delivery_mode", p.delivery_mode().map(|v| json!(v)));
+    put("priority", p.priority().map(|v| json!(v)));
+    put("correlation_id", text(p.correlation_id()));
+    put("reply_to", text(p.reply_to()));
+    put("expiration", text(p.expiration()));
+    put("message_id", text(p.message_id()));
+    put("timestamp", p.timestamp().map(|v| json!(v)));
+    put("type", text(p.kind()));
+    put("user_id", text(p.user_id()));
+    put("app_id", text(p.app_id()));
+    put("cluster_id", text(p.cluster_id()));
+    map
+}
+
+fn table_json(table: &FieldTable) -> Value {
+    Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(key, value)| (key.to_string(), value_json(value)))
+            .collect(),
+    )
+}
+
+fn value_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(v) => json!(v),
+        AMQPValue::ShortShortInt(v) => json!(v),
+        AMQPValue::ShortShortUInt(v) => json!(v),
+        AMQPValue::ShortInt(v) => json!(v),
+        AMQPValue::ShortUInt(v) => json!(v),
+        AMQPValue::LongInt(v) => json!(v),
+        AMQPValue::LongUInt(v) => json!(v),
+        AMQPValue::LongLongInt(v) => json!(v),
+        AMQPValue::Float(v) => json!(v),
+        AMQPValue::Double(v) => json!(v),
+        AMQPValue::DecimalValue(v) => json!(v.value as f64 / 10f64.powi(v.scale.into())),
+        AMQPValue::ShortString(v) => json!(v.as_str()),
+        AMQPValue::LongString(v) => json!(String::from_utf8_lossy(v.as_bytes())),
+        AMQPValue::FieldArray(v) => Value::Array(v.as_slice().iter().map(value_json).collect()),
+        AMQPValue::Timestamp(v) => json!(v),
+        AMQPValue::FieldTable(v) => table_json(v),
+        AMQPValue::ByteArray(v) => {
+            json!(base64::engine::general_purpose::STANDARD.encode(v.as_slice()))
+        }
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(format: OutputFormat, prefix: &str, message: &Received<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_received(&mut out, format, prefix, message).unwrap();
+        out
+    }
+
+    fn message<'a>(body: &'a [u8], properties: &'a BasicProperties) -> Received<'a> {
+        Received {
+            body,
+            exchange: "",
+            routing_key: "task_queue",
+            redelivered: false,
+            delivery_tag: 7,
+            properties,
+        }
+    }
+
+    #[test]
+    fn text_is_the_tutorial_line() {
+        let props = BasicProperties::default();
+        let m = message(b"Hello World!", &props);
+        assert_eq!(
+            render(OutputFormat::Text, " [x] Received ", &m),
+            b" [x] Received Hello World!\n"
+        );
+        assert_eq!(
+            render(OutputFormat::Text, " [x] ", &m),
+            b" [x] Hello World!\n"
+        );
+        let mut out = Vec::new();
+        write_sent(&mut out, b"First message.").unwrap();
+        assert_eq!(out, b" [x] Sent 'First message.'\n");
+    }
+
+    #[test]
+    fn body_is_exact_bytes() {
+        let props = BasicProperties::default();
+        let m = message(b"\xff\x00raw", &props);
+        assert_eq!(render(OutputFormat::Body, "", &m), b"\xff\x00raw\n");
+        assert_eq!(
+            render(OutputFormat::Text, " [x] ", &m),
+            " [x] \u{fffd}\0raw\n".as_bytes()
+        );
+    }
+
+    #[test]
+    fn json_has_the_fields_and_set_properties_only() {
+        let mut headers = FieldTable::default();
+        headers.insert("attempt".into(), AMQPValue::LongInt(2));
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("text/plain".into())
+            .with_headers(headers);
+        let m = message(b"a \"quoted\" task.", &props);
+        let line = String::from_utf8(render(OutputFormat::Json, "", &m)).unwrap();
+        assert_eq!(
+            line,
+            "{\"body\":\"a \\\"quoted\\\" task.\",\"exchange\":\"\",\"routing_key\":\"task_queue\",\
+             \"redelivered\":false,\"delivery_tag\":7,\"properties\":{\"content_type\":\
+             \"text/plain\",\"headers\":{\"attempt\":2},\"delivery_mode\":2}}\n"
+        );
+    }
+
+    #[test]
+    fn json_stays_valid_for_binary_bodies() {
+        let props = BasicProperties::default();
+        let m = message(b"\xff\xfe", &props);
+        let value: Value = serde_json::from_slice(&render(OutputFormat::Json, "", &m)).unwrap();
+        assert_eq!(value["body_base64"], "//4=");
+        assert_eq!(value["body"], "\u{fffd}\u{fffd}");
+    }
+}

@@ -1,0 +1,210 @@
+//! The broker address given by `--url`: parsed once, shown only with its password masked.
+
+use lapin::uri::{AMQPScheme, AMQPUri};
+use std::{fmt, str::FromStr};
+use url::Url;
+
+/// The default broker: RabbitMQ's out-of-the-box user on this machine, default vhost `/`.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// What replaces a password wherever a URI is shown.
+const MASK: &str = "****";
+
+/// A parsed AMQP URI together with the form of it that is safe to print.
+#[derive(Clone, Debug)]
+pub struct BrokerUrl {
+    uri: AMQPUri,
+    shown: String,
+}
+
+/// Why `--url` was not accepted. Its text never contains the password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidUrl {
+    /// The input with its password masked, when its shape allowed finding the password.
+    pub shown: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for InvalidUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.shown {
+            Some(shown) => write!(f, "invalid broker URI '{shown}': {}", self.reason),
+            None => write!(f, "invalid broker URI: {}", self.reason),
+        }
+    }
+}
+
+impl BrokerUrl {
+    pub fn parse(raw: &str) -> Result<Self, InvalidUrl> {
+        let invalid = |reason: String| InvalidUrl {
+            shown: mask_password(raw),
+            reason: scrub(&reason, raw),
+        };
+        let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+        if url.scheme() != "amqp" && url.scheme() != "amqps" {
+            return Err(invalid(format!(
+                "unknown scheme '{}': use amqp:// or amqps://",
+                url.scheme()
+            )));
+        }
+        if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "expected amqp://[user[:password]@]host[:port][/vhost]".into(),
+            ));
+        }
+        let mut uri = AMQPUri::from_str(raw).map_err(invalid)?;
+        // amq-protocol takes the host from `Url::domain()`, which is empty for IP addresses and
+        // would silently send `amqp://10.0.0.1` to localhost; the URL's host is the right one.
+        let host = url.host_str().unwrap_or_default();
+        uri.authority.host = host.trim_start_matches('[').trim_end_matches(']').into();
+
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            // Setting a password only fails on URLs without a host, excluded above.
+            let _ = shown.set_password(Some(MASK));
+        }
+        Ok(BrokerUrl {
+            uri,
+            shown: shown.to_string(),
+        })
+    }
+
+    pub fn amqp_uri(&self) -> &AMQPUri {
+        &self.uri
+    }
+
+    pub fn user(&self) -> &str {
+        &self.uri.authority.userinfo.username
+    }
+
+    pub fn vhost(&self) -> &str {
+        &self.uri.vhost
+    }
+
+    pub fn host(&self) -> &str {
+        &self.uri.authority.host
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.uri.scheme == AMQPScheme::AMQPS
+    }
+
+    /// Whether the host is this machine (RabbitMQ lets `guest` log in only from there).
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host();
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+/// Masks the password of a `scheme://user:password@host...` string, even a malformed one.
+/// Returns `None` when the input has no recognisable authority: then it is not shown at all.
+pub fn mask_password(raw: &str) -> Option<String> {
+    let (scheme, rest) = raw.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return Some(raw.to_string());
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:{MASK}"),
+        None => userinfo.to_string(),
+    };
+    Some(format!("{scheme}://{user}@{host}{tail}"))
+}
+
+/// Removes every trace of the raw input (and so of its password) from a library's message.
+fn scrub(message: &str, raw: &str) -> String {
+    match password_of(raw) {
+        Some(password) if !password.is_empty() => message.replace(password, MASK),
+        _ => message.to_string(),
+    }
+}
+
+fn password_of(raw: &str) -> Option<&str> {
+    let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    userinfo.split_once(':').map(|(_, password)| password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_url_parses_to_the_default_vhost() {
+        let url = BrokerUrl::parse(DEFAULT_URL).unwrap();
+        assert_eq!(url.vhost(), "/");
+        assert_eq!(url.user(), "guest");
+        assert_eq!(url.host(), "127.0.0.1");
+        assert_eq!(url.to_string(), "amqp://guest:****@127.0.0.1:5672/%2f");
+        assert!(url.is_loopback());
+    }
+
+    #[test]
+    fn ip_hosts_are_kept() {
+        let url = BrokerUrl::parse("amqp://u:p@10.1.2.3:5673/v").unwrap();
+        assert_eq!(url.host(), "10.1.2.3");
+        assert_eq!(url.amqp_uri().authority.port, 5673);
+        assert!(!url.is_loopback());
+        let url = BrokerUrl::parse("amqp://[::1]/").unwrap();
+        assert_eq!(url.host(), "::1");
+        assert!(url.is_loopback());
+    }
+
+    #[test]
+    fn amqps_defaults_to_port_5671() {
+        let url = BrokerUrl::parse("amqps://broker.example").unwrap();
+        assert!(url.is_tls());
+        assert_eq!(url.amqp_uri().authority.port, 5671);
+    }
+
+    #[test]
+    fn errors_never_contain_the_password() {
+        for raw in [
+            "amqp://user:hunter2@host:99999/%2f",
+            "http://user:hunter2@host/",
+            "amqp:user:hunter2@x",
+            "amqp://user:hunter2@host/?heartbeat=abc",
+            "amqp://user:hunter2@/",
+        ] {
+            let err = BrokerUrl::parse(raw).unwrap_err();
+            assert!(!err.to_string().contains("hunter2"), "{raw} -> {err}");
+        }
+    }
+
+    #[test]
+    fn error_reasons_name_the_problem() {
+        let err = BrokerUrl::parse("amqp://u:p@host:99999").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid broker URI 'amqp://u:****@host:99999': invalid port number"
+        );
+        let err = BrokerUrl::parse("http://host").unwrap_err();
+        assert!(err.reason.contains("unknown scheme 'http'"), "{err}");
+        let err = BrokerUrl::parse("amqp:x").unwrap_err();
+        assert!(err.reason.contains("expected amqp://"), "{err}");
+    }
+
+    #[test]
+    fn mask_password_handles_odd_shapes() {
+        assert_eq!(
+            mask_password("amqp://a:b@c@host/x").as_deref(),
+            Some("amqp://a:****@host/x")
+        );
+        assert_eq!(
+            mask_password("amqp://host/x").as_deref(),
+            Some("amqp://host/x")
+        );
+        assert_eq!(mask_password("amqp:secret"), None);
+    }
+}
