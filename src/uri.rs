@@ -121,19 +121,20 @@ pub fn mask_password(raw: &str) -> Option<String> {
     Some(format!("{scheme}://{user}@{host}{tail}"))
 }
 
-/// Removes every trace of the raw input (and so of its password) from a library's message.
+/// Removes the raw input, and so its password, from a library's message that echoes it.
 fn scrub(message: &str, raw: &str) -> String {
-    match password_of(raw) {
-        Some(password) if !password.is_empty() => message.replace(password, MASK),
-        _ => message.to_string(),
+    let masked = mask_password(raw).unwrap_or_else(|| "the URI".into());
+    let mut message = message.replace(raw, &masked);
+    if let Some(userinfo) = userinfo_of(raw).filter(|userinfo| userinfo.contains(':')) {
+        message = message.replace(userinfo, MASK);
     }
+    message
 }
 
-fn password_of(raw: &str) -> Option<&str> {
+fn userinfo_of(raw: &str) -> Option<&str> {
     let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    userinfo.split_once(':').map(|(_, password)| password)
+    authority.rsplit_once('@').map(|(userinfo, _)| userinfo)
 }
 
 #[cfg(test)]
@@ -193,6 +194,20 @@ mod tests {
         assert!(err.reason.contains("unknown scheme 'http'"), "{err}");
         let err = BrokerUrl::parse("amqp:x").unwrap_err();
         assert!(err.reason.contains("expected amqp://"), "{err}");
+    }
+
+    #[test]
+    fn scrub_removes_echoed_input() {
+        let raw = "amqp://u:hunter2@h/";
+        assert_eq!(
+            scrub(&format!("Invalid URL: '{raw}'"), raw),
+            "Invalid URL: 'amqp://u:****@h/'"
+        );
+        assert_eq!(scrub("bad u:hunter2 here", raw), "bad **** here");
+        assert_eq!(
+            scrub("invalid port number", "amqp://u:p@h:99999"),
+            "invalid port number"
+        );
     }
 
     #[test]
