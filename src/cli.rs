@@ -33,6 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL]
     /// [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ's default user]
@@ -83,10 +84,16 @@ pub enum HelloCommand {
   seq 3 | rmqlab hello send -f -")]
     Send(HelloSendArgs),
     /// Declare the queue and print the messages that arrive
-    #[command(after_long_help = "Examples:
+    #[command(
+        after_long_help = "Each message is acknowledged once it has been printed. (The \
+tutorial consumes with auto-ack; acking after printing means that --count, Ctrl-C or a closed \
+stdout never take a message from the queue that was not printed.)
+
+Examples:
   rmqlab hello recv
   rmqlab hello recv --count 1
-  rmqlab hello recv --idle-timeout 2s -o json")]
+  rmqlab hello recv --idle-timeout 2s -o json"
+    )]
     Recv(HelloRecvArgs),
 }
 
