@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{Running, TestQueue, assert_code, broker, eventually, rabbitmqctl, rmqlab, run, text};
+use common::{
+    Running, TestQueue, assert_code, broker, eventually, rabbitmqctl, rmq, rmqlab, run, text,
+};
 use std::{
     collections::HashMap,
     sync::{
@@ -29,14 +31,11 @@ fn wait_for_consumers(queue: &str, n: u32) {
 #[test]
 fn hello_send_then_recv_round_trips_the_tutorial_message() {
     let q = TestQueue::new("hello_round_trip");
-    let sent = run(&["hello", "send", "--queue", q.name()], None);
+    let sent = rmq(&format!("hello send --queue {q}"), None);
     assert_code(&sent, 0);
     assert_eq!(text(&sent.stdout), " [x] Sent 'Hello World!'\n");
 
-    let received = run(
-        &["hello", "recv", "--queue", q.name(), "--count", "1"],
-        None,
-    );
+    let received = rmq(&format!("hello recv --queue {q} --count 1"), None);
     assert_code(&received, 0);
     assert_eq!(text(&received.stdout), " [x] Received Hello World!\n");
     assert!(
@@ -50,10 +49,7 @@ fn hello_send_then_recv_round_trips_the_tutorial_message() {
 #[test]
 fn words_are_joined_into_one_message() {
     let q = TestQueue::new("words_joined");
-    let sent = run(
-        &["task", "new", "--queue", q.name(), "First", "message."],
-        None,
-    );
+    let sent = rmq(&format!("task new --queue {q} First message."), None);
     assert_code(&sent, 0);
     assert_eq!(text(&sent.stdout), " [x] Sent 'First message.'\n");
     assert_eq!(broker::ready(q.name()), 1);
@@ -64,8 +60,8 @@ fn words_are_joined_into_one_message() {
 #[test]
 fn lines_from_stdin_arrive_in_order() {
     let q = TestQueue::new("stdin_lines");
-    let sent = run(
-        &["hello", "send", "--queue", q.name(), "-f", "-"],
+    let sent = rmq(
+        &format!("hello send --queue {q} -f -"),
         Some(b"one\ntwo\nthree\n"),
     );
     assert_code(&sent, 0);
@@ -73,19 +69,7 @@ fn lines_from_stdin_arrive_in_order() {
         lines(&sent.stdout),
         [" [x] Sent 'one'", " [x] Sent 'two'", " [x] Sent 'three'"]
     );
-    let received = run(
-        &[
-            "hello",
-            "recv",
-            "--queue",
-            q.name(),
-            "--count",
-            "3",
-            "-o",
-            "body",
-        ],
-        None,
-    );
+    let received = rmq(&format!("hello recv --queue {q} --count 3 -o body"), None);
     assert_code(&received, 0);
     assert_eq!(text(&received.stdout), "one\ntwo\nthree\n");
 }
@@ -93,7 +77,7 @@ fn lines_from_stdin_arrive_in_order() {
 #[test]
 fn stdin_is_not_read_without_dash_f() {
     let q = TestQueue::new("stdin_untouched");
-    let sent = run(&["hello", "send", "--queue", q.name()], Some(b"not me\n"));
+    let sent = rmq(&format!("hello send --queue {q}"), Some(b"not me\n"));
     assert_code(&sent, 0);
     assert_eq!(
         broker::get(q.name()).unwrap().delivery.data,
@@ -112,21 +96,8 @@ fn bulk_publish_confirms_every_line() {
     assert_code(&sent, 0);
     assert_eq!(lines(&sent.stdout).len(), 5000);
     assert_eq!(broker::ready(q.name()), 5000);
-    let worked = run(
-        &[
-            "task",
-            "work",
-            "--queue",
-            q.name(),
-            "--count",
-            "5000",
-            "--dot-duration",
-            "0s",
-            "-o",
-            "body",
-            "--prefetch",
-            "100",
-        ],
+    let worked = rmq(
+        &format!("task work --queue {q} --count 5000 --dot-duration 0s -o body --prefetch 100"),
         None,
     );
     assert_code(&worked, 0);
@@ -137,10 +108,7 @@ fn bulk_publish_confirms_every_line() {
 #[test]
 fn task_messages_are_persistent_in_a_durable_queue() {
     let q = TestQueue::new("persistent");
-    assert_code(
-        &run(&["task", "new", "--queue", q.name(), "a", "task"], None),
-        0,
-    );
+    assert_code(&rmq(&format!("task new --queue {q} a task"), None), 0);
     let message = broker::get(q.name()).expect("the task");
     assert_eq!(*message.delivery.properties.delivery_mode(), Some(2));
     // The broker refuses to redeclare it non-durable: it is durable.
@@ -156,18 +124,7 @@ fn task_messages_are_persistent_in_a_durable_queue() {
 #[test]
 fn quorum_queue_type_is_declared() {
     let q = TestQueue::new("quorum");
-    let sent = run(
-        &[
-            "task",
-            "new",
-            "--queue",
-            q.name(),
-            "--queue-type",
-            "quorum",
-            "q",
-        ],
-        None,
-    );
+    let sent = rmq(&format!("task new --queue {q} --queue-type quorum q"), None);
     assert_code(&sent, 0);
     let listing = rabbitmqctl(&["-q", "list_queues", "name", "type"]);
     assert!(
@@ -283,16 +240,8 @@ fn unacked_per_consumer(queue: &str) -> Vec<(u32, u32)> {
 fn a_task_of_a_killed_worker_goes_to_another_worker() {
     let q = TestQueue::new("sigkill");
     broker::publish(q.name(), &["unlucky.........."]);
-    let mut first = Running::start(&[
-        "task",
-        "work",
-        "--queue",
-        q.name(),
-        "--dot-duration",
-        "1s",
-        "-o",
-        "body",
-    ]);
+    let mut first =
+        Running::start_line(&format!("task work --queue {q} --dot-duration 1s -o body"));
     assert_eq!(
         first.next_line(Duration::from_secs(20)),
         "unlucky.........."
@@ -301,21 +250,8 @@ fn a_task_of_a_killed_worker_goes_to_another_worker() {
     let (code, _, _) = first.finish(Duration::from_secs(10));
     assert_eq!(code, None, "killed by a signal");
 
-    let second = run(
-        &[
-            "task",
-            "work",
-            "--queue",
-            q.name(),
-            "--dot-duration",
-            "0s",
-            "--count",
-            "1",
-            "--idle-timeout",
-            "20s",
-            "-o",
-            "json",
-        ],
+    let second = rmq(
+        &format!("task work --queue {q} --dot-duration 0s --count 1 --idle-timeout 20s -o json"),
         None,
     );
     assert_code(&second, 0);
@@ -402,19 +338,7 @@ fn exec_failure_requeues_once_then_drops() {
 fn count_stops_without_taking_more_messages() {
     let q = TestQueue::new("count");
     broker::publish(q.name(), &["1", "2", "3", "4", "5"]);
-    let received = run(
-        &[
-            "hello",
-            "recv",
-            "--queue",
-            q.name(),
-            "--count",
-            "2",
-            "-o",
-            "body",
-        ],
-        None,
-    );
+    let received = rmq(&format!("hello recv --queue {q} --count 2 -o body"), None);
     assert_code(&received, 0);
     assert_eq!(text(&received.stdout), "1\n2\n");
     assert_eq!(
@@ -428,17 +352,7 @@ fn count_stops_without_taking_more_messages() {
 fn idle_timeout_ends_an_empty_consumer_with_success() {
     let q = TestQueue::new("idle");
     let started = Instant::now();
-    let received = run(
-        &[
-            "task",
-            "work",
-            "--queue",
-            q.name(),
-            "--idle-timeout",
-            "300ms",
-        ],
-        None,
-    );
+    let received = rmq(&format!("task work --queue {q} --idle-timeout 300ms"), None);
     assert_code(&received, 0);
     assert!(started.elapsed() < Duration::from_secs(20));
     assert_eq!(text(&received.stdout), "");
@@ -448,14 +362,7 @@ fn idle_timeout_ends_an_empty_consumer_with_success() {
 fn ctrl_c_lets_the_task_in_progress_finish_and_be_acked() {
     let q = TestQueue::new("ctrl_c");
     broker::publish(q.name(), &["interrupted....", "untouched"]);
-    let mut worker = Running::start(&[
-        "task",
-        "work",
-        "--queue",
-        q.name(),
-        "--dot-duration",
-        "300ms",
-    ]);
+    let mut worker = Running::start_line(&format!("task work --queue {q} --dot-duration 300ms"));
     assert_eq!(
         worker.next_line(Duration::from_secs(20)),
         " [x] Received interrupted...."
@@ -477,7 +384,7 @@ fn ctrl_c_lets_the_task_in_progress_finish_and_be_acked() {
 fn second_ctrl_c_aborts_the_task_and_the_broker_keeps_it() {
     let q = TestQueue::new("ctrl_c_twice");
     broker::publish(q.name(), &["aborted.........."]);
-    let mut worker = Running::start(&["task", "work", "--queue", q.name(), "--dot-duration", "1s"]);
+    let mut worker = Running::start_line(&format!("task work --queue {q} --dot-duration 1s"));
     worker.next_line(Duration::from_secs(20));
     worker.signal("INT");
     thread::sleep(Duration::from_millis(300));
@@ -493,7 +400,7 @@ fn second_ctrl_c_aborts_the_task_and_the_broker_keeps_it() {
 #[test]
 fn sigterm_stops_a_waiting_consumer_cleanly() {
     let q = TestQueue::new("sigterm");
-    let worker = Running::start(&["hello", "recv", "--queue", q.name()]);
+    let worker = Running::start_line(&format!("hello recv --queue {q}"));
     wait_for_consumers(q.name(), 1);
     worker.signal("TERM");
     let (code, _, stderr) = worker.finish(Duration::from_secs(20));
@@ -504,7 +411,7 @@ fn sigterm_stops_a_waiting_consumer_cleanly() {
 #[test]
 fn connections_are_named_after_their_command() {
     let q = TestQueue::new("named");
-    let worker = Running::start(&["task", "work", "--queue", q.name(), "--idle-timeout", "20s"]);
+    let worker = Running::start_line(&format!("task work --queue {q} --idle-timeout 20s"));
     wait_for_consumers(q.name(), 1);
     let connections = rabbitmqctl(&["-q", "list_connections", "client_properties"]);
     assert!(
@@ -697,15 +604,8 @@ fn mismatch_error_hides_a_password_too() {
 #[test]
 fn missing_input_file_exits_66_before_connecting() {
     let q = TestQueue::new("missing_file");
-    let output = run(
-        &[
-            "task",
-            "new",
-            "--queue",
-            q.name(),
-            "-f",
-            "/nonexistent/tasks.txt",
-        ],
+    let output = rmq(
+        &format!("task new --queue {q} -f /nonexistent/tasks.txt"),
         None,
     );
     assert_code(&output, 66);
@@ -720,45 +620,18 @@ fn missing_input_file_exits_66_before_connecting() {
 #[test]
 fn binary_bodies_are_exact_with_body_and_valid_json() {
     let q = TestQueue::new("binary");
-    let sent = run(
-        &["hello", "send", "--queue", q.name(), "-f", "-"],
+    let sent = rmq(
+        &format!("hello send --queue {q} -f -"),
         Some(b"\xff\xfeok\n"),
     );
     assert_code(&sent, 0);
-    let received = run(
-        &[
-            "hello",
-            "recv",
-            "--queue",
-            q.name(),
-            "--count",
-            "1",
-            "-o",
-            "body",
-        ],
-        None,
-    );
+    let received = rmq(&format!("hello recv --queue {q} --count 1 -o body"), None);
     assert_code(&received, 0);
     assert_eq!(received.stdout, b"\xff\xfeok\n");
     broker::publish(q.name(), &["placeholder"]);
-    let sent = run(
-        &["hello", "send", "--queue", q.name(), "-f", "-"],
-        Some(b"\xff\n"),
-    );
+    let sent = rmq(&format!("hello send --queue {q} -f -"), Some(b"\xff\n"));
     assert_code(&sent, 0);
-    let received = run(
-        &[
-            "hello",
-            "recv",
-            "--queue",
-            q.name(),
-            "--count",
-            "2",
-            "-o",
-            "json",
-        ],
-        None,
-    );
+    let received = rmq(&format!("hello recv --queue {q} --count 2 -o json"), None);
     assert_code(&received, 0);
     let last: serde_json::Value =
         serde_json::from_str(lines(&received.stdout).last().unwrap()).unwrap();

@@ -66,6 +66,11 @@ pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     wait_output(child, Duration::from_secs(60))
 }
 
+/// [`run`] with the arguments given as one line, split at spaces (no quoting).
+pub fn rmq(line: &str, stdin: Option<&[u8]>) -> Output {
+    run(&line.split_whitespace().collect::<Vec<_>>(), stdin)
+}
+
 /// Waits for a child with a deadline (reading its output meanwhile, so that a full pipe never
 /// stalls it), killing it and failing the test past the deadline.
 pub fn wait_output(child: Child, limit: Duration) -> Output {
@@ -138,6 +143,11 @@ impl Running {
             lines,
             seen: Vec::new(),
         }
+    }
+
+    /// [`Running::start`] with the arguments given as one line, split at spaces.
+    pub fn start_line(line: &str) -> Running {
+        Running::start(&line.split_whitespace().collect::<Vec<_>>())
     }
 
     /// The next stdout line, waiting up to `limit`.
@@ -311,6 +321,12 @@ impl TestQueue {
 
     pub fn name(&self) -> &str {
         &self.0
+    }
+}
+
+impl std::fmt::Display for TestQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
