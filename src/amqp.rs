@@ -2,14 +2,17 @@
 
 use crate::{
     cli::QueueType,
-    error::{Error, Result, amqp_error, describe_queue_mismatch},
+    error::{Declared, Error, Result, amqp_error, describe_mismatch},
     input::Messages,
     output::write_sent,
     uri::BrokerUrl,
 };
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm,
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
     types::{AMQPValue, FieldTable},
 };
@@ -22,6 +25,8 @@ pub const CONFIRM_WINDOW: usize = 512;
 #[derive(Debug, Clone)]
 pub struct Context {
     pub url: BrokerUrl,
+    /// `--api-url`, parsed only by the commands that use the management API.
+    pub api_url: Option<String>,
     pub connect_timeout: Duration,
     pub status: Status,
 }
@@ -38,6 +43,11 @@ impl Status {
         if !self.quiet {
             eprintln!("{line}");
         }
+    }
+
+    /// A warning: something the user should know even with `--quiet`.
+    pub fn warn(&self, line: impl std::fmt::Display) {
+        eprintln!("{line}");
     }
 
     pub fn debug(&self, line: impl std::fmt::Display) {
@@ -87,8 +97,7 @@ impl Session {
     }
 
     /// Declares a durable queue (idempotent when it exists with the same properties).
-    /// Returns the number of messages ready in it.
-    pub async fn declare_queue(&self, name: &str, queue_type: QueueType) -> Result<u32> {
+    pub async fn declare_queue(&self, name: &str, queue_type: QueueType) -> Result<()> {
         let mut arguments = FieldTable::default();
         if queue_type == QueueType::Quorum {
             arguments.insert(
@@ -100,30 +109,70 @@ impl Session {
             durable: true,
             ..QueueDeclareOptions::default()
         };
-        match self
-            .channel
+        self.channel
             .queue_declare(name.into(), options, arguments)
             .await
-        {
-            Ok(queue) => Ok(queue.message_count()),
-            Err(source) => Err(self.queue_error(name, source)),
-        }
+            .map_err(|source| self.declare_error(Declared::Queue, name, source))?;
+        Ok(())
     }
 
-    fn queue_error(&self, queue: &str, source: lapin::Error) -> Error {
+    /// Declares a fanout exchange, non-durable as in the tutorial, so that the tutorial's own
+    /// programs can share it.
+    pub async fn declare_fanout(&self, exchange: &str) -> Result<()> {
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| self.declare_error(Declared::Exchange, exchange, source))
+    }
+
+    /// Declares an exclusive queue with a server-chosen name, bound to `exchange`; the broker
+    /// deletes it when this connection closes. Returns its name.
+    pub async fn declare_exclusive_queue_on(&self, exchange: &str) -> Result<String> {
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = self
+            .channel
+            .queue_declare("".into(), options, FieldTable::default())
+            .await
+            .map_err(Error::broker("cannot declare an exclusive queue"))?;
+        let name = queue.name().to_string();
+        self.channel
+            .queue_bind(
+                name.as_str().into(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(Error::broker(format!(
+                "cannot bind queue '{name}' to exchange '{exchange}'"
+            )))?;
+        Ok(name)
+    }
+
+    fn declare_error(&self, kind: Declared, name: &str, source: lapin::Error) -> Error {
         match amqp_error(&source) {
             Some(amqp)
                 if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) =>
             {
-                Error::QueueMismatch {
-                    queue: queue.to_string(),
+                Error::Mismatch {
+                    kind,
+                    name: name.to_string(),
                     vhost: self.vhost.clone(),
-                    difference: describe_queue_mismatch(amqp.get_message().as_str()),
+                    difference: describe_mismatch(amqp.get_message().as_str()),
                     source: Box::new(source),
                 }
             }
             _ => Error::Broker {
-                context: format!("cannot declare queue '{queue}'"),
+                context: format!("cannot declare {kind} '{name}'"),
                 source: Box::new(source),
             },
         }
@@ -131,25 +180,28 @@ impl Session {
 
     /// Publishes every message of `messages` with publisher confirms, keeping up to
     /// [`CONFIRM_WINDOW`] in flight. Each message is reported ` [x] Sent` on `out`, in order,
-    /// once the broker has taken responsibility for it. Returns how many were confirmed.
+    /// once the broker has taken responsibility for it.
     pub async fn publish(
         &self,
         target: &Publication<'_>,
         messages: &mut Messages,
         out: &mut impl Write,
-    ) -> Result<u64> {
+        status: Status,
+    ) -> Result<Published> {
         self.channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(Error::broker("cannot enable publisher confirms"))?;
         let mut window = ConfirmWindow {
             in_flight: VecDeque::with_capacity(CONFIRM_WINDOW),
-            confirmed_count: 0,
+            published: Published::default(),
+            target,
             out,
+            status,
         };
         let properties = target.properties();
         let options = BasicPublishOptions {
-            mandatory: target.mandatory,
+            mandatory: true,
             ..BasicPublishOptions::default()
         };
         loop {
@@ -196,7 +248,14 @@ impl Session {
             window.settle_oldest().await?;
         }
         window.out.flush().map_err(Error::Output)?;
-        Ok(window.confirmed_count)
+        let published = window.published;
+        if published.dropped > 1 {
+            status.warn(format_args!(
+                " [!] {} of {} messages were dropped: no queue is bound to exchange '{}'",
+                published.dropped, published.confirmed, target.exchange
+            ));
+        }
+        Ok(published)
     }
 
     /// Closes the channel and the connection cleanly; unacked deliveries go back to the queue.
@@ -214,8 +273,26 @@ pub struct Publication<'a> {
     pub routing_key: &'a str,
     /// Delivery mode 2: written to disk by a durable queue, kept across a broker restart.
     pub persistent: bool,
-    /// Have the broker return a message no queue takes, instead of dropping it silently.
-    pub mandatory: bool,
+    /// What to do with a message no queue takes (the broker returns it: `mandatory`).
+    pub unroutable: Unroutable,
+}
+
+/// What a message that no queue takes means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unroutable {
+    /// An error: the queue the message was meant for is gone.
+    Fails,
+    /// Correct behaviour (fan-out with no listener): say so on stderr and go on.
+    IsDropped,
+}
+
+/// What a publish run achieved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Messages the broker confirmed, counting from the first input line.
+    pub confirmed: u64,
+    /// Of those, messages no queue took.
+    pub dropped: u64,
 }
 
 impl Publication<'_> {
@@ -229,10 +306,12 @@ impl Publication<'_> {
     }
 }
 
-struct ConfirmWindow<'o, W> {
+struct ConfirmWindow<'a, W> {
     in_flight: VecDeque<(PublisherConfirm, Vec<u8>)>,
-    confirmed_count: u64,
-    out: &'o mut W,
+    published: Published,
+    target: &'a Publication<'a>,
+    out: &'a mut W,
+    status: Status,
 }
 
 impl<W: Write> ConfirmWindow<'_, W> {
@@ -248,23 +327,36 @@ impl<W: Write> ConfirmWindow<'_, W> {
             .in_flight
             .pop_front()
             .expect("the front entry was just awaited");
-        let number = self.confirmed_count + 1;
+        let number = self.published.confirmed + 1;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }
         if let Some(returned) = confirmation.take_message() {
-            return Err(Error::Unroutable {
-                number,
-                reason: format!(
-                    "{} {} (exchange '{}', routing key '{}')",
-                    returned.reply_code,
-                    returned.reply_text,
-                    returned.delivery.exchange,
-                    returned.delivery.routing_key
-                ),
-            });
+            match self.target.unroutable {
+                Unroutable::Fails => {
+                    return Err(Error::Unroutable {
+                        number,
+                        reason: format!(
+                            "{} {} (exchange '{}', routing key '{}')",
+                            returned.reply_code,
+                            returned.reply_text,
+                            returned.delivery.exchange,
+                            returned.delivery.routing_key
+                        ),
+                    });
+                }
+                Unroutable::IsDropped => {
+                    self.published.dropped += 1;
+                    if self.published.dropped == 1 {
+                        self.status.warn(format_args!(
+                            " [!] no queue is bound to exchange '{}': message dropped",
+                            self.target.exchange
+                        ));
+                    }
+                }
+            }
         }
-        self.confirmed_count = number;
+        self.published.confirmed = number;
         write_sent(self.out, &body).map_err(Error::Output)
     }
 }

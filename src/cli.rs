@@ -46,6 +46,17 @@ pub struct GlobalArgs {
     )]
     pub url: Option<String>,
 
+    /// Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default:
+    /// http://<host of --url>:15672, with the user and password of --url unless it has its own]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "RMQLAB_API_URL",
+        hide_env = true
+    )]
+    pub api_url: Option<String>,
+
     /// Give up connecting after this long (500ms, 5s, 1m)
     #[arg(
         long,
@@ -73,6 +84,156 @@ pub enum Command {
     /// Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch
     #[command(subcommand)]
     Task(TaskCommand),
+    /// Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)
+    #[command(subcommand)]
+    Pubsub(PubsubCommand),
+    /// Queue depth, purge and delete, through the management HTTP API
+    #[command(subcommand)]
+    Queues(QueuesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PubsubCommand {
+    /// Declare the fanout exchange and publish one message (or one per line of -f) to it
+    #[command(
+        after_long_help = "Every listener bound to the exchange gets every message. A \
+message published while no listener is bound is dropped by the broker: that is how fan-out \
+works, so rmqlab notes it on stderr and still exits 0.
+
+Examples:
+  rmqlab pubsub emit
+  rmqlab pubsub emit warning: disk full
+  tail -f /var/log/syslog | rmqlab pubsub emit -f -"
+    )]
+    Emit(PubsubEmitArgs),
+    /// Bind an exclusive, server-named queue to the exchange and print what arrives
+    #[command(
+        after_long_help = "The queue is this listener's own: the broker deletes it when \
+the listener exits, and messages emitted while no listener ran are not kept.
+
+Examples:
+  rmqlab pubsub listen
+  rmqlab pubsub listen --count 2
+  rmqlab pubsub listen -o json > logs.jsonl"
+    )]
+    Listen(PubsubListenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PubsubEmitArgs {
+    /// Fanout exchange to declare and publish to (non-durable, as in the tutorial)
+    #[arg(long, value_name = "NAME", default_value = "logs")]
+    pub exchange: String,
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PubsubListenArgs {
+    /// Fanout exchange to declare and listen to
+    #[arg(long, value_name = "NAME", default_value = "logs")]
+    pub exchange: String,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready
+    /// messages_unacknowledged`)
+    #[command(after_long_help = "Columns: vhost (when no --vhost is given), name, \
+messages_ready, messages_unacknowledged, consumers. A number the broker does not report yet (a \
+queue created a moment ago has no statistics) shows as 0 in table and tsv output and as null in \
+JSON. The broker refreshes these statistics every few seconds.
+
+Examples:
+  rmqlab queues list
+  rmqlab queues list --filter '^task' --sort messages_ready --reverse
+  rmqlab queues list -o tsv --no-headers | cut -f2
+  rmqlab queues list --watch 2s")]
+    List(QueuesListArgs),
+    /// Remove every ready message of a queue
+    #[command(after_long_help = "Examples:
+  rmqlab queues purge task_queue
+  rmqlab queues purge orders --vhost shop")]
+    Purge(QueueNameArgs),
+    /// Delete a queue and the messages in it
+    #[command(after_long_help = "Examples:
+  rmqlab queues delete hello
+  rmqlab queues delete task_queue --if-empty --if-unused")]
+    Delete(QueuesDeleteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesListArgs {
+    /// List the queues of this vhost only [default: every vhost]
+    #[arg(long, value_name = "VHOST")]
+    pub vhost: Option<String>,
+    /// Only queues whose name matches this regular expression (matched by the broker)
+    #[arg(long, value_name = "REGEX")]
+    pub filter: Option<String>,
+    /// Sort by this column [default: vhost, then name]
+    #[arg(long, value_enum, value_name = "COLUMN")]
+    pub sort: Option<QueueColumn>,
+    /// Reverse the order
+    #[arg(long)]
+    pub reverse: bool,
+    /// Output format
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = TableFormat::Table)]
+    pub output: TableFormat,
+    /// Leave out the header row
+    #[arg(long)]
+    pub no_headers: bool,
+    /// Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueueNameArgs {
+    /// The queue's name
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The queue's vhost [default: the vhost of --url]
+    #[arg(long, value_name = "VHOST")]
+    pub vhost: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesDeleteArgs {
+    #[command(flatten)]
+    pub queue: QueueNameArgs,
+    /// Refuse (exit 65) when the queue holds messages
+    #[arg(long)]
+    pub if_empty: bool,
+    /// Refuse (exit 65) when the queue has consumers
+    #[arg(long)]
+    pub if_unused: bool,
+}
+
+/// A column of `queues list`, named as in the management API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueColumn {
+    #[value(name = "vhost")]
+    Vhost,
+    #[value(name = "name")]
+    Name,
+    #[value(name = "messages_ready", alias = "ready")]
+    MessagesReady,
+    #[value(name = "messages_unacknowledged", alias = "unacked")]
+    MessagesUnacknowledged,
+    #[value(name = "consumers")]
+    Consumers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    /// a table that fits the terminal
+    Table,
+    /// tab-separated values, one queue a line
+    Tsv,
+    /// a JSON array of objects with the API's field names
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,7 +352,8 @@ pub enum QueueType {
 
 #[derive(Debug, Args)]
 pub struct MessageArgs {
-    /// The message: the words joined with single spaces [default: Hello World!]
+    /// The message: the words joined with single spaces [default: Hello World!; pubsub emit:
+    /// info: Hello World!]
     #[arg(value_name = "WORDS", conflicts_with = "file")]
     pub words: Vec<String>,
     /// Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise

@@ -21,6 +21,22 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// What kind of object a declaration was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Queue,
+    Exchange,
+}
+
+impl std::fmt::Display for Declared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Declared::Queue => "queue",
+            Declared::Exchange => "exchange",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
@@ -54,9 +70,10 @@ pub enum Error {
         source: Box<lapin::Error>,
     },
 
-    #[error("queue '{queue}' already exists with other properties: {difference}")]
-    QueueMismatch {
-        queue: String,
+    #[error("{kind} '{name}' already exists with other properties: {difference}")]
+    Mismatch {
+        kind: Declared,
+        name: String,
         vhost: String,
         difference: String,
         #[source]
@@ -77,6 +94,43 @@ pub enum Error {
         context: String,
         #[source]
         source: Box<lapin::Error>,
+    },
+
+    #[error("cannot reach the management API at {url}")]
+    ApiUnreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("no answer from the management API at {url} in time")]
+    ApiTimeout { url: String },
+
+    #[error("the management API at {url} refused user '{user}'{}", reason_suffix(.reason))]
+    ApiRefused {
+        url: String,
+        user: String,
+        reason: String,
+    },
+
+    #[error("the broker refused to delete queue '{queue}': {reason}")]
+    DeleteRefused { queue: String, reason: String },
+
+    #[error("{what} not found")]
+    ApiNotFound { what: String },
+
+    #[error("the management API at {url} answered {status}{}", reason_suffix(.reason))]
+    ApiStatus {
+        url: String,
+        status: u16,
+        reason: String,
+    },
+
+    #[error("management API request to {url} failed")]
+    Api {
+        url: String,
+        #[source]
+        source: reqwest::Error,
     },
 
     #[error("cannot read {path}")]
@@ -116,11 +170,18 @@ impl Error {
             Error::Unreachable { .. } => exit::UNAVAILABLE,
             Error::ConnectTimeout { .. } => exit::TEMPORARY,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => exit::NO_PERMISSION,
-            Error::QueueMismatch { .. }
+            Error::Mismatch { .. }
             | Error::Nacked { .. }
             | Error::Unroutable { .. }
             | Error::ConsumerCancelled { .. } => exit::DATA,
             Error::Broker { source, .. } => broker_exit_code(source),
+            Error::ApiUnreachable { .. } => exit::UNAVAILABLE,
+            Error::ApiTimeout { .. } => exit::TEMPORARY,
+            Error::ApiRefused { .. } => exit::NO_PERMISSION,
+            Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => exit::DATA,
+            Error::ApiStatus { status, .. } if *status >= 500 => exit::UNAVAILABLE,
+            Error::ApiStatus { .. } => exit::DATA,
+            Error::Api { .. } => exit::SOFTWARE,
             Error::Input { .. } => exit::NO_INPUT,
             Error::Output(_) => exit::IO,
             Error::Exec { .. } | Error::Runtime(_) => exit::OS,
@@ -184,19 +245,47 @@ impl Error {
                  `rabbitmqctl list_permissions -p VHOST` shows who may use one"
                     .into(),
             ),
-            Error::QueueMismatch { queue, vhost, .. } => {
+            Error::Mismatch {
+                kind: Declared::Queue,
+                name,
+                vhost,
+                ..
+            } => {
                 let vhost_arg = if vhost == "/" {
                     String::new()
                 } else {
-                    format!(" -p {}", shell_quote(vhost))
+                    format!(" --vhost {}", shell_quote(vhost))
                 };
                 Some(format!(
                     "RabbitMQ cannot change an existing queue; delete it (its messages are lost) \
-                     with `rabbitmqctl delete_queue {}{vhost_arg}` and run again, or use \
-                     another --queue",
-                    shell_quote(queue)
+                     with `rmqlab queues delete {}{vhost_arg}` and run again, or use another \
+                     --queue",
+                    shell_quote(name)
                 ))
             }
+            Error::Mismatch {
+                kind: Declared::Exchange,
+                ..
+            } => Some(
+                "RabbitMQ cannot change an existing exchange; delete it (in the management UI, \
+                 or `rabbitmqadmin delete exchange name=NAME`) and run again, or use another \
+                 --exchange"
+                    .into(),
+            ),
+            Error::ApiUnreachable { .. } => Some(
+                "is the management plugin on? `rabbitmq-plugins enable rabbitmq_management` on \
+                 the broker's host; or point --api-url / RMQLAB_API_URL at the API"
+                    .into(),
+            ),
+            Error::ApiRefused { reason, .. } if reason.contains("management user") => Some(
+                "the user needs the 'management' (or 'monitoring') tag: \
+                 `rabbitmqctl set_user_tags USER management`"
+                    .into(),
+            ),
+            Error::ApiRefused { .. } => Some(
+                "the API takes the user and password of --url, or those written in --api-url"
+                    .into(),
+            ),
             Error::Unroutable { .. } => Some(
                 "the queue may have been deleted while sending; run the command again to \
                  declare it"
@@ -204,6 +293,14 @@ impl Error {
             ),
             _ => None,
         }
+    }
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
     }
 }
 
@@ -252,9 +349,9 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// Explains a PRECONDITION_FAILED reply about a queue declaration, such as
+/// Explains a PRECONDITION_FAILED reply to a declaration, such as
 /// `inequivalent arg 'durable' for queue 'hello' in vhost '/': received 'true' but current is 'false'`.
-pub fn describe_queue_mismatch(reply_text: &str) -> String {
+pub fn describe_mismatch(reply_text: &str) -> String {
     let Some(after) = reply_text.split_once("inequivalent arg '").map(|(_, a)| a) else {
         return reply_text
             .trim_start_matches("PRECONDITION_FAILED - ")
@@ -298,7 +395,7 @@ mod tests {
         let text = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'hello' in vhost \
                     '/': received 'true' but current is 'false'";
         assert_eq!(
-            describe_queue_mismatch(text),
+            describe_mismatch(text),
             "'durable' is false on the broker, rmqlab declares true"
         );
     }
@@ -308,15 +405,25 @@ mod tests {
         let text = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost \
                     '/': received the value 'quorum' of type 'longstr' but current is none";
         assert_eq!(
-            describe_queue_mismatch(text),
+            describe_mismatch(text),
             "'x-queue-type' is none on the broker, rmqlab declares quorum"
+        );
+    }
+
+    #[test]
+    fn exchange_type_mismatch_is_explained() {
+        let text = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost \
+                    '/': received 'fanout' but current is 'direct'";
+        assert_eq!(
+            describe_mismatch(text),
+            "'type' is direct on the broker, rmqlab declares fanout"
         );
     }
 
     #[test]
     fn unknown_texts_pass_through() {
         assert_eq!(
-            describe_queue_mismatch("PRECONDITION_FAILED - something else"),
+            describe_mismatch("PRECONDITION_FAILED - something else"),
             "something else"
         );
     }

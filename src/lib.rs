@@ -7,6 +7,7 @@ pub mod commands;
 pub mod consume;
 pub mod error;
 pub mod input;
+pub mod management;
 pub mod output;
 pub mod signals;
 pub mod uri;
@@ -50,6 +51,7 @@ fn context(global: &GlobalArgs) -> Result<Context> {
         .unwrap_or_else(|| DEFAULT_URL.to_string());
     Ok(Context {
         url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
+        api_url: global.api_url.clone().filter(|url| !url.is_empty()),
         connect_timeout: global.connect_timeout,
         status: Status {
             quiet: global.quiet,

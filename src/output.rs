@@ -1,7 +1,11 @@
 //! Pure formatting of what rmqlab prints on stdout: the tutorial's lines, raw bodies, JSON lines.
 
-use crate::cli::OutputFormat;
+use crate::{
+    cli::{OutputFormat, QueueColumn, TableFormat},
+    management::QueueRow,
+};
 use base64::Engine;
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use lapin::{
     BasicProperties,
     types::{AMQPValue, FieldTable},
@@ -155,6 +159,151 @@ fn value_json(value: &AMQPValue) -> Value {
         }
         AMQPValue::Void => Value::Null,
     }
+}
+
+/// How `queues list` prints its rows.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueTable<'a> {
+    pub show_vhost: bool,
+    pub format: TableFormat,
+    pub headers: bool,
+    /// Width to fit a table into (a terminal's); `None` never wraps.
+    pub width: Option<u16>,
+    /// With `--watch`: each row's change in ready messages since the last refresh (`None` for a
+    /// queue that was not there).
+    pub ready_change: Option<&'a [Option<i64>]>,
+}
+
+const READY_CHANGE: &str = "ready_change";
+
+impl QueueColumn {
+    fn value(self, row: &QueueRow) -> Cell<'_> {
+        match self {
+            QueueColumn::Vhost => Cell::Text(&row.vhost),
+            QueueColumn::Name => Cell::Text(&row.name),
+            QueueColumn::MessagesReady => Cell::Number(row.messages_ready.unwrap_or(0)),
+            QueueColumn::MessagesUnacknowledged => {
+                Cell::Number(row.messages_unacknowledged.unwrap_or(0))
+            }
+            QueueColumn::Consumers => Cell::Number(row.consumers.unwrap_or(0)),
+        }
+    }
+}
+
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Cell<'a> {
+    Text(&'a str),
+    Number(u64),
+}
+
+impl std::fmt::Display for Cell<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Text(text) => f.write_str(text),
+            Cell::Number(number) => write!(f, "{number}"),
+        }
+    }
+}
+
+/// Orders rows by vhost and name, or by `column` first (ties by vhost and name).
+pub fn sort_queues(rows: &mut [QueueRow], column: Option<QueueColumn>, reverse: bool) {
+    rows.sort_by(|a, b| {
+        let first = column.map_or(std::cmp::Ordering::Equal, |c| c.value(a).cmp(&c.value(b)));
+        first
+            .then_with(|| a.vhost.cmp(&b.vhost))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    if reverse {
+        rows.reverse();
+    }
+}
+
+/// Renders queue rows as a table, TSV or JSON. An empty list is a header-only table, no TSV
+/// at all, and `[]` in JSON. Missing numbers are 0 in tables and TSV, `null` in JSON.
+pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
+    let mut columns = Vec::with_capacity(5);
+    if table.show_vhost {
+        columns.push(QueueColumn::Vhost);
+    }
+    columns.extend([
+        QueueColumn::Name,
+        QueueColumn::MessagesReady,
+        QueueColumn::MessagesUnacknowledged,
+        QueueColumn::Consumers,
+    ]);
+    let mut header: Vec<&str> = columns.iter().map(|c| c.api_name()).collect();
+    if table.ready_change.is_some() {
+        header.push(READY_CHANGE);
+    }
+    let cells = |index: usize, row: &QueueRow| -> Vec<String> {
+        let mut cells: Vec<String> = columns.iter().map(|c| c.value(row).to_string()).collect();
+        if let Some(changes) = table.ready_change {
+            cells.push(match changes.get(index).copied().flatten() {
+                Some(change) if change > 0 => format!("+{change}"),
+                Some(change) => change.to_string(),
+                None => String::new(),
+            });
+        }
+        cells
+    };
+    match table.format {
+        TableFormat::Json => {
+            let mut json = serde_json::to_string_pretty(rows).expect("rows serialize");
+            json.push('\n');
+            json
+        }
+        TableFormat::Tsv => {
+            if rows.is_empty() {
+                return String::new();
+            }
+            let mut tsv = String::new();
+            if table.headers {
+                tsv.push_str(&header.join("\t"));
+                tsv.push('\n');
+            }
+            for (index, row) in rows.iter().enumerate() {
+                let fields: Vec<String> = cells(index, row).iter().map(|c| tsv_escape(c)).collect();
+                tsv.push_str(&fields.join("\t"));
+                tsv.push('\n');
+            }
+            tsv
+        }
+        TableFormat::Table => {
+            let mut out = Table::new();
+            out.load_style(presets::UTF8_FULL_CONDENSED);
+            match table.width {
+                Some(width) => {
+                    out.set_content_arrangement(ContentArrangement::Dynamic)
+                        .set_width(width);
+                }
+                None => {
+                    out.set_content_arrangement(ContentArrangement::Disabled);
+                }
+            }
+            if table.headers {
+                out.set_header(&header);
+            }
+            for (index, row) in rows.iter().enumerate() {
+                out.add_row(cells(index, row));
+            }
+            // Numbers (everything after the name) read best right-aligned.
+            let first_number = columns.len() - 3;
+            for index in first_number..header.len() {
+                if let Some(column) = out.column_mut(index) {
+                    column.set_cell_alignment(CellAlignment::Right);
+                }
+            }
+            format!("{out}\n")
+        }
+    }
+}
+
+/// Keeps one row a line: tabs, newlines and backslashes in names are escaped.
+fn tsv_escape(field: &str) -> String {
+    field
+        .replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

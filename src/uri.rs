@@ -20,26 +20,36 @@ pub struct BrokerUrl {
 /// Why `--url` was not accepted. Its text never contains the password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidUrl {
+    /// Which option it was: "broker URI" or "management API URL".
+    pub what: &'static str,
     /// The input with its password masked, when its shape allowed finding the password.
     pub shown: Option<String>,
     pub reason: String,
 }
 
+impl InvalidUrl {
+    /// An error about `raw` whose text shows neither `raw` nor its password.
+    pub fn new(what: &'static str, raw: &str, reason: &str) -> Self {
+        InvalidUrl {
+            what,
+            shown: mask_password(raw),
+            reason: scrub(reason, raw),
+        }
+    }
+}
+
 impl fmt::Display for InvalidUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.shown {
-            Some(shown) => write!(f, "invalid broker URI '{shown}': {}", self.reason),
-            None => write!(f, "invalid broker URI: {}", self.reason),
+            Some(shown) => write!(f, "invalid {} '{shown}': {}", self.what, self.reason),
+            None => write!(f, "invalid {}: {}", self.what, self.reason),
         }
     }
 }
 
 impl BrokerUrl {
     pub fn parse(raw: &str) -> Result<Self, InvalidUrl> {
-        let invalid = |reason: String| InvalidUrl {
-            shown: mask_password(raw),
-            reason: scrub(&reason, raw),
-        };
+        let invalid = |reason: String| InvalidUrl::new("broker URI", raw, &reason);
         let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
         if url.scheme() != "amqp" && url.scheme() != "amqps" {
             return Err(invalid(format!(
@@ -75,6 +85,11 @@ impl BrokerUrl {
 
     pub fn user(&self) -> &str {
         &self.uri.authority.userinfo.username
+    }
+
+    /// The password, for authenticating only: never print it.
+    pub fn password(&self) -> &str {
+        &self.uri.authority.userinfo.password
     }
 
     pub fn vhost(&self) -> &str {

@@ -570,7 +570,7 @@ fn existing_non_durable_queue_exits_65_naming_the_difference() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("rabbitmqctl delete_queue {}", q.name())),
+        stderr.contains(&format!("rmqlab queues delete {}", q.name())),
         "{stderr}"
     );
     assert_eq!(text(&output.stdout), "", "nothing claimed as sent");

@@ -12,6 +12,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, Command, Output, Stdio},
     sync::{
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
         mpsc,
     },
@@ -118,6 +119,7 @@ pub struct Running {
     pub child: Child,
     lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    stderr: Arc<Mutex<String>>,
 }
 
 impl Running {
@@ -129,6 +131,15 @@ impl Running {
             .spawn()
             .expect("start rmqlab");
         let stdout = child.stdout.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut stderr_pipe = child.stderr.take().unwrap();
+        let stderr_sink = stderr.clone();
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stderr_pipe, &mut chunk) {
+                stderr_sink.lock().unwrap().push_str(&text(&chunk[..n]));
+            }
+        });
         let (sender, lines) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -142,7 +153,16 @@ impl Running {
             child,
             lines,
             seen: Vec::new(),
+            stderr,
         }
+    }
+
+    /// Waits until stderr contains `needle`, and returns stderr so far.
+    pub fn wait_for_stderr(&self, needle: &str, limit: Duration) -> String {
+        eventually(limit, &format!("'{needle}' on stderr"), || {
+            self.stderr.lock().unwrap().contains(needle)
+        });
+        self.stderr.lock().unwrap().clone()
     }
 
     /// [`Running::start`] with the arguments given as one line, split at spaces.
@@ -176,7 +196,10 @@ impl Running {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.seen.push(line);
         }
-        (output.status.code(), self.seen, text(&output.stderr))
+        // Let the stderr reader catch up with the end of the pipe.
+        thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().unwrap().clone();
+        (output.status.code(), self.seen, stderr)
     }
 }
 
@@ -217,6 +240,25 @@ pub mod broker {
 
     /// (ready messages, consumers) of a queue, or None when it does not exist.
     pub fn queue_state(queue: &str) -> Option<(u32, u32)> {
+        match passive_declare(queue) {
+            Ok(state) => Some(state),
+            Err(404) => None,
+            Err(code) => panic!("cannot inspect queue {queue}: reply code {code}"),
+        }
+    }
+
+    /// Whether a queue exists, exclusive queues of other connections included.
+    pub fn exists(queue: &str) -> bool {
+        match passive_declare(queue) {
+            Ok(_) => true,
+            Err(404) => false,
+            // RESOURCE_LOCKED: it exists, as another connection's exclusive queue.
+            Err(405) => true,
+            Err(code) => panic!("cannot inspect queue {queue}: reply code {code}"),
+        }
+    }
+
+    fn passive_declare(queue: &str) -> Result<(u32, u32), u16> {
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
@@ -227,8 +269,11 @@ pub mod broker {
             let state = channel
                 .queue_declare(queue.into(), options, FieldTable::default())
                 .await
-                .ok()
-                .map(|q| (q.message_count(), q.consumer_count()));
+                .map(|q| (q.message_count(), q.consumer_count()))
+                .map_err(|error| match error.kind() {
+                    lapin::ErrorKind::ProtocolError(amqp) => amqp.get_id(),
+                    _ => panic!("cannot inspect queue {queue}: {error}"),
+                });
             let _ = connection.close(200, "OK".into()).await;
             state
         })
@@ -297,6 +342,17 @@ pub mod broker {
         })
     }
 
+    pub fn delete_exchange(exchange: &str) {
+        block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            let _ = channel
+                .exchange_delete(exchange.into(), Default::default())
+                .await;
+            let _ = connection.close(200, "OK".into()).await;
+        })
+    }
+
     pub fn delete(queue: &str) {
         block_on(async {
             let connection = connect().await;
@@ -335,6 +391,30 @@ impl Drop for TestQueue {
         let name = self.0.clone();
         // Drop may run inside a panicking test: do the cleanup on a thread of its own.
         let _ = thread::spawn(move || broker::delete(&name)).join();
+    }
+}
+
+/// An exchange name for one test, deleted when the test ends.
+pub struct TestExchange(pub String);
+
+impl TestExchange {
+    pub fn new(test: &str) -> TestExchange {
+        let name = unique_name(test);
+        broker::delete_exchange(&name);
+        TestExchange(name)
+    }
+}
+
+impl std::fmt::Display for TestExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for TestExchange {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = thread::spawn(move || broker::delete_exchange(&name)).join();
     }
 }
 

@@ -1,0 +1,142 @@
+//! `queues list/purge/delete`: queue depth and housekeeping through the management HTTP API.
+
+use crate::{
+    Exit,
+    amqp::Context,
+    cli::{QueueColumn, QueuesCommand, QueuesListArgs, TableFormat},
+    error::{Error, Result},
+    management::{Api, QueueRow},
+    output::{QueueTable, render_queues, sort_queues},
+    signals::Interrupts,
+};
+use std::{
+    collections::HashMap,
+    io::{self, IsTerminal, Write},
+    time::SystemTime,
+};
+
+pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
+    let api = Api::new(ctx)?;
+    match command {
+        QueuesCommand::List(args) => list(&api, &args).await,
+        QueuesCommand::Purge(args) => {
+            let vhost = args.vhost.as_deref().unwrap_or(ctx.url.vhost());
+            api.purge_queue(vhost, &args.name).await?;
+            ctx.status.info(format_args!(
+                " [x] Purged queue '{}' in vhost '{vhost}'",
+                args.name
+            ));
+            Ok(Exit::Success)
+        }
+        QueuesCommand::Delete(args) => {
+            let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url.vhost());
+            api.delete_queue(vhost, &args.queue.name, args.if_empty, args.if_unused)
+                .await
+                .map_err(|error| refusal(error, &args.queue.name))?;
+            ctx.status.info(format_args!(
+                " [x] Deleted queue '{}' in vhost '{vhost}'",
+                args.queue.name
+            ));
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// The broker answers a delete refused by `--if-empty` / `--if-unused` with a 400.
+fn refusal(error: Error, queue: &str) -> Error {
+    match error {
+        Error::ApiStatus {
+            status: 400,
+            reason,
+            ..
+        } => Error::DeleteRefused {
+            queue: queue.to_string(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+async fn list(api: &Api, args: &QueuesListArgs) -> Result<Exit> {
+    let on_terminal = io::stdout().is_terminal();
+    let table = QueueTable {
+        show_vhost: args.vhost.is_none(),
+        format: args.output,
+        headers: !args.no_headers,
+        width: on_terminal.then(terminal_width).flatten(),
+        ready_change: None,
+    };
+    let fetch = || async {
+        let mut rows = api
+            .list_queues(args.vhost.as_deref(), args.filter.as_deref())
+            .await?;
+        sort_queues(&mut rows, args.sort, args.reverse);
+        Ok::<_, Error>(rows)
+    };
+    let Some(interval) = args.watch else {
+        let rows = fetch().await?;
+        let mut out = io::stdout().lock();
+        out.write_all(render_queues(&rows, &table).as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(Error::Output)?;
+        return Ok(Exit::Success);
+    };
+
+    let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
+    let mut previous: Option<HashMap<(String, String), u64>> = None;
+    loop {
+        let rows = fetch().await?;
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
+        let current: HashMap<(String, String), u64> = rows
+            .iter()
+            .map(|row| (key(row), row.messages_ready.unwrap_or(0)))
+            .collect();
+        let change = |row: &QueueRow| {
+            let before = previous.as_ref()?.get(&key(row))?;
+            Some(row.messages_ready.unwrap_or(0) as i64 - *before as i64)
+        };
+        let changes: Vec<Option<i64>> = rows.iter().map(change).collect();
+        let table = QueueTable {
+            ready_change: (table.format != TableFormat::Json).then_some(changes.as_slice()),
+            ..table
+        };
+        let block = render_queues(&rows, &table);
+        let every = humantime::format_duration(interval);
+        let screen = if on_terminal {
+            // Home the cursor and clear the screen: redraw in place, as watch(1) does.
+            format!("\x1b[H\x1b[2JEvery {every}: rmqlab queues list    {stamp}\n\n{block}")
+        } else {
+            format!("# {stamp}\n{block}\n")
+        };
+        let mut out = io::stdout().lock();
+        out.write_all(screen.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(Error::Output)?;
+        drop(out);
+        previous = Some(current);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = interrupts.wait_for(1) => return Ok(Exit::Interrupted),
+        }
+    }
+}
+
+fn key(row: &QueueRow) -> (String, String) {
+    (row.vhost.clone(), row.name.clone())
+}
+
+fn terminal_width() -> Option<u16> {
+    comfy_table::Table::new().width()
+}
+
+impl QueueColumn {
+    pub fn api_name(self) -> &'static str {
+        match self {
+            QueueColumn::Vhost => "vhost",
+            QueueColumn::Name => "name",
+            QueueColumn::MessagesReady => "messages_ready",
+            QueueColumn::MessagesUnacknowledged => "messages_unacknowledged",
+            QueueColumn::Consumers => "consumers",
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! A small client for the RabbitMQ management HTTP API: just what `rmqlab queues` needs.
+//!
+//! Follows the RabbitMQ 4.x API documentation, which 3.x brokers also serve: list endpoints are
+//! paged (`page`, `page_size`), filtered by name (`name`, `use_regex`) and trimmed to the fields
+//! asked for (`columns`). Numbers a queue does not report yet (a new queue has no statistics,
+//! 4.x omits some fields) are `None`, never an error.
+
+use crate::{
+    amqp::Context,
+    error::{Error, Result},
+    uri::InvalidUrl,
+};
+use percent_encoding::percent_decode_str;
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use url::Url;
+
+/// The default port of the management plugin.
+const API_PORT: u16 = 15672;
+/// Queues asked for per request.
+pub const PAGE_SIZE: u32 = 500;
+/// How long one API request may take once connected.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One queue as `queues list` shows it; the field names are the API's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct QueueRow {
+    pub vhost: String,
+    pub name: String,
+    #[serde(default)]
+    pub messages_ready: Option<u64>,
+    #[serde(default)]
+    pub messages_unacknowledged: Option<u64>,
+    #[serde(default)]
+    pub consumers: Option<u64>,
+}
+
+/// The fields `queues list` asks for (`columns=`).
+const QUEUE_COLUMNS: &str = "vhost,name,messages_ready,messages_unacknowledged,consumers";
+
+#[derive(Deserialize)]
+struct Page<T> {
+    items: Vec<T>,
+    page_count: u32,
+}
+
+#[derive(Deserialize, Default)]
+struct ApiError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    reason: String,
+}
+
+pub struct Api {
+    client: Client,
+    base: Url,
+    user: String,
+    password: String,
+}
+
+impl Api {
+    /// The API at `--api-url` (default `http://<host of --url>:15672`), with the credentials of
+    /// the API URL when it carries some, else those of `--url`.
+    pub fn new(ctx: &Context) -> Result<Api> {
+        let (base, user, password) = match &ctx.api_url {
+            Some(raw) => parse_api_url(raw)?,
+            None => {
+                let host = match ctx.url.host() {
+                    host if host.contains(':') => format!("[{host}]"),
+                    host => host.to_string(),
+                };
+                let base = Url::parse(&format!("http://{host}:{API_PORT}/")).map_err(|e| {
+                    Error::InvalidUrl(InvalidUrl::new("API URL", &host, &e.to_string()))
+                })?;
+                (base, None, None)
+            }
+        };
+        let client = Client::builder()
+            .connect_timeout(ctx.connect_timeout)
+            .timeout(REQUEST_TIMEOUT + ctx.connect_timeout)
+            .user_agent(concat!("rmqlab/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| Error::Api {
+                url: base.to_string(),
+                source,
+            })?;
+        ctx.status.debug(format_args!("management API at {base}"));
+        Ok(Api {
+            client,
+            base,
+            user: user.unwrap_or_else(|| ctx.url.user().to_string()),
+            password: password.unwrap_or_else(|| ctx.url.password().to_string()),
+        })
+    }
+
+    /// The URL of an API path, each segment percent-encoded (`/` in a vhost becomes `%2F`).
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("http(s) URLs have a path")
+            .pop_if_empty()
+            .push("api")
+            .extend(segments);
+        url
+    }
+
+    fn request(&self, method: reqwest::Method, url: Url) -> RequestBuilder {
+        self.client
+            .request(method, url)
+            .basic_auth(&self.user, Some(&self.password))
+    }
+
+    /// Every queue (of `vhost`, or of all vhosts), optionally only those whose name matches the
+    /// regular expression `filter`. The first page tells how many there are; the others are
+    /// fetched concurrently.
+    pub async fn list_queues(
+        &self,
+        vhost: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Vec<QueueRow>> {
+        let what = match vhost {
+            Some(vhost) => format!("vhost '{vhost}'"),
+            None => "queues".into(),
+        };
+        let page_request = |page: u32| {
+            let mut url = match vhost {
+                Some(vhost) => self.endpoint(&["queues", vhost]),
+                None => self.endpoint(&["queues"]),
+            };
+            {
+                let mut query = url.query_pairs_mut();
+                query
+                    .append_pair("page", &page.to_string())
+                    .append_pair("page_size", &PAGE_SIZE.to_string())
+                    .append_pair("columns", QUEUE_COLUMNS);
+                if let Some(filter) = filter {
+                    query
+                        .append_pair("name", filter)
+                        .append_pair("use_regex", "true");
+                }
+            }
+            self.request(reqwest::Method::GET, url)
+        };
+        let first: Page<QueueRow> = self.fetch(page_request(1), &what).await?;
+        let mut rows = first.items;
+        let mut pages = tokio::task::JoinSet::new();
+        for page in 2..=first.page_count {
+            let request = page_request(page);
+            let api = self.clone_for_task();
+            let what = what.clone();
+            pages.spawn(async move {
+                let page_rows: Page<QueueRow> = api.fetch(request, &what).await?;
+                Ok::<_, Error>((page, page_rows.items))
+            });
+        }
+        let mut later = Vec::new();
+        while let Some(joined) = pages.join_next().await {
+            later.push(joined.expect("a page request panicked")?);
+        }
+        later.sort_by_key(|(page, _)| *page);
+        rows.extend(later.into_iter().flat_map(|(_, items)| items));
+        Ok(rows)
+    }
+
+    /// Removes every ready message of a queue.
+    pub async fn purge_queue(&self, vhost: &str, name: &str) -> Result<()> {
+        let url = self.endpoint(&["queues", vhost, name, "contents"]);
+        let what = format!("queue '{name}' in vhost '{vhost}'");
+        self.send(self.request(reqwest::Method::DELETE, url), &what)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a queue; with `if_empty` / `if_unused` the broker refuses when it holds messages
+    /// / has consumers.
+    pub async fn delete_queue(
+        &self,
+        vhost: &str,
+        name: &str,
+        if_empty: bool,
+        if_unused: bool,
+    ) -> Result<()> {
+        let mut url = self.endpoint(&["queues", vhost, name]);
+        if if_empty {
+            url.query_pairs_mut().append_pair("if-empty", "true");
+        }
+        if if_unused {
+            url.query_pairs_mut().append_pair("if-unused", "true");
+        }
+        let what = format!("queue '{name}' in vhost '{vhost}'");
+        self.send(self.request(reqwest::Method::DELETE, url), &what)
+            .await
+            .map(drop)
+    }
+
+    fn clone_for_task(&self) -> ApiCaller {
+        ApiCaller {
+            base: self.base.to_string(),
+            user: self.user.clone(),
+        }
+    }
+
+    async fn fetch<T: serde::de::DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        what: &str,
+    ) -> Result<T> {
+        self.clone_for_task().fetch(request, what).await
+    }
+
+    async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response> {
+        self.clone_for_task().send(request, what).await
+    }
+}
+
+/// What a request needs to report its errors; cheap to move into a concurrent task.
+struct ApiCaller {
+    base: String,
+    user: String,
+}
+
+impl ApiCaller {
+    async fn fetch<T: serde::de::DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        what: &str,
+    ) -> Result<T> {
+        let response = self.send(request, what).await?;
+        response.json().await.map_err(|source| Error::Api {
+            url: self.base.clone(),
+            source: source.without_url(),
+        })
+    }
+
+    async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response> {
+        let response = request.send().await.map_err(|source| {
+            if source.is_timeout() {
+                Error::ApiTimeout {
+                    url: self.base.clone(),
+                }
+            } else {
+                Error::ApiUnreachable {
+                    url: self.base.clone(),
+                    source: source.without_url(),
+                }
+            }
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body: ApiError = response.json().await.unwrap_or_default();
+        Err(match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::ApiRefused {
+                url: self.base.clone(),
+                user: self.user.clone(),
+                reason: body.reason,
+            },
+            StatusCode::NOT_FOUND => Error::ApiNotFound {
+                what: what.to_string(),
+            },
+            _ => Error::ApiStatus {
+                url: self.base.clone(),
+                status: status.as_u16(),
+                reason: if body.reason.is_empty() {
+                    body.error
+                } else {
+                    body.reason
+                },
+            },
+        })
+    }
+}
+
+/// Splits an API URL into its base and the credentials it carries, if any.
+fn parse_api_url(raw: &str) -> Result<(Url, Option<String>, Option<String>)> {
+    let invalid = |reason: &str| Error::InvalidUrl(InvalidUrl::new("API URL", raw, reason));
+    let mut url = Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(invalid(&format!(
+            "unknown scheme '{}': use http:// or https://",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(
+            "expected http(s)://[user[:password]@]host[:port][/path]",
+        ));
+    }
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let (user, password) = if url.username().is_empty() {
+        (None, None)
+    } else {
+        (
+            Some(decode(url.username())),
+            Some(decode(url.password().unwrap_or_default())),
+        )
+    };
+    // Credentials travel in a header, never in a URL that an error message could show.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    Ok((url, user, password))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_url_credentials_leave_the_url() {
+        let (url, user, password) =
+            parse_api_url("https://ops:p%40ss@mq.example:443/rabbit/").unwrap();
+        assert_eq!(url.as_str(), "https://mq.example/rabbit/");
+        assert_eq!(user.as_deref(), Some("ops"));
+        assert_eq!(password.as_deref(), Some("p@ss"));
+    }
+
+    #[test]
+    fn bad_api_urls_hide_the_password() {
+        for raw in [
+            "ftp://u:hunter2@host/",
+            "http://u:hunter2@host:99999/",
+            "http://u:hunter2@/",
+        ] {
+            let err = parse_api_url(raw).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.starts_with("invalid API URL"), "{err}");
+        }
+    }
+
+    #[test]
+    fn missing_numbers_are_none() {
+        let row: QueueRow = serde_json::from_str(r#"{"name":"q","vhost":"/"}"#).unwrap();
+        assert_eq!(row.messages_ready, None);
+        assert_eq!(row.consumers, None);
+    }
+}
