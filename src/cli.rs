@@ -7,9 +7,10 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0    success (also when stdout is closed early, as by `| head`)
   2    usage error: unknown option, bad URI, bad duration
-  65   data error: queue property mismatch, message nacked or unroutable
+  65   data error: queue/exchange property mismatch, message nacked or unroutable,
+       queue or vhost not found
   66   the -f input cannot be read
-  69   broker unreachable
+  69   broker or management API unreachable
   71   the --exec command cannot be started
   74   standard output cannot be written
   75   temporary failure: timeout, connection lost

@@ -381,4 +381,142 @@ mod tests {
         assert_eq!(value["body_base64"], "//4=");
         assert_eq!(value["body"], "\u{fffd}\u{fffd}");
     }
+
+    fn rows() -> Vec<QueueRow> {
+        vec![
+            QueueRow {
+                vhost: "/".into(),
+                name: "task_queue".into(),
+                messages_ready: Some(12),
+                messages_unacknowledged: Some(1),
+                consumers: Some(2),
+            },
+            QueueRow {
+                vhost: "shop".into(),
+                name: "fresh".into(),
+                messages_ready: None,
+                messages_unacknowledged: None,
+                consumers: None,
+            },
+        ]
+    }
+
+    fn layout(format: TableFormat) -> QueueTable<'static> {
+        QueueTable {
+            show_vhost: true,
+            format,
+            headers: true,
+            width: None,
+            ready_change: None,
+        }
+    }
+
+    #[test]
+    fn tsv_has_one_row_a_line_and_zero_for_missing_numbers() {
+        assert_eq!(
+            render_queues(&rows(), &layout(TableFormat::Tsv)),
+            "vhost\tname\tmessages_ready\tmessages_unacknowledged\tconsumers\n\
+             /\ttask_queue\t12\t1\t2\n\
+             shop\tfresh\t0\t0\t0\n"
+        );
+        let no_headers = QueueTable {
+            headers: false,
+            show_vhost: false,
+            ..layout(TableFormat::Tsv)
+        };
+        assert_eq!(
+            render_queues(&rows()[..1], &no_headers),
+            "task_queue\t12\t1\t2\n"
+        );
+        assert_eq!(render_queues(&[], &layout(TableFormat::Tsv)), "");
+    }
+
+    #[test]
+    fn tsv_escapes_tabs_and_newlines_in_names() {
+        let mut odd = rows();
+        odd[0].name = "a\tb\nc".into();
+        let out = render_queues(
+            &odd[..1],
+            &QueueTable {
+                headers: false,
+                ..layout(TableFormat::Tsv)
+            },
+        );
+        assert_eq!(out, "/\ta\\tb\\nc\t12\t1\t2\n");
+    }
+
+    #[test]
+    fn json_keeps_api_names_and_nulls() {
+        let out = render_queues(&rows(), &layout(TableFormat::Json));
+        let value: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value[0]["messages_ready"], 12);
+        assert_eq!(value[1]["messages_ready"], Value::Null);
+        assert_eq!(value[1]["vhost"], "shop");
+        assert_eq!(render_queues(&[], &layout(TableFormat::Json)), "[]\n");
+    }
+
+    #[test]
+    fn table_is_bordered_and_right_aligns_numbers() {
+        let out = render_queues(&rows(), &layout(TableFormat::Table));
+        assert_eq!(
+            out,
+            "\
+┌───────┬────────────┬────────────────┬─────────────────────────┬───────────┐
+│ vhost ┆ name       ┆ messages_ready ┆ messages_unacknowledged ┆ consumers │
+╞═══════╪════════════╪════════════════╪═════════════════════════╪═══════════╡
+│ /     ┆ task_queue ┆             12 ┆                       1 ┆         2 │
+│ shop  ┆ fresh      ┆              0 ┆                       0 ┆         0 │
+└───────┴────────────┴────────────────┴─────────────────────────┴───────────┘
+"
+        );
+    }
+
+    #[test]
+    fn table_fits_a_narrow_terminal() {
+        let narrow = QueueTable {
+            width: Some(50),
+            ..layout(TableFormat::Table)
+        };
+        let out = render_queues(&rows(), &narrow);
+        for line in out.lines() {
+            assert!(line.chars().count() <= 50, "{line:?} is wider than 50");
+        }
+        assert!(
+            out.contains("task_queue") || out.contains("task_que"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn watch_shows_the_change_in_ready_messages() {
+        let changes = [Some(5), None];
+        let watching = QueueTable {
+            ready_change: Some(&changes),
+            ..layout(TableFormat::Tsv)
+        };
+        let out = render_queues(&rows(), &watching);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].ends_with("\tready_change"));
+        assert!(lines[1].ends_with("\t+5"));
+        assert!(
+            lines[2].ends_with("\t0\t"),
+            "a new queue has no change yet: {:?}",
+            lines[2]
+        );
+    }
+
+    #[test]
+    fn sorting_by_a_number_breaks_ties_by_name() {
+        let mut sorted = rows();
+        sorted.push(QueueRow {
+            name: "another".into(),
+            ..sorted[0].clone()
+        });
+        sort_queues(&mut sorted, Some(QueueColumn::MessagesReady), true);
+        let names: Vec<&str> = sorted.iter().map(|row| row.name.as_str()).collect();
+        assert_eq!(names, ["task_queue", "another", "fresh"]);
+        sort_queues(&mut sorted, None, false);
+        let names: Vec<&str> = sorted.iter().map(|row| row.name.as_str()).collect();
+        assert_eq!(names, ["another", "task_queue", "fresh"]);
+    }
 }

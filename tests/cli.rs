@@ -35,6 +35,11 @@ fn every_command_has_examples_in_its_long_help() {
         ["hello", "recv"],
         ["task", "new"],
         ["task", "work"],
+        ["pubsub", "emit"],
+        ["pubsub", "listen"],
+        ["queues", "list"],
+        ["queues", "purge"],
+        ["queues", "delete"],
     ] {
         let help = rmqlab().args(command).arg("--help").output().unwrap();
         assert_code(&help, 0);

@@ -1,0 +1,377 @@
+//! `queues list/purge/delete` against the live broker's management API.
+
+mod common;
+
+use common::{
+    TestQueue, assert_code, broker, eventually, rabbitmqctl, rmq, rmqlab, text, unique_name,
+};
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use serde_json::Value;
+use std::{process::Output, time::Duration};
+
+/// Management statistics lag behind the broker by about 5 s.
+const STATS: Duration = Duration::from_secs(30);
+
+fn list(args: &str) -> Output {
+    rmq(&format!("queues list {args}"), None)
+}
+
+fn json_rows(output: &Output) -> Vec<Value> {
+    assert_code(output, 0);
+    serde_json::from_slice::<Vec<Value>>(&output.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", text(&output.stdout)))
+}
+
+#[test]
+fn list_reports_ready_and_unacked_exactly() {
+    let prefix = unique_name("depths");
+    let (a, b) = (
+        TestQueue(format!("{prefix}.a")),
+        TestQueue(format!("{prefix}.b")),
+    );
+    broker::publish(&a.0, &["1", "2", "3"]);
+    broker::publish(&b.0, &["1", "2"]);
+    // Hold one of b's messages unacked while rmqlab looks.
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let _consumer = channel
+            .basic_consume(
+                b.0.as_str().into(),
+                "holder".into(),
+                BasicConsumeOptions::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let filter = format!("--filter ^{} -o json", regex_escape(&prefix));
+        let expected = |rows: &[Value]| {
+            let pick = |name: &str| rows.iter().find(|row| row["name"] == name).cloned();
+            matches!(
+                (pick(&a.0), pick(&b.0)),
+                (Some(ra), Some(rb))
+                    if ra["messages_ready"] == 3 && ra["messages_unacknowledged"] == 0
+                    && rb["messages_ready"] == 1 && rb["messages_unacknowledged"] == 1
+                    && rb["consumers"] == 1 && rows.len() == 2
+            )
+        };
+        eventually(STATS, "the API to report 3/0 and 1/1", || {
+            expected(&json_rows(&list(&filter)))
+        });
+        let tsv = list(&format!("--filter ^{} -o tsv", regex_escape(&prefix)));
+        assert_code(&tsv, 0);
+        assert_eq!(
+            text(&tsv.stdout),
+            format!(
+                "vhost\tname\tmessages_ready\tmessages_unacknowledged\tconsumers\n\
+                 /\t{}\t3\t0\t0\n/\t{}\t1\t1\t1\n",
+                a.0, b.0
+            )
+        );
+        let _ = connection.close(200, "OK".into()).await;
+    });
+}
+
+fn regex_escape(name: &str) -> String {
+    name.replace('.', "\\.")
+}
+
+#[test]
+fn filter_sort_and_reverse() {
+    let prefix = unique_name("sorting");
+    let queues: Vec<TestQueue> = ["x", "y", "z"]
+        .iter()
+        .map(|s| TestQueue(format!("{prefix}.{s}")))
+        .collect();
+    broker::publish(&queues[0].0, &["1", "2"]);
+    broker::publish(&queues[1].0, &["1", "2", "3"]);
+    broker::publish(&queues[2].0, &["1"]);
+    let filter = format!("--filter ^{}", regex_escape(&prefix));
+    eventually(STATS, "stats for the three queues", || {
+        json_rows(&list(&format!("{filter} -o json")))
+            .iter()
+            .map(|row| row["messages_ready"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+            == 6
+    });
+    let names = |args: &str| -> Vec<String> {
+        let output = list(&format!("{filter} {args} -o tsv --no-headers"));
+        assert_code(&output, 0);
+        text(&output.stdout)
+            .lines()
+            .map(|line| line.split('\t').nth(1).unwrap().to_string())
+            .collect()
+    };
+    let name = |i: usize| queues[i].0.clone();
+    assert_eq!(names(""), [name(0), name(1), name(2)], "by name");
+    assert_eq!(names("--sort messages_ready"), [name(2), name(0), name(1)]);
+    assert_eq!(
+        names("--sort messages_ready --reverse"),
+        [name(1), name(0), name(2)]
+    );
+    assert_eq!(names("--sort name --reverse"), [name(2), name(1), name(0)]);
+}
+
+/// A vhost for one test, with guest allowed in it, deleted at the end.
+struct TestVhost(String);
+
+impl TestVhost {
+    fn new(test: &str) -> TestVhost {
+        let name = unique_name(test);
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        TestVhost(name)
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn vhost_limits_the_listing_and_drops_the_vhost_column() {
+    let vhost = TestVhost::new("vhost");
+    let queue = unique_name("in_vhost");
+    let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", vhost.0);
+    let sent = rmqlab()
+        .env("RMQLAB_URL", &url)
+        .args(["task", "new", "--queue", &queue, "x"])
+        .output()
+        .unwrap();
+    assert_code(&sent, 0);
+
+    eventually(STATS, "the queue in the vhost to show one message", || {
+        let output = list(&format!("--vhost {} -o tsv --no-headers", vhost.0));
+        assert_code(&output, 0);
+        text(&output.stdout) == format!("{queue}\t1\t0\t0\n")
+    });
+    let all = list(&format!(
+        "--filter ^{} -o tsv --no-headers",
+        regex_escape(&queue)
+    ));
+    assert_eq!(
+        text(&all.stdout),
+        format!("{}\t{queue}\t1\t0\t0\n", vhost.0)
+    );
+    let json = json_rows(&list(&format!("--vhost {} -o json", vhost.0)));
+    assert_eq!(json.len(), 1);
+    assert_eq!(json[0]["vhost"], vhost.0.as_str());
+
+    // purge and delete take --vhost too.
+    assert_code(
+        &rmq(&format!("queues purge {queue} --vhost {}", vhost.0), None),
+        0,
+    );
+    assert_code(
+        &rmq(&format!("queues delete {queue} --vhost {}", vhost.0), None),
+        0,
+    );
+    let gone = list(&format!("--vhost {} -o json", vhost.0));
+    assert_eq!(text(&gone.stdout).trim(), "[]");
+}
+
+#[test]
+fn unknown_vhost_exits_65() {
+    let output = list("--vhost rmqlab-no-such-vhost");
+    assert_code(&output, 65);
+    assert_eq!(
+        text(&output.stderr),
+        "rmqlab: error: vhost 'rmqlab-no-such-vhost' not found\n"
+    );
+}
+
+#[test]
+fn empty_results_by_format() {
+    let filter = format!("--filter ^{}$", regex_escape(&unique_name("nothing")));
+    let table = list(&format!("{filter} -o table"));
+    assert_code(&table, 0);
+    assert!(
+        text(&table.stdout).contains("messages_ready"),
+        "headers only: {}",
+        text(&table.stdout)
+    );
+    assert_eq!(
+        text(&table.stdout).lines().count(),
+        4, // top border, header, separator, bottom border
+        "{}",
+        text(&table.stdout)
+    );
+    assert_eq!(text(&list(&format!("{filter} -o tsv")).stdout), "");
+    assert_eq!(
+        text(&list(&format!("{filter} -o json")).stdout).trim(),
+        "[]"
+    );
+}
+
+#[test]
+fn twelve_hundred_queues_are_all_listed() {
+    let prefix = unique_name("paging");
+    let names: Vec<String> = (0..1200).map(|i| format!("{prefix}.{i:04}")).collect();
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        for name in &names {
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(name.as_str().into(), options, Default::default())
+                .await
+                .unwrap();
+        }
+        let output = list(&format!(
+            "--filter ^{} -o tsv --no-headers",
+            regex_escape(&prefix)
+        ));
+        assert_code(&output, 0);
+        let listed: Vec<String> = text(&output.stdout)
+            .lines()
+            .map(|line| line.split('\t').nth(1).unwrap().to_string())
+            .collect();
+        for name in &names {
+            channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .unwrap();
+        }
+        let _ = connection.close(200, "OK".into()).await;
+        assert_eq!(listed, names, "all 1,200 queues, in order, once each");
+    });
+}
+
+#[test]
+fn purge_and_delete_if_empty() {
+    let q = TestQueue::new("purge_delete");
+    broker::publish(q.name(), &["1", "2"]);
+    let refused = rmq(&format!("queues delete {q} --if-empty"), None);
+    assert_code(&refused, 65);
+    assert!(
+        text(&refused.stderr).starts_with(&format!(
+            "rmqlab: error: the broker refused to delete queue '{q}'"
+        )),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(broker::ready(q.name()), 2, "nothing lost");
+
+    let purged = rmq(&format!("queues purge {q}"), None);
+    assert_code(&purged, 0);
+    assert_eq!(
+        text(&purged.stderr),
+        format!(" [x] Purged queue '{q}' in vhost '/'\n")
+    );
+    assert_eq!(broker::ready(q.name()), 0);
+
+    let deleted = rmq(&format!("queues delete {q} --if-empty --if-unused"), None);
+    assert_code(&deleted, 0);
+    assert_eq!(broker::queue_state(q.name()), None);
+
+    let again = rmq(&format!("queues delete {q}"), None);
+    assert_code(&again, 65);
+    assert_eq!(
+        text(&again.stderr),
+        format!("rmqlab: error: queue '{q}' in vhost '/' not found\n")
+    );
+}
+
+#[test]
+fn api_on_a_closed_port_exits_69_with_the_plugin_hint() {
+    let output = rmqlab()
+        .env("RMQLAB_API_URL", "http://ops:Sekr1t-api@127.0.0.1:1/")
+        .args(["queues", "list"])
+        .output()
+        .unwrap();
+    assert_code(&output, 69);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr
+            .starts_with("rmqlab: error: cannot reach the management API at http://127.0.0.1:1/\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rabbitmq-plugins enable rabbitmq_management"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t-api"), "{stderr}");
+}
+
+#[test]
+fn wrong_password_exits_77_without_showing_it() {
+    for (var, value) in [
+        ("RMQLAB_URL", "amqp://guest:Sekr1t-amqp@127.0.0.1:5672/%2f"),
+        (
+            "RMQLAB_API_URL",
+            "http://guest:Sekr1t-amqp@127.0.0.1:15672/",
+        ),
+    ] {
+        let output = rmqlab()
+            .env(var, value)
+            .args(["queues", "list"])
+            .output()
+            .unwrap();
+        assert_code(&output, 77);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("refused user 'guest'"), "{stderr}");
+        assert!(
+            !stderr.contains("Sekr1t-amqp") && !text(&output.stdout).contains("Sekr1t-amqp"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn json_output_parses_with_python() {
+    let output = list("-o json");
+    assert_code(&output, 0);
+    let mut python = std::process::Command::new("python3")
+        .args(["-m", "json.tool"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    python
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&output.stdout)
+        .unwrap();
+    assert!(python.wait().unwrap().success());
+}
+
+#[test]
+fn watch_prints_timestamped_blocks_with_changes_until_interrupted() {
+    let q = TestQueue::new("watch");
+    broker::publish(q.name(), &["1"]);
+    let watcher = common::Running::start_line(&format!(
+        "queues list --watch 300ms -o tsv --filter ^{}$",
+        regex_escape(q.name())
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    watcher.signal("INT");
+    let (code, lines, stderr) = watcher.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(130), "{stderr}");
+    let stamps = lines.iter().filter(|line| line.starts_with("# ")).count();
+    assert!(stamps >= 2, "a block per interval: {lines:?}");
+    assert!(
+        lines.iter().any(|line| line.ends_with("\tready_change")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with(&format!("/\t{q}\t")) && line.ends_with("\t0")),
+        "{lines:?}"
+    );
+}
