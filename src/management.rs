@@ -13,7 +13,7 @@ use crate::{
 use percent_encoding::percent_decode_str;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use url::Url;
 
 /// The default port of the management plugin.
@@ -58,6 +58,7 @@ pub struct Api {
     base: Url,
     user: String,
     password: String,
+    caller: ApiCaller,
 }
 
 impl Api {
@@ -87,10 +88,15 @@ impl Api {
                 source,
             })?;
         ctx.status.debug(format_args!("management API at {base}"));
+        let user = user.unwrap_or_else(|| ctx.url.user().to_string());
         Ok(Api {
             client,
+            caller: ApiCaller {
+                base: base.as_str().into(),
+                user: user.as_str().into(),
+            },
             base,
-            user: user.unwrap_or_else(|| ctx.url.user().to_string()),
+            user,
             password: password.unwrap_or_else(|| ctx.url.password().to_string()),
         })
     }
@@ -148,7 +154,7 @@ impl Api {
         let mut pages = tokio::task::JoinSet::new();
         for page in 2..=first.page_count {
             let request = page_request(page);
-            let api = self.clone_for_task();
+            let api = self.caller.clone();
             let what = what.clone();
             pages.spawn(async move {
                 let page_rows: Page<QueueRow> = api.fetch(request, &what).await?;
@@ -195,30 +201,24 @@ impl Api {
             .map(drop)
     }
 
-    fn clone_for_task(&self) -> ApiCaller {
-        ApiCaller {
-            base: self.base.to_string(),
-            user: self.user.clone(),
-        }
-    }
-
     async fn fetch<T: serde::de::DeserializeOwned>(
         &self,
         request: RequestBuilder,
         what: &str,
     ) -> Result<T> {
-        self.clone_for_task().fetch(request, what).await
+        self.caller.fetch(request, what).await
     }
 
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response> {
-        self.clone_for_task().send(request, what).await
+        self.caller.send(request, what).await
     }
 }
 
-/// What a request needs to report its errors; cheap to move into a concurrent task.
+/// Sends requests and turns failures into rmqlab errors; cheap to clone into a concurrent task.
+#[derive(Clone)]
 struct ApiCaller {
-    base: String,
-    user: String,
+    base: Arc<str>,
+    user: Arc<str>,
 }
 
 impl ApiCaller {
@@ -229,7 +229,7 @@ impl ApiCaller {
     ) -> Result<T> {
         let response = self.send(request, what).await?;
         response.json().await.map_err(|source| Error::Api {
-            url: self.base.clone(),
+            url: self.base.to_string(),
             source: source.without_url(),
         })
     }
@@ -238,11 +238,11 @@ impl ApiCaller {
         let response = request.send().await.map_err(|source| {
             if source.is_timeout() {
                 Error::ApiTimeout {
-                    url: self.base.clone(),
+                    url: self.base.to_string(),
                 }
             } else {
                 Error::ApiUnreachable {
-                    url: self.base.clone(),
+                    url: self.base.to_string(),
                     source: source.without_url(),
                 }
             }
@@ -254,15 +254,15 @@ impl ApiCaller {
         let body: ApiError = response.json().await.unwrap_or_default();
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::ApiRefused {
-                url: self.base.clone(),
-                user: self.user.clone(),
+                url: self.base.to_string(),
+                user: self.user.to_string(),
                 reason: body.reason,
             },
             StatusCode::NOT_FOUND => Error::ApiNotFound {
                 what: what.to_string(),
             },
             _ => Error::ApiStatus {
-                url: self.base.clone(),
+                url: self.base.to_string(),
                 status: status.as_u16(),
                 reason: if body.reason.is_empty() {
                     body.error
