@@ -116,7 +116,7 @@ pub fn assert_code(output: &Output, expected: i32) {
 
 /// A running rmqlab whose stdout lines can be awaited one by one.
 pub struct Running {
-    pub child: Child,
+    pub child: Option<Child>,
     lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
@@ -150,7 +150,7 @@ impl Running {
             }
         });
         Running {
-            child,
+            child: Some(child),
             lines,
             seen: Vec::new(),
             stderr,
@@ -183,7 +183,7 @@ impl Running {
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
+            .arg(self.child.as_ref().expect("running").id().to_string())
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{name} failed");
@@ -192,14 +192,24 @@ impl Running {
     /// Waits for the end; returns the exit code (None when killed), the remaining stdout lines
     /// and stderr.
     pub fn finish(mut self, limit: Duration) -> (Option<i32>, Vec<String>, String) {
-        let output = wait_output(self.child, limit);
+        let output = wait_output(self.child.take().expect("running"), limit);
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.seen.push(line);
         }
         // Let the stderr reader catch up with the end of the pipe.
         thread::sleep(Duration::from_millis(50));
         let stderr = self.stderr.lock().unwrap().clone();
-        (output.status.code(), self.seen, stderr)
+        (output.status.code(), std::mem::take(&mut self.seen), stderr)
+    }
+}
+
+impl Drop for Running {
+    /// A test that failed half-way must not leave rmqlab running.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
