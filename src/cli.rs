@@ -3,26 +3,72 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{path::PathBuf, time::Duration};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    success (also when stdout is closed early, as by `| head`)
-  2    usage error: unknown option, bad URI, bad duration
-  65   data error: queue/exchange property mismatch, message nacked or unroutable,
-       queue or vhost not found
-  66   the -f input cannot be read
-  69   broker or management API unreachable
-  71   the --exec command cannot be started
-  74   standard output cannot be written
-  75   temporary failure: timeout, connection lost
-  77   access refused: credentials, vhost permissions
-  130  interrupted (Ctrl-C or SIGTERM) after a clean shutdown";
+/// The exit codes, for `--help` and the man page's EXIT STATUS.
+pub const EXIT_STATUS: &[(u8, &str)] = &[
+    (
+        0,
+        "success (also when stdout is closed early, as by `| head`)",
+    ),
+    (2, "usage error: unknown option, bad URI, bad duration"),
+    (
+        65,
+        "data error: queue/exchange property mismatch, message nacked or unroutable, queue or vhost not found",
+    ),
+    (66, "the -f input cannot be read"),
+    (69, "broker or management API unreachable"),
+    (71, "the --exec command cannot be started"),
+    (74, "standard output cannot be written"),
+    (75, "temporary failure: timeout, connection lost"),
+    (77, "access refused: credentials, vhost permissions"),
+    (
+        130,
+        "interrupted (Ctrl-C or SIGTERM) after a clean shutdown",
+    ),
+];
+
+/// The environment variables rmqlab reads, for the man page's ENVIRONMENT.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("RMQLAB_URL", "The broker URI, as --url."),
+    (
+        "AMQP_URL",
+        "The broker URI when neither --url nor RMQLAB_URL is given.",
+    ),
+    (
+        "RMQLAB_API_URL",
+        "The management HTTP API base URL, as --api-url.",
+    ),
+    (
+        "NO_COLOR",
+        "When set and not empty, no colour on stderr unless --color always.",
+    ),
+];
+
+/// Examples for `rmqlab --help` and the man page.
+pub const EXAMPLES: &[&str] = &[
+    "rmqlab hello send && rmqlab hello recv --count 1",
+    "seq 100 | rmqlab task new -f -",
+    "rmqlab task work --prefetch 1 --exec ./handle.sh",
+    "rmqlab queues list --watch 2s",
+];
+
+fn exit_status_help() -> String {
+    let mut help = String::from("Examples:\n");
+    for example in EXAMPLES {
+        help.push_str(&format!("  {example}\n"));
+    }
+    help.push_str("\nExit codes:");
+    for (code, meaning) in EXIT_STATUS {
+        help.push_str(&format!("\n  {code:<4} {meaning}"));
+    }
+    help
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "rmqlab",
     version,
     about = "Learn and script RabbitMQ: the RabbitMQ tutorials as one fast command-line tool",
-    after_help = EXIT_CODES,
+    after_help = exit_status_help(),
     max_term_width = 100
 )]
 pub struct Cli {
@@ -58,6 +104,10 @@ pub struct GlobalArgs {
     )]
     pub api_url: Option<String>,
 
+    /// When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
     /// Give up connecting after this long (500ms, 5s, 1m)
     #[arg(
         long,
@@ -91,6 +141,23 @@ pub enum Command {
     /// Queue depth, purge and delete, through the management HTTP API
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Print the completion script for a shell
+    #[command(after_long_help = "Examples:
+  source <(rmqlab completions bash)
+  rmqlab completions zsh > ~/.zfunc/_rmqlab
+  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish")]
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]

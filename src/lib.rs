@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod consume;
 pub mod error;
+pub mod generate;
 pub mod input;
 pub mod management;
 pub mod output;
@@ -37,12 +38,11 @@ impl Exit {
 
 /// Runs one parsed command line. Must be called inside a tokio runtime.
 pub async fn run(cli: Cli) -> Result<Exit> {
-    let context = context(&cli.global)?;
-    commands::run(&context, cli.command).await
+    commands::run(&cli.global, cli.command).await
 }
 
-/// Turns the global options into plain settings, once.
-fn context(global: &GlobalArgs) -> Result<Context> {
+/// Turns the global options into plain settings, once, for the commands that talk to a broker.
+pub(crate) fn context(global: &GlobalArgs) -> Result<Context> {
     // clap already read RMQLAB_URL into `url`; AMQP_URL is the conventional fallback.
     let raw = global
         .url

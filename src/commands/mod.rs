@@ -9,22 +9,31 @@ pub mod task;
 use crate::{
     Exit,
     amqp::{Context, Publication, Session, Unroutable},
-    cli::{Command, ConsumeArgs, MessageArgs, QueueType},
+    cli::{Command, ConsumeArgs, GlobalArgs, MessageArgs, QueueType},
     consume::{Consumer, Ending, Handling, Limits},
+    context,
     error::{Error, Result},
+    generate,
     input::Messages,
     signals::Interrupts,
 };
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 
 const STDOUT_BUFFER: usize = 64 * 1024;
 
-pub async fn run(ctx: &Context, command: Command) -> Result<Exit> {
+pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
     match command {
-        Command::Hello(command) => hello::run(ctx, command).await,
-        Command::Task(command) => task::run(ctx, command).await,
-        Command::Pubsub(command) => pubsub::run(ctx, command).await,
-        Command::Queues(command) => queues::run(ctx, command).await,
+        Command::Hello(command) => hello::run(&context(global)?, command).await,
+        Command::Task(command) => task::run(&context(global)?, command).await,
+        Command::Pubsub(command) => pubsub::run(&context(global)?, command).await,
+        Command::Queues(command) => queues::run(&context(global)?, command).await,
+        Command::Completions { shell } => {
+            let mut out = io::stdout().lock();
+            out.write_all(&generate::completion(shell))
+                .and_then(|()| out.flush())
+                .map_err(Error::Output)?;
+            Ok(Exit::Success)
+        }
     }
 }
 
