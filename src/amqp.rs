@@ -5,8 +5,10 @@ use crate::{
     error::{Declared, Error, Result, amqp_error, describe_mismatch},
     input::Messages,
     output::write_sent,
+    terminal::{Progress, paint_marker},
     uri::BrokerUrl,
 };
+use indicatif::ProgressBar;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
     options::{
@@ -36,18 +38,21 @@ pub struct Context {
 pub struct Status {
     pub quiet: bool,
     pub verbose: bool,
+    /// Colour the status markers.
+    pub color: bool,
+    pub progress: Progress,
 }
 
 impl Status {
     pub fn info(&self, line: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{line}");
+            self.warn(line);
         }
     }
 
     /// A warning: something the user should know even with `--quiet`.
     pub fn warn(&self, line: impl std::fmt::Display) {
-        eprintln!("{line}");
+        eprintln!("{}", paint_marker(&line.to_string(), self.color));
     }
 
     pub fn debug(&self, line: impl std::fmt::Display) {
@@ -187,6 +192,7 @@ impl Session {
         messages: &mut Messages,
         out: &mut impl Write,
         status: Status,
+        progress: &ProgressBar,
     ) -> Result<Published> {
         self.channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -198,6 +204,7 @@ impl Session {
             target,
             out,
             status,
+            progress,
         };
         let properties = target.properties();
         let options = BasicPublishOptions {
@@ -249,6 +256,7 @@ impl Session {
         }
         window.out.flush().map_err(Error::Output)?;
         let published = window.published;
+        progress.finish_and_clear();
         if published.dropped > 1 {
             status.warn(format_args!(
                 " [!] {} of {} messages were dropped: no queue is bound to exchange '{}'",
@@ -312,6 +320,7 @@ struct ConfirmWindow<'a, W> {
     target: &'a Publication<'a>,
     out: &'a mut W,
     status: Status,
+    progress: &'a ProgressBar,
 }
 
 impl<W: Write> ConfirmWindow<'_, W> {
@@ -348,15 +357,26 @@ impl<W: Write> ConfirmWindow<'_, W> {
                 Unroutable::IsDropped => {
                     self.published.dropped += 1;
                     if self.published.dropped == 1 {
-                        self.status.warn(format_args!(
-                            " [!] no queue is bound to exchange '{}': message dropped",
-                            self.target.exchange
-                        ));
+                        self.progress.suspend(|| {
+                            self.status.warn(format_args!(
+                                " [!] no queue is bound to exchange '{}': message dropped",
+                                self.target.exchange
+                            ))
+                        });
                     }
                 }
             }
         }
         self.published.confirmed = number;
+        if self.progress.length().is_some() {
+            // The bar measures the input's bytes: the line and its newline.
+            self.progress.inc(body.len() as u64 + 1);
+            if number.is_multiple_of(256) {
+                self.progress.set_message(number.to_string());
+            }
+        } else {
+            self.progress.inc(1);
+        }
         write_sent(self.out, &body).map_err(Error::Output)
     }
 }

@@ -9,6 +9,7 @@ use crate::{
     signals::Interrupts,
 };
 use futures_lite::{StreamExt, future::poll_once};
+use indicatif::ProgressBar;
 use lapin::{
     message::Delivery,
     options::{
@@ -209,15 +210,27 @@ impl<W: Write> Consumer<'_, W> {
         self.out.flush().map_err(Error::Output)?;
         let succeeded = match exec {
             None => {
-                let sleep = tokio::time::sleep(work_time);
-                match self.unless_aborted(sleep).await {
+                let bar = self.status.progress.working(dots);
+                let started = tokio::time::Instant::now();
+                let work = async {
+                    for dot in 1..=dots {
+                        tokio::time::sleep_until(started + dot_duration * dot).await;
+                        bar.set_position(dot.into());
+                    }
+                };
+                let done = self.unless_aborted(work, &bar).await;
+                bar.finish_and_clear();
+                match done {
                     Some(()) => true,
                     None => return Ok(Outcome::Aborted),
                 }
             }
             Some(command) => {
+                let bar = self.status.progress.running();
                 let run = run_exec(&command, delivery);
-                match self.unless_aborted(run).await {
+                let done = self.unless_aborted(run, &bar).await;
+                bar.finish_and_clear();
+                match done {
                     None => return Ok(Outcome::Aborted),
                     Some(Ok(status)) if status.success() => true,
                     Some(Ok(status)) => {
@@ -245,20 +258,29 @@ impl<W: Write> Consumer<'_, W> {
 
     /// Runs the work to its end, unless a second interrupt aborts it (`None`). The first
     /// interrupt only announces that the worker stops after this task.
-    async fn unless_aborted<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+    async fn unless_aborted<T>(
+        &mut self,
+        work: impl Future<Output = T>,
+        progress: &ProgressBar,
+    ) -> Option<T> {
         let mut work = pin!(work);
         let mut announced = false;
         loop {
             let seen = self.interrupts.received();
             if seen >= 2 {
-                self.status
-                    .info(" [!] Aborted: the broker will redeliver the task");
+                progress.suspend(|| {
+                    self.status
+                        .info(" [!] Aborted: the broker will redeliver the task")
+                });
                 return None;
             }
             if seen == 1 && !announced {
                 announced = true;
-                self.status
-                    .info(" [*] Stopping after the current task (press CTRL+C again to abort it)");
+                progress.suspend(|| {
+                    self.status.info(
+                        " [*] Stopping after the current task (press CTRL+C again to abort it)",
+                    )
+                });
             }
             tokio::select! {
                 result = &mut work => return Some(result),

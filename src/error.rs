@@ -1,6 +1,6 @@
 //! The one error type of rmqlab, its exit codes (sysexits) and its hints.
 
-use crate::uri::InvalidUrl;
+use crate::{terminal::paint_error_label, uri::InvalidUrl};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use std::{io, time::Duration};
 
@@ -194,8 +194,8 @@ impl Error {
     }
 
     /// The whole report: `rmqlab: error: ...`, one `caused by:` line per source, then a hint.
-    pub fn report(&self) -> String {
-        let mut report = format!("rmqlab: error: {self}\n");
+    pub fn report(&self, color: bool) -> String {
+        let mut report = format!("{} {self}\n", paint_error_label("rmqlab: error:", color));
         let mut previous = String::new();
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
@@ -208,7 +208,7 @@ impl Error {
             source = cause.source();
         }
         if let Some(hint) = self.hint() {
-            report.push_str(&format!("  hint: {hint}\n"));
+            report.push_str(&format!("  {} {hint}\n", paint_error_label("hint:", color)));
         }
         report
     }

@@ -24,6 +24,8 @@ pub struct Messages {
     receiver: mpsc::Receiver<io::Result<Batch>>,
     /// How to name the source in an error message.
     pub name: String,
+    /// The input's size in bytes, when it is a regular file.
+    pub size: Option<u64>,
 }
 
 impl Messages {
@@ -35,6 +37,7 @@ impl Messages {
         Messages {
             receiver,
             name: "the command line".into(),
+            size: None,
         }
     }
 
@@ -46,13 +49,20 @@ impl Messages {
         } else {
             path.display().to_string()
         };
+        let mut size = None;
         let reader: Box<dyn Read + Send> = if path == Path::new("-") {
             Box::new(io::stdin())
         } else {
-            Box::new(File::open(path).map_err(|source| Error::Input {
+            let file = File::open(path).map_err(|source| Error::Input {
                 path: name.clone(),
                 source,
-            })?)
+            })?;
+            size = file
+                .metadata()
+                .ok()
+                .filter(|metadata| metadata.is_file())
+                .map(|metadata| metadata.len());
+            Box::new(file)
         };
         let (sender, receiver) = mpsc::channel(BATCHES_AHEAD);
         thread::Builder::new()
@@ -62,7 +72,11 @@ impl Messages {
                 path: name.clone(),
                 source,
             })?;
-        Ok(Messages { receiver, name })
+        Ok(Messages {
+            receiver,
+            name,
+            size,
+        })
     }
 
     /// The next batch if one is ready now: `Ok(None)` means not yet; an empty batch means the

@@ -11,6 +11,7 @@ pub mod input;
 pub mod management;
 pub mod output;
 pub mod signals;
+pub mod terminal;
 pub mod uri;
 
 pub use error::{Error, Result};
@@ -56,6 +57,10 @@ pub(crate) fn context(global: &GlobalArgs) -> Result<Context> {
         status: Status {
             quiet: global.quiet,
             verbose: global.verbose,
+            color: terminal::stderr_color(global.color),
+            progress: terminal::Progress {
+                allowed: terminal::progress_allowed(global.quiet),
+            },
         },
     })
 }

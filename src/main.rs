@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let color = rmqlab::terminal::stderr_color(cli.global.color);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -13,7 +14,7 @@ fn main() -> ExitCode {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Err(error) => {
-            eprint!("{}", error.report());
+            eprint!("{}", error.report(color));
             ExitCode::from(error.exit_code())
         }
     }

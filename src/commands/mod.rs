@@ -16,6 +16,7 @@ use crate::{
     generate,
     input::Messages,
     signals::Interrupts,
+    terminal::AroundProgress,
 };
 use std::io::{self, BufWriter, Write};
 
@@ -96,9 +97,16 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             unroutable: Unroutable::IsDropped,
         },
     };
-    let mut out = BufWriter::with_capacity(STDOUT_BUFFER, io::stdout());
+    let progress = ctx.status.progress.publishing(messages.size);
+    let mut out = BufWriter::with_capacity(
+        STDOUT_BUFFER,
+        AroundProgress {
+            bar: progress.clone(),
+            inner: io::stdout(),
+        },
+    );
     let published = session
-        .publish(&target, &mut messages, &mut out, ctx.status)
+        .publish(&target, &mut messages, &mut out, ctx.status, &progress)
         .await?;
     ctx.status
         .debug(format_args!("{} message(s) confirmed", published.confirmed));

@@ -21,7 +21,10 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
         QueuesCommand::List(args) => list(&api, &args).await,
         QueuesCommand::Purge(args) => {
             let vhost = args.vhost.as_deref().unwrap_or(ctx.url.vhost());
-            api.purge_queue(vhost, &args.name).await?;
+            let spinner = ctx.status.progress.waiting("purging");
+            let purged = api.purge_queue(vhost, &args.name).await;
+            spinner.finish_and_clear();
+            purged?;
             ctx.status.info(format_args!(
                 " [x] Purged queue '{}' in vhost '{vhost}'",
                 args.name
@@ -30,9 +33,12 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
         }
         QueuesCommand::Delete(args) => {
             let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url.vhost());
-            api.delete_queue(vhost, &args.queue.name, args.if_empty, args.if_unused)
-                .await
-                .map_err(|error| refusal(error, &args.queue.name))?;
+            let spinner = ctx.status.progress.waiting("deleting");
+            let deleted = api
+                .delete_queue(vhost, &args.queue.name, args.if_empty, args.if_unused)
+                .await;
+            spinner.finish_and_clear();
+            deleted.map_err(|error| refusal(error, &args.queue.name))?;
             ctx.status.info(format_args!(
                 " [x] Deleted queue '{}' in vhost '{vhost}'",
                 args.queue.name
