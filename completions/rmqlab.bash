@@ -165,7 +165,7 @@ _rmqlab() {
 
     case "${cmd}" in
         rmqlab)
-            opts="-q -v -h -V --url --api-url --color --connect-timeout --quiet --verbose --help --version hello task pubsub queues completions help"
+            opts="-q -v -h -V --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help --version hello task pubsub queues completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -187,6 +187,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -195,7 +199,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__completions)
-            opts="-q -v -h --url --api-url --color --connect-timeout --quiet --verbose --help bash elvish fish powershell zsh"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -214,6 +218,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -225,7 +233,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello)
-            opts="-q -v -h --url --api-url --color --connect-timeout --quiet --verbose --help send recv help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help send recv help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -244,6 +252,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -311,7 +323,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__recv)
-            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -357,6 +369,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -365,7 +381,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__send)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,6 +416,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -635,7 +655,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub)
-            opts="-q -v -h --url --api-url --color --connect-timeout --quiet --verbose --help emit listen help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help emit listen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -657,6 +677,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -665,7 +689,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -696,6 +720,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -763,7 +791,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__listen)
-            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -805,6 +833,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -813,7 +845,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues)
-            opts="-q -v -h --url --api-url --color --connect-timeout --quiet --verbose --help list purge delete help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help list purge delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -835,6 +867,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -843,7 +879,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__delete)
-            opts="-q -v -h --vhost --if-empty --if-unused --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-q -v -h --vhost --if-empty --if-unused --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -866,6 +902,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -947,7 +987,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__list)
-            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -993,6 +1033,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1001,7 +1045,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__purge)
-            opts="-q -v -h --vhost --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-q -v -h --vhost --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1027,6 +1071,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1035,7 +1083,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task)
-            opts="-q -v -h --url --api-url --color --connect-timeout --quiet --verbose --help new work help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help new work help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1054,6 +1102,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1121,7 +1173,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__new)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1159,6 +1211,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1167,7 +1223,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__work)
-            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1222,6 +1278,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,6 +27,8 @@ pub const CONFIRM_WINDOW: usize = 512;
 #[derive(Debug, Clone)]
 pub struct Context {
     pub url: BrokerUrl,
+    /// How long to keep trying to reconnect after a lost connection (zero: never).
+    pub reconnect_timeout: Duration,
     /// `--api-url`, parsed only by the commands that use the management API.
     pub api_url: Option<String>,
     pub connect_timeout: Duration,
@@ -184,37 +186,55 @@ impl Session {
     }
 
     /// Publishes every message of `messages` with publisher confirms, keeping up to
-    /// [`CONFIRM_WINDOW`] in flight. Each message is reported ` [x] Sent` on `out`, in order,
-    /// once the broker has taken responsibility for it.
-    pub async fn publish(
+    /// [`CONFIRM_WINDOW`] in flight, each reported ` [x] Sent` once the broker confirmed it.
+    /// Messages the window holds unconfirmed from an earlier, lost connection are sent again
+    /// first. On error the window keeps every message not yet confirmed, for a retry.
+    pub async fn publish<W: Write>(
         &self,
-        target: &Publication<'_>,
         messages: &mut Messages,
-        out: &mut impl Write,
-        status: Status,
-        progress: &ProgressBar,
-    ) -> Result<Published> {
+        window: &mut ConfirmWindow<'_, W>,
+    ) -> Result<()> {
         self.channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(Error::broker("cannot enable publisher confirms"))?;
-        let mut window = ConfirmWindow {
-            in_flight: VecDeque::with_capacity(CONFIRM_WINDOW),
-            published: Published::default(),
-            target,
-            out,
-            status,
-            progress,
-        };
-        let properties = target.properties();
+        let properties = window.target.properties();
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
         loop {
+            // Send what is queued, as far as the window allows.
+            while window.sent < window.queue.len() && window.sent < CONFIRM_WINDOW {
+                let entry = &mut window.queue[window.sent];
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        window.target.exchange.into(),
+                        window.target.routing_key.into(),
+                        options,
+                        &entry.body,
+                        properties.clone(),
+                    )
+                    .await
+                    .map_err(Error::broker("cannot publish"))?;
+                entry.confirm = Some(confirm);
+                window.sent += 1;
+            }
+            if window.sent == CONFIRM_WINDOW {
+                window.settle_oldest().await?;
+                continue;
+            }
+            if window.input_ended {
+                if window.sent == 0 {
+                    break;
+                }
+                window.settle_oldest().await?;
+                continue;
+            }
             let batch = match messages.try_next() {
                 Ok(Some(batch)) => Ok(batch),
-                Ok(None) if window.in_flight.is_empty() => {
+                Ok(None) if window.sent == 0 => {
                     window.out.flush().map_err(Error::Output)?;
                     messages.next().await
                 }
@@ -231,39 +251,20 @@ impl Session {
                 source,
             })?;
             if batch.is_empty() {
-                break;
+                window.input_ended = true;
             }
-            for body in batch {
-                if window.in_flight.len() >= CONFIRM_WINDOW {
-                    window.settle_oldest().await?;
-                }
-                let confirm = self
-                    .channel
-                    .basic_publish(
-                        target.exchange.into(),
-                        target.routing_key.into(),
-                        options,
-                        &body,
-                        properties.clone(),
-                    )
-                    .await
-                    .map_err(Error::broker("cannot publish"))?;
-                window.in_flight.push_back((confirm, body));
-            }
-        }
-        while !window.in_flight.is_empty() {
-            window.settle_oldest().await?;
+            window.queue.extend(batch.into_iter().map(|body| Entry {
+                body,
+                confirm: None,
+            }));
         }
         window.out.flush().map_err(Error::Output)?;
-        let published = window.published;
-        progress.finish_and_clear();
-        if published.dropped > 1 {
-            status.warn(format_args!(
-                " [!] {} of {} messages were dropped: no queue is bound to exchange '{}'",
-                published.dropped, published.confirmed, target.exchange
-            ));
-        }
-        Ok(published)
+        Ok(())
+    }
+
+    /// Whether the connection still stands (false once the broker closed it or it broke).
+    pub fn is_connected(&self) -> bool {
+        self.connection.status().connected()
     }
 
     /// Closes the channel and the connection cleanly; unacked deliveries go back to the queue.
@@ -301,6 +302,8 @@ pub struct Published {
     pub confirmed: u64,
     /// Of those, messages no queue took.
     pub dropped: u64,
+    /// Messages sent again after a lost connection (they may have arrived twice).
+    pub republished: u64,
 }
 
 impl Publication<'_> {
@@ -314,28 +317,83 @@ impl Publication<'_> {
     }
 }
 
-struct ConfirmWindow<'a, W> {
-    in_flight: VecDeque<(PublisherConfirm, Vec<u8>)>,
-    published: Published,
+/// A message read from the input and not yet confirmed by the broker.
+struct Entry {
+    body: Vec<u8>,
+    /// Set once it is published on the current connection.
+    confirm: Option<PublisherConfirm>,
+}
+
+/// The messages between the input and the broker's confirms; it outlives a lost connection.
+pub struct ConfirmWindow<'a, W> {
+    /// Unconfirmed messages in input order: the first `sent` are published and await a confirm.
+    queue: VecDeque<Entry>,
+    sent: usize,
+    input_ended: bool,
+    pub published: Published,
     target: &'a Publication<'a>,
     out: &'a mut W,
     status: Status,
     progress: &'a ProgressBar,
 }
 
-impl<W: Write> ConfirmWindow<'_, W> {
+impl<'a, W: Write> ConfirmWindow<'a, W> {
+    pub fn new(
+        target: &'a Publication<'a>,
+        out: &'a mut W,
+        status: Status,
+        progress: &'a ProgressBar,
+    ) -> Self {
+        ConfirmWindow {
+            queue: VecDeque::with_capacity(CONFIRM_WINDOW),
+            sent: 0,
+            input_ended: false,
+            published: Published::default(),
+            target,
+            out,
+            status,
+            progress,
+        }
+    }
+
+    /// After a lost connection: every published but unconfirmed message must be sent again.
+    /// Returns how many.
+    pub fn forget_sent(&mut self) -> usize {
+        let resent = self.sent;
+        for entry in self.queue.iter_mut().take(resent) {
+            entry.confirm = None;
+        }
+        self.sent = 0;
+        self.published.republished += resent as u64;
+        resent
+    }
+
+    /// The end of a publish run: clear the progress, report messages no queue took.
+    pub fn finish(&mut self) -> Published {
+        self.progress.finish_and_clear();
+        let published = self.published;
+        if published.dropped > 1 {
+            self.status.warn(format_args!(
+                " [!] {} of {} messages were dropped: no queue is bound to exchange '{}'",
+                published.dropped, published.confirmed, self.target.exchange
+            ));
+        }
+        published
+    }
+
     /// Waits for the broker's answer to the oldest message in flight.
     async fn settle_oldest(&mut self) -> Result<()> {
-        let Some((confirm, _)) = self.in_flight.front_mut() else {
+        let Some(confirm) = self.queue.front_mut().and_then(|e| e.confirm.as_mut()) else {
             return Ok(());
         };
         let confirmation = confirm
             .await
             .map_err(Error::broker("lost the broker's confirmation of a message"))?;
-        let (_, body) = self
-            .in_flight
+        let Entry { body, .. } = self
+            .queue
             .pop_front()
             .expect("the front entry was just awaited");
+        self.sent -= 1;
         let number = self.published.confirmed + 1;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });

@@ -118,6 +118,17 @@ pub struct GlobalArgs {
     )]
     pub connect_timeout: Duration,
 
+    /// After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never
+    /// reconnect)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        default_value = "5m",
+        value_parser = humantime::parse_duration
+    )]
+    pub reconnect_timeout: Duration,
+
     /// Print no status lines on stderr
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

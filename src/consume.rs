@@ -51,9 +51,7 @@ pub enum Ending {
     Interrupted,
 }
 
-pub struct Consumer<'a, W: Write> {
-    pub session: &'a Session,
-    pub queue: &'a str,
+pub struct Consumer<W: Write> {
     pub prefetch: u16,
     pub limits: Limits,
     pub format: OutputFormat,
@@ -61,6 +59,8 @@ pub struct Consumer<'a, W: Write> {
     pub status: Status,
     pub interrupts: Interrupts,
     pub out: W,
+    /// Deliveries acked or rejected so far, across reconnections: what `--count` counts.
+    pub done: u64,
 }
 
 /// Deliveries printed but not yet acked; acked together with `multiple` once output is flushed.
@@ -82,9 +82,12 @@ enum Outcome {
     Aborted,
 }
 
-impl<W: Write> Consumer<'_, W> {
-    pub async fn run(mut self) -> Result<Ending> {
-        let channel = &self.session.channel;
+impl<W: Write> Consumer<W> {
+    /// Consumes from `queue` on `session` until the limits or an interrupt end it. A lost
+    /// connection is an error after which `run` may be called again on a new session: what was
+    /// printed but not acked then comes again, and is not counted twice.
+    pub async fn run(&mut self, session: &Session, queue: &str) -> Result<Ending> {
+        let channel = &session.channel;
         channel
             .basic_qos(self.prefetch, BasicQosOptions { global: false })
             .await
@@ -92,21 +95,20 @@ impl<W: Write> Consumer<'_, W> {
         let tag = format!("rmqlab.{}", std::process::id());
         let mut deliveries = channel
             .basic_consume(
-                self.queue.into(),
+                queue.into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .map_err(Error::broker(format!(
-                "cannot consume from queue '{}'",
-                self.queue
+                "cannot consume from queue '{queue}'"
             )))?;
         self.status.info(WAITING_LINE);
 
         let mut pending = PendingAcks::default();
-        let mut handled = 0u64;
         let ending = loop {
+            let handled = self.done + u64::from(pending.count);
             if self.limits.count.is_some_and(|count| handled >= count) {
                 break Ending::Finished;
             }
@@ -117,7 +119,7 @@ impl<W: Write> Consumer<'_, W> {
                 Some(next) => next,
                 None => {
                     // Nothing buffered: a good moment to flush output and settle acks.
-                    self.settle(&mut pending).await?;
+                    self.settle(session, &mut pending).await?;
                     let idle = async {
                         match self.limits.idle_timeout {
                             Some(timeout) => tokio::time::sleep(timeout).await,
@@ -135,38 +137,42 @@ impl<W: Write> Consumer<'_, W> {
                 Some(Ok(delivery)) => delivery,
                 Some(Err(source)) => {
                     return Err(Error::broker(format!(
-                        "stopped receiving from queue '{}'",
-                        self.queue
+                        "stopped receiving from queue '{queue}'"
                     ))(source));
+                }
+                None if !session.is_connected() => {
+                    return Err(Error::ConnectionLost {
+                        context: format!("stopped receiving from queue '{queue}'"),
+                    });
                 }
                 None => {
                     return Err(Error::ConsumerCancelled {
-                        queue: self.queue.to_string(),
+                        queue: queue.to_string(),
                     });
                 }
             };
-            match self.handle(&delivery).await? {
+            match self.handle(session, &delivery).await? {
                 Outcome::AckNow => {
-                    self.settle(&mut pending).await?;
+                    self.settle(session, &mut pending).await?;
                     channel
                         .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
                         .await
                         .map_err(Error::broker("cannot acknowledge a message"))?;
+                    self.done += 1;
                 }
                 Outcome::AckLater => {
                     pending.last_tag = Some(delivery.delivery_tag);
                     pending.count += 1;
                     // Ack before the prefetch window is used up, so the broker keeps sending.
                     if pending.count >= self.prefetch.div_ceil(2) {
-                        self.settle(&mut pending).await?;
+                        self.settle(session, &mut pending).await?;
                     }
                 }
-                Outcome::Rejected => {}
+                Outcome::Rejected => self.done += 1,
                 Outcome::Aborted => break Ending::Interrupted,
             }
-            handled += 1;
         };
-        self.settle(&mut pending).await?;
+        self.settle(session, &mut pending).await?;
         // Unprocessed deliveries still buffered go back to the queue when the channel closes.
         let _ = channel
             .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
@@ -175,20 +181,21 @@ impl<W: Write> Consumer<'_, W> {
     }
 
     /// Flushes the output, then acks every delivery it shows.
-    async fn settle(&mut self, pending: &mut PendingAcks) -> Result<()> {
+    async fn settle(&mut self, session: &Session, pending: &mut PendingAcks) -> Result<()> {
         self.out.flush().map_err(Error::Output)?;
         if let Some(tag) = pending.last_tag.take() {
-            pending.count = 0;
-            self.session
+            let count = std::mem::take(&mut pending.count);
+            session
                 .channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await
                 .map_err(Error::broker("cannot acknowledge messages"))?;
+            self.done += u64::from(count);
         }
         Ok(())
     }
 
-    async fn handle(&mut self, delivery: &Delivery) -> Result<Outcome> {
+    async fn handle(&mut self, session: &Session, delivery: &Delivery) -> Result<Outcome> {
         let received = Received::from(delivery);
         let (dot_duration, exec) = match &self.handling {
             Handling::Print { text_prefix } => {
@@ -234,7 +241,7 @@ impl<W: Write> Consumer<'_, W> {
                     None => return Ok(Outcome::Aborted),
                     Some(Ok(status)) if status.success() => true,
                     Some(Ok(status)) => {
-                        self.reject(delivery, &format!("--exec command {status}"))
+                        self.reject(session, delivery, &format!("--exec command {status}"))
                             .await?;
                         false
                     }
@@ -290,9 +297,9 @@ impl<W: Write> Consumer<'_, W> {
     }
 
     /// Rejects a failed task: requeued on its first delivery, dropped when it fails again.
-    async fn reject(&mut self, delivery: &Delivery, why: &str) -> Result<()> {
+    async fn reject(&mut self, session: &Session, delivery: &Delivery, why: &str) -> Result<()> {
         let requeue = !delivery.redelivered;
-        self.session
+        session
             .channel
             .basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue })
             .await

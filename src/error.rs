@@ -86,6 +86,25 @@ pub enum Error {
     #[error("message {number} was returned as unroutable: {reason}")]
     Unroutable { number: u64, reason: String },
 
+    #[error("lost the connection to the broker: {context}")]
+    ConnectionLost { context: String },
+
+    #[error("could not reconnect to the broker within {}", humantime::format_duration(*.after))]
+    ReconnectFailed {
+        after: Duration,
+        #[source]
+        source: Box<Error>,
+    },
+
+    #[error("publishing stopped after {confirmed} confirmed message(s)")]
+    PublishInterrupted {
+        confirmed: u64,
+        /// `-f PATH`, to show how to resume; None for stdin and words.
+        input: Option<String>,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error("the broker cancelled the consumer of queue '{queue}' (was the queue deleted?)")]
     ConsumerCancelled { queue: String },
 
@@ -175,6 +194,8 @@ impl Error {
             | Error::Unroutable { .. }
             | Error::ConsumerCancelled { .. } => exit::DATA,
             Error::Broker { source, .. } => broker_exit_code(source),
+            Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => exit::TEMPORARY,
+            Error::PublishInterrupted { source, .. } => source.exit_code(),
             Error::ApiUnreachable { .. } => exit::UNAVAILABLE,
             Error::ApiTimeout { .. } => exit::TEMPORARY,
             Error::ApiRefused { .. } => exit::NO_PERMISSION,
@@ -188,9 +209,48 @@ impl Error {
         }
     }
 
+    /// The connection (or its channel) went away under rmqlab: reconnecting may help.
+    pub fn is_connection_loss(&self) -> bool {
+        match self {
+            Error::ConnectionLost { .. } => true,
+            Error::Broker { source, .. } => match source.kind() {
+                lapin::ErrorKind::IOError(_)
+                | lapin::ErrorKind::MissingHeartbeatError
+                | lapin::ErrorKind::InvalidConnectionState(_)
+                | lapin::ErrorKind::InvalidChannelState(..)
+                | lapin::ErrorKind::InvalidChannel(_) => true,
+                lapin::ErrorKind::ProtocolError(amqp) => {
+                    *amqp.kind() == AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// A failed (re)connection attempt that a later attempt may get past.
+    pub fn is_transient(&self) -> bool {
+        self.is_connection_loss() || matches!(self.exit_code(), exit::UNAVAILABLE | exit::TEMPORARY)
+    }
+
     /// stdout was closed by its reader (`| head`): not a failure.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The error and its causes on one line, for status lines.
+    pub fn one_line(&self) -> String {
+        let mut line = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            source = cause.source();
+        }
+        line
     }
 
     /// The whole report: `rmqlab: error: ...`, one `caused by:` line per source, then a hint.
@@ -286,6 +346,23 @@ impl Error {
                 "the API takes the user and password of --url, or those written in --api-url"
                     .into(),
             ),
+            Error::PublishInterrupted {
+                confirmed,
+                input: Some(path),
+                ..
+            } => Some(format!(
+                "the first {confirmed} line(s) were confirmed; resume with \
+                 `tail -n +{} {} | rmqlab ... -f -`",
+                confirmed + 1,
+                shell_quote(path)
+            )),
+            Error::PublishInterrupted { confirmed, .. } => Some(format!(
+                "the first {confirmed} input line(s) were confirmed; resend from line {}",
+                confirmed + 1
+            )),
+            Error::ReconnectFailed { .. } => {
+                Some("is the broker running? --reconnect-timeout allows more time".into())
+            }
             Error::Unroutable { .. } => Some(
                 "the queue may have been deleted while sending; run the command again to \
                  declare it"

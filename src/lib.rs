@@ -54,6 +54,7 @@ pub(crate) fn context(global: &GlobalArgs) -> Result<Context> {
         url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
         api_url: global.api_url.clone().filter(|url| !url.is_empty()),
         connect_timeout: global.connect_timeout,
+        reconnect_timeout: global.reconnect_timeout,
         status: Status {
             quiet: global.quiet,
             verbose: global.verbose,

@@ -24,7 +24,7 @@ fn readme_usage_matches_help() {
     assert_eq!(
         &block[body_start..body_end],
         text(&help.stdout),
-        "README.md's usage block differs from `rmqlab --help`: paste the new help into it"
+        "README.md's usage block differs from `rmqlab --help`: run scripts/generate"
     );
 }
 

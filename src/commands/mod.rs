@@ -8,7 +8,7 @@ pub mod task;
 
 use crate::{
     Exit,
-    amqp::{Context, Publication, Session, Unroutable},
+    amqp::{ConfirmWindow, Context, Publication, Session, Unroutable},
     cli::{Command, ConsumeArgs, GlobalArgs, MessageArgs, QueueType},
     consume::{Consumer, Ending, Handling, Limits},
     context,
@@ -18,7 +18,11 @@ use crate::{
     signals::Interrupts,
     terminal::AroundProgress,
 };
-use std::io::{self, BufWriter, Write};
+use std::{
+    io::{self, BufWriter, Write},
+    time::Duration,
+};
+use tokio::time::Instant;
 
 const STDOUT_BUFFER: usize = 64 * 1024;
 
@@ -66,7 +70,76 @@ impl Destination<'_> {
         }
         Ok(())
     }
+
+    /// Connects and declares what this destination needs.
+    async fn open(&self, ctx: &Context, connection_name: &str) -> Result<Session> {
+        let session = Session::open(ctx, connection_name).await?;
+        self.declare(ctx, &session).await?;
+        Ok(session)
+    }
+
+    /// After a lost connection: connects again, with backoff, for up to `--reconnect-timeout`,
+    /// one status line per attempt. `None` when an interrupt came first.
+    async fn reopen(
+        &self,
+        ctx: &Context,
+        connection_name: &str,
+        lost: Error,
+        mut interrupts: Option<&mut Interrupts>,
+    ) -> Result<Option<Session>> {
+        if ctx.reconnect_timeout.is_zero() {
+            return Err(lost);
+        }
+        let deadline = Instant::now() + ctx.reconnect_timeout;
+        let mut delay = Duration::from_millis(100);
+        let mut last = lost;
+        for attempt in 1.. {
+            ctx.status.warn(format_args!(
+                " [!] {}; reconnecting to {} (attempt {attempt})",
+                last.one_line(),
+                ctx.url
+            ));
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let attempt_ctx = Context {
+                connect_timeout: ctx.connect_timeout.min(remaining),
+                ..ctx.clone()
+            };
+            let interrupted = async {
+                match interrupts.as_deref_mut() {
+                    Some(interrupts) => interrupts.wait_for(1).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let opened = tokio::select! {
+                opened = self.open(&attempt_ctx, connection_name) => opened,
+                () = interrupted => return Ok(None),
+            };
+            match opened {
+                Ok(session) => {
+                    ctx.status.info(" [*] Reconnected");
+                    return Ok(Some(session));
+                }
+                Err(error) if error.is_transient() && Instant::now() < deadline => {
+                    last = error;
+                    // The last attempt comes at the deadline itself.
+                    tokio::time::sleep_until(deadline.min(Instant::now() + delay)).await;
+                    delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                }
+                Err(error) if error.is_transient() => {
+                    return Err(Error::ReconnectFailed {
+                        after: ctx.reconnect_timeout,
+                        source: Box::new(error),
+                    });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        unreachable!("the attempts go on until one returns")
+    }
 }
+
+/// The longest wait between two reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
 /// What a publishing command sends and how.
 pub struct Send<'a> {
@@ -77,12 +150,12 @@ pub struct Send<'a> {
 }
 
 /// Declares the destination, then publishes the command's message(s) to it, printing
-/// ` [x] Sent` for each one the broker confirmed.
+/// ` [x] Sent` for each one the broker confirmed. A lost connection is reopened and every
+/// message not yet confirmed is sent again (at-least-once: some may arrive twice).
 pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Result<Exit> {
     // Open the input before connecting: a missing file is reported without touching the broker.
     let mut messages = messages(message, send.default_message)?;
-    let session = Session::open(ctx, send.connection_name).await?;
-    send.destination.declare(ctx, &session).await?;
+    let mut session = send.destination.open(ctx, send.connection_name).await?;
     let target = match send.destination {
         Destination::Queue { name, .. } => Publication {
             exchange: "",
@@ -105,9 +178,40 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             inner: io::stdout(),
         },
     );
-    let published = session
-        .publish(&target, &mut messages, &mut out, ctx.status, &progress)
-        .await?;
+    let mut window = ConfirmWindow::new(&target, &mut out, ctx.status, &progress);
+    loop {
+        match session.publish(&mut messages, &mut window).await {
+            Ok(()) => break,
+            Err(lost) if lost.is_connection_loss() => {
+                let reopened = send
+                    .destination
+                    .reopen(ctx, send.connection_name, lost, None)
+                    .await
+                    .map_err(|source| Error::PublishInterrupted {
+                        confirmed: window.published.confirmed,
+                        input: message
+                            .file
+                            .as_ref()
+                            .filter(|path| path.as_os_str() != "-")
+                            .map(|path| path.display().to_string()),
+                        source: Box::new(source),
+                    })?;
+                session = reopened.expect("publishers are not interruptible");
+                let resent = window.forget_sent();
+                ctx.status.info(format_args!(
+                    " [*] Sending again the {resent} message(s) not confirmed before"
+                ));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    let published = window.finish();
+    if published.republished > 0 {
+        ctx.status.warn(format_args!(
+            " [!] {} message(s) were sent again after a lost connection: some may have arrived twice",
+            published.republished
+        ));
+    }
     ctx.status
         .debug(format_args!("{} message(s) confirmed", published.confirmed));
     session.close().await;
@@ -144,25 +248,13 @@ pub struct Receive<'a> {
     pub handling: Handling,
 }
 
-/// Declares the source and consumes from it until `--count`, `--idle-timeout` or Ctrl-C.
+/// Declares the source and consumes from it until `--count`, `--idle-timeout` or Ctrl-C,
+/// reconnecting after a lost connection.
 pub async fn receive(ctx: &Context, receive: Receive<'_>, consume: &ConsumeArgs) -> Result<Exit> {
     // Catch Ctrl-C from the start: an interrupt while connecting is a clean stop as well.
     let interrupts = Interrupts::install().map_err(Error::Runtime)?;
-    let session = Session::open(ctx, receive.connection_name).await?;
-    receive.source.declare(ctx, &session).await?;
-    let queue = match receive.source {
-        Destination::Queue { name, .. } => name.to_string(),
-        Destination::Fanout { exchange } => {
-            let queue = session.declare_exclusive_queue_on(exchange).await?;
-            ctx.status.debug(format_args!(
-                "consuming through exclusive queue '{queue}' bound to '{exchange}'"
-            ));
-            queue
-        }
-    };
-    let consumer = Consumer {
-        session: &session,
-        queue: &queue,
+    let mut session = receive.source.open(ctx, receive.connection_name).await?;
+    let mut consumer = Consumer {
         prefetch: receive.prefetch,
         limits: Limits {
             count: consume.count,
@@ -173,11 +265,59 @@ pub async fn receive(ctx: &Context, receive: Receive<'_>, consume: &ConsumeArgs)
         status: ctx.status,
         interrupts,
         out: BufWriter::with_capacity(STDOUT_BUFFER, io::stdout()),
+        done: 0,
     };
-    let ending = consumer.run().await?;
-    session.close().await;
-    Ok(match ending {
-        Ending::Finished => Exit::Success,
-        Ending::Interrupted => Exit::Interrupted,
-    })
+    loop {
+        let queue = consumed_queue(ctx, &session, receive.source).await?;
+        match consumer.run(&session, &queue).await {
+            Ok(ending) => {
+                session.close().await;
+                return Ok(match ending {
+                    Ending::Finished => Exit::Success,
+                    Ending::Interrupted => Exit::Interrupted,
+                });
+            }
+            Err(lost) if lost.is_connection_loss() => {
+                let reopened = receive
+                    .source
+                    .reopen(
+                        ctx,
+                        receive.connection_name,
+                        lost,
+                        Some(&mut consumer.interrupts),
+                    )
+                    .await?;
+                let Some(reopened) = reopened else {
+                    return Ok(Exit::Interrupted);
+                };
+                session = reopened;
+                if let Destination::Fanout { exchange } = receive.source {
+                    ctx.status.warn(format_args!(
+                        " [!] Listening to '{exchange}' again through a new queue: messages \
+                         emitted while disconnected were not kept"
+                    ));
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The queue to consume from: the destination queue, or a new exclusive queue bound to the
+/// destination exchange.
+async fn consumed_queue(
+    ctx: &Context,
+    session: &Session,
+    source: Destination<'_>,
+) -> Result<String> {
+    match source {
+        Destination::Queue { name, .. } => Ok(name.to_string()),
+        Destination::Fanout { exchange } => {
+            let queue = session.declare_exclusive_queue_on(exchange).await?;
+            ctx.status.debug(format_args!(
+                "consuming through exclusive queue '{queue}' bound to '{exchange}'"
+            ));
+            Ok(queue)
+        }
+    }
 }
