@@ -20,6 +20,9 @@ use lapin::{
 };
 use std::{collections::VecDeque, io::Write, time::Duration};
 
+/// How long a clean close may take before rmqlab leaves anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Publishes kept in flight before waiting for the oldest confirm.
 pub const CONFIRM_WINDOW: usize = 512;
 
@@ -269,9 +272,13 @@ impl Session {
 
     /// Closes the channel and the connection cleanly; unacked deliveries go back to the queue.
     pub async fn close(self) {
-        // A connection the broker already closed has nothing left to close.
-        let _ = self.channel.close(200, "OK".into()).await;
-        let _ = self.connection.close(200, "OK".into()).await;
+        // A connection the broker already closed has nothing left to close, and one that broke
+        // half-way may never answer: do not wait for it long.
+        let close = async {
+            let _ = self.channel.close(200, "OK".into()).await;
+            let _ = self.connection.close(200, "OK".into()).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 }
 

@@ -124,8 +124,18 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str]) -> Running {
-        let mut child = rmqlab()
-            .args(args)
+        Running::spawn(rmqlab().args(args))
+    }
+
+    /// [`Running::start`] with a pipe to its stdin.
+    pub fn start_with_stdin(args: &[&str]) -> (Running, std::process::ChildStdin) {
+        let mut running = Running::spawn(rmqlab().args(args).stdin(Stdio::piped()));
+        let stdin = running.child.as_mut().unwrap().stdin.take().unwrap();
+        (running, stdin)
+    }
+
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

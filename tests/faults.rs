@@ -1,0 +1,326 @@
+//! Faults that disturb the whole broker: restarts, closed connections, a stopped broker. These
+//! tests run one at a time (a lock), and cargo runs test binaries one after another, so no other
+//! test sees the disturbance. Each counts what was confirmed against what was consumed.
+
+mod common;
+
+use common::{Running, TestExchange, TestQueue, broker, eventually, rabbitmqctl, rmq, text};
+use std::{
+    collections::BTreeSet,
+    io::Write,
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    thread,
+    time::{Duration, Instant},
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stops the RabbitMQ app; starts it again when dropped, even if the test failed.
+struct AppStopped;
+
+impl AppStopped {
+    fn stop() -> AppStopped {
+        rabbitmqctl(&["-q", "stop_app"]);
+        AppStopped
+    }
+}
+
+impl Drop for AppStopped {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "start_app"])
+            .status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "await_startup"])
+            .status();
+    }
+}
+
+fn restart_broker() {
+    drop(AppStopped::stop());
+}
+
+fn curl(args: &[&str]) -> String {
+    let output = Command::new("curl")
+        .args(["-sf", "-u", "guest:guest"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
+/// The prefetch of the consumers of `queue`, as the management API reports them.
+fn api_prefetch(queue: &str) -> Vec<u64> {
+    let consumers: serde_json::Value =
+        serde_json::from_str(&curl(&["http://127.0.0.1:15672/api/consumers/%2F"])).unwrap();
+    consumers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["queue"]["name"] == queue)
+        .map(|c| c["prefetch_count"].as_u64().unwrap())
+        .collect()
+}
+
+fn bodies(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|i| i.to_string()).collect()
+}
+
+fn publish_all(queue: &str, bodies: &[String]) {
+    broker::publish(
+        queue,
+        &bodies.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+}
+
+/// A worker with `--count 20 --prefetch 3` takes 10 tasks, then `disturb` breaks its
+/// connection, then 10 more tasks come: it completes all 20, exits 0, and its prefetch after
+/// reconnecting is still 3.
+fn worker_survives(test: &str, disturb: impl FnOnce(&TestQueue)) {
+    let q = TestQueue::new(test);
+    let mut worker = Running::start_line(&format!(
+        "task work --queue {q} --count 20 --prefetch 3 --dot-duration 0s -o body"
+    ));
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    publish_all(q.name(), &bodies(1..=10));
+    for _ in 1..=10 {
+        worker.next_line(WAIT);
+    }
+    eventually(WAIT, "the first 10 acks", || {
+        broker::queue_state(q.name()) == Some((0, 1))
+    });
+
+    disturb(&q);
+
+    worker.wait_for_stderr("Reconnected", WAIT);
+    eventually(WAIT, "the API to show the consumer's prefetch of 3", || {
+        api_prefetch(q.name()) == [3]
+    });
+    publish_all(q.name(), &bodies(11..=20));
+    let (code, lines, stderr) = worker.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("reconnecting to amqp://guest:****@"),
+        "{stderr}"
+    );
+    let received: BTreeSet<u32> = lines.iter().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(received, (1..=20).collect(), "all 20 tasks, none lost");
+    assert_eq!(broker::queue_state(q.name()), Some((0, 0)));
+}
+
+#[test]
+fn worker_survives_a_broker_restart() {
+    let _serial = serial();
+    worker_survives("restart", |_| restart_broker());
+}
+
+#[test]
+fn worker_survives_close_all_connections() {
+    let _serial = serial();
+    worker_survives("close_all", |_| {
+        rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test"]);
+    });
+}
+
+#[test]
+fn worker_survives_its_connection_closed_through_the_api() {
+    let _serial = serial();
+    worker_survives("api_close", |_| {
+        let mut name = String::new();
+        eventually(WAIT, "the API to list the worker's connection", || {
+            let connections: serde_json::Value = serde_json::from_str(&curl(&[
+                "http://127.0.0.1:15672/api/connections?columns=name,client_properties",
+            ]))
+            .unwrap();
+            let found = connections
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["client_properties"]["connection_name"] == "rmqlab task work");
+            if let Some(found) = found {
+                name = found["name"].as_str().unwrap().to_string();
+            }
+            found.is_some()
+        });
+        let encoded: String = name
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        curl(&[
+            "-X",
+            "DELETE",
+            &format!("http://127.0.0.1:15672/api/connections/{encoded}"),
+        ]);
+    });
+}
+
+#[test]
+fn persistent_tasks_survive_a_restart_and_transient_ones_do_not() {
+    let _serial = serial();
+    let persistent = TestQueue::new("persistent_restart");
+    let transient = TestQueue::new("transient_restart");
+    let input: String = (1..=100).map(|i| format!("{i}\n")).collect();
+    let sent = rmq(
+        &format!("-q task new --queue {persistent} -f -"),
+        Some(input.as_bytes()),
+    );
+    assert_eq!(text(&sent.stdout).lines().count(), 100, "100 confirmed");
+    // hello send publishes transient messages (the tutorial's first step), to a durable queue.
+    let sent = rmq(
+        &format!("-q hello send --queue {transient} -f -"),
+        Some(input.as_bytes()),
+    );
+    assert_eq!(text(&sent.stdout).lines().count(), 100, "100 confirmed");
+
+    restart_broker();
+
+    assert_eq!(
+        broker::ready(persistent.name()),
+        100,
+        "persistent: all kept"
+    );
+    assert_eq!(
+        broker::ready(transient.name()),
+        0,
+        "transient: gone with the restart"
+    );
+}
+
+#[test]
+fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
+    let _serial = serial();
+    let q = TestQueue::new("bulk_reconnect");
+    let (publisher, mut stdin) =
+        Running::start_with_stdin(&["task", "new", "--queue", q.name(), "-f", "-"]);
+    // Feed 20,000 lines over about four seconds, so that connections close mid-stream.
+    let feeder = thread::spawn(move || {
+        for chunk in 0..40 {
+            let lines: String = (chunk * 500 + 1..=chunk * 500 + 500)
+                .map(|i| format!("{i}\n"))
+                .collect();
+            stdin.write_all(lines.as_bytes()).unwrap();
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    thread::sleep(Duration::from_millis(500));
+    rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test 1"]);
+    publisher.wait_for_stderr("Reconnected", WAIT);
+    rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test 2"]);
+    feeder.join().unwrap();
+    let (code, stdout, stderr) = publisher.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stderr.matches("Reconnected").count(), 2, "{stderr}");
+    assert_eq!(
+        stderr.matches(" message(s) not confirmed before").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(stdout.len(), 20000, "every line confirmed once");
+
+    let (ready, _) = broker::queue_state(q.name()).unwrap();
+    assert!(ready >= 20000, "{ready} messages for 20,000 lines");
+    let drained = rmq(
+        &format!(
+            "-q task work --queue {q} --count {ready} --prefetch 500 --dot-duration 0s -o body"
+        ),
+        None,
+    );
+    let distinct: BTreeSet<u32> = text(&drained.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(distinct, (1..=20000).collect(), "every line at least once");
+    // Duplicates in the queue are messages sent again: stderr reports how many were.
+    let resent: usize = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix(" [*] Sending again the "))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    let duplicates = ready as usize - 20000;
+    assert!(
+        duplicates <= resent,
+        "{duplicates} duplicates, {resent} resent: {stderr}"
+    );
+    if resent > 0 {
+        assert!(
+            stderr.contains(&format!("{resent} message(s) were sent again")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn reconnect_timeout_gives_up_with_75() {
+    let _serial = serial();
+    let q = TestQueue::new("reconnect_timeout");
+    let worker = Running::start_line(&format!("task work --queue {q} --reconnect-timeout 2s"));
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    let stopped = AppStopped::stop();
+    let lost_at = Instant::now();
+    let (code, _, stderr) = worker.finish(WAIT);
+    let waited = lost_at.elapsed();
+    drop(stopped);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(
+        stderr.contains("rmqlab: error: could not reconnect to the broker within 2s"),
+        "{stderr}"
+    );
+    assert!(waited < Duration::from_secs(10), "gave up after {waited:?}");
+    let attempts = stderr.matches("reconnecting to").count();
+    assert!(attempts >= 2, "one status line per attempt: {stderr}");
+}
+
+#[test]
+fn no_reconnect_with_a_zero_timeout() {
+    let _serial = serial();
+    let q = TestQueue::new("no_reconnect");
+    let worker = Running::start_line(&format!("task work --queue {q} --reconnect-timeout 0s"));
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test"]);
+    let (code, _, stderr) = worker.finish(WAIT);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+}
+
+#[test]
+fn listener_comes_back_on_a_new_queue_and_says_what_was_missed() {
+    let _serial = serial();
+    let x = TestExchange::new("listener_reconnect");
+    let mut listener =
+        Running::start_line(&format!("pubsub listen --exchange {x} --count 2 -o body"));
+    listener.wait_for_stderr("Waiting for messages", WAIT);
+    assert_eq!(
+        rmq(&format!("pubsub emit --exchange {x} before"), None)
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(listener.next_line(WAIT), "before");
+    rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test"]);
+    let stderr =
+        listener.wait_for_stderr("messages emitted while disconnected were not kept", WAIT);
+    assert!(stderr.contains("Reconnected"), "{stderr}");
+    eventually(WAIT, "the listener's new queue to be bound", || {
+        let emitted = rmq(&format!("pubsub emit --exchange {x} after"), None);
+        !text(&emitted.stderr).contains("dropped")
+    });
+    let (code, lines, stderr) = listener.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines, ["before", "after"]);
+}
