@@ -393,15 +393,20 @@ impl<'a, W: Write> ConfirmWindow<'a, W> {
         let Some(confirm) = self.queue.front_mut().and_then(|e| e.confirm.as_mut()) else {
             return Ok(());
         };
-        let confirmation = confirm
-            .await
-            .map_err(Error::broker("lost the broker's confirmation of a message"))?;
+        let number = self.published.confirmed + 1;
+        let confirmation = confirm.await.map_err(|source| Error::Broker {
+            context: if source.is_amqp_soft_error() {
+                format!("the broker refused message {number}")
+            } else {
+                format!("lost the broker's confirmation of message {number}")
+            },
+            source: Box::new(source),
+        })?;
         let Entry { body, .. } = self
             .queue
             .pop_front()
             .expect("the front entry was just awaited");
         self.sent -= 1;
-        let number = self.published.confirmed + 1;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }

@@ -363,6 +363,19 @@ impl Error {
             Error::ReconnectFailed { .. } => {
                 Some("is the broker running? --reconnect-timeout allows more time".into())
             }
+            Error::Broker { source, .. }
+                if amqp_error(source).is_some_and(|e| {
+                    e.get_message()
+                        .as_str()
+                        .contains("larger than configured max")
+                }) =>
+            {
+                Some(
+                    "the broker's max_message_size limits one message (128 MiB by default); \
+                     split the message, or raise the limit in rabbitmq.conf"
+                        .into(),
+                )
+            }
             Error::Unroutable { .. } => Some(
                 "the queue may have been deleted while sending; run the command again to \
                  declare it"

@@ -647,3 +647,79 @@ fn assert_no_secret(output: &std::process::Output) {
         );
     }
 }
+
+#[test]
+fn empty_and_unknown_vhosts_exit_77_with_the_percent_2f_hint() {
+    for (url, vhost) in [
+        ("amqp://guest:guest@127.0.0.1:5672/".to_string(), ""),
+        (
+            "amqp://guest:guest@127.0.0.1:5672/rmqlab-no-such-vhost".to_string(),
+            "rmqlab-no-such-vhost",
+        ),
+    ] {
+        let output = rmqlab()
+            .env("RMQLAB_URL", &url)
+            .args(["hello", "send"])
+            .output()
+            .unwrap();
+        assert_code(&output, 77);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!("refused access to virtual host '{vhost}'")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("is written %2f"), "{stderr}");
+        assert!(stderr.contains("amqp://guest:****@"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_silent_server_is_bounded_by_the_connect_timeout() {
+    // A listener that never speaks AMQP: the TCP connect succeeds, the handshake never ends.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let output = rmqlab()
+        .env(
+            "RMQLAB_URL",
+            format!("amqp://guest:{SECRET}@127.0.0.1:{port}/%2f"),
+        )
+        .args(["--connect-timeout", "1s", "hello", "send"])
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    assert_code(&output, 75);
+    assert!(
+        text(&output.stderr).starts_with(&format!(
+            "rmqlab: error: no answer from the broker at amqp://guest:****@127.0.0.1:{port}/%2f within 1s\n"
+        )),
+        "{}",
+        text(&output.stderr)
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert_no_secret(&output);
+    drop(silent);
+}
+
+#[test]
+fn sigterm_mid_task_finishes_and_acks_it() {
+    let q = TestQueue::new("sigterm_mid_task");
+    broker::publish(q.name(), &["terminated...."]);
+    let mut worker = Running::start_line(&format!("task work --queue {q} --dot-duration 300ms"));
+    assert_eq!(
+        worker.next_line(Duration::from_secs(20)),
+        " [x] Received terminated...."
+    );
+    worker.signal("TERM");
+    let (code, stdout, stderr) = worker.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(stdout, [" [x] Received terminated....", " [x] Done"]);
+    assert_eq!(
+        broker::queue_state(q.name()),
+        Some((0, 0)),
+        "acked, not lost"
+    );
+}

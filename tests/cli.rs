@@ -68,6 +68,8 @@ fn malformed_uris_are_usage_errors_that_hide_the_password() {
         "amqp://guest:Sekr1t-pw@127.0.0.1:99999/%2f",
         "http://guest:Sekr1t-pw@127.0.0.1/",
         "amqp:guest:Sekr1t-pw",
+        "amqp:x",
+        "rabbit://guest:Sekr1t-pw@host/",
     ] {
         let output = rmqlab()
             .args(["--url", url, "hello", "send"])

@@ -324,3 +324,54 @@ fn listener_comes_back_on_a_new_queue_and_says_what_was_missed() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(lines, ["before", "after"]);
 }
+
+/// Sets the broker's max_message_size for the test, restoring the default when dropped.
+struct MaxMessageSize;
+
+impl MaxMessageSize {
+    fn set(bytes: u64) -> MaxMessageSize {
+        rabbitmqctl(&[
+            "-q",
+            "eval",
+            &format!("application:set_env(rabbit, max_message_size, {bytes})."),
+        ]);
+        MaxMessageSize
+    }
+}
+
+impl Drop for MaxMessageSize {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args([
+                "-q",
+                "eval",
+                "application:set_env(rabbit, max_message_size, 134217728).",
+            ])
+            .status();
+    }
+}
+
+#[test]
+fn a_message_larger_than_the_broker_accepts_exits_65() {
+    let _serial = serial();
+    let q = TestQueue::new("too_large");
+    let _limit = MaxMessageSize::set(1024 * 1024);
+    let mut input = vec![b'a'; 2_000_000];
+    input.push(b'\n');
+    let output = rmq(&format!("task new --queue {q} -f -"), Some(&input));
+    assert_eq!(output.status.code(), Some(65), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("rmqlab: error: the broker refused message 1\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("larger than configured max size"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: the broker's max_message_size"),
+        "{stderr}"
+    );
+    assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
+}
