@@ -165,7 +165,7 @@ _rmqlab() {
 
     case "${cmd}" in
         rmqlab)
-            opts="-q -v -h -V --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help --version hello task pubsub queues completions help"
+            opts="-q -v -h -V --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help --version hello task pubsub queues completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -191,6 +191,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -199,7 +211,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__completions)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help bash elvish fish powershell zsh"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +234,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -233,7 +257,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help send recv help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -256,6 +280,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -323,7 +359,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__recv)
-            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -373,6 +409,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -381,7 +429,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__send)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -420,6 +468,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -655,7 +715,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help emit listen help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -681,6 +741,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -689,7 +761,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -724,6 +796,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -791,7 +875,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__listen)
-            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -837,6 +921,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -845,7 +941,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help list purge delete help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -871,6 +967,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -879,7 +987,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__delete)
-            opts="-q -v -h --vhost --if-empty --if-unused --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-q -v -h --vhost --if-empty --if-unused --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -906,6 +1014,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -987,7 +1107,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__list)
-            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1037,6 +1157,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1045,7 +1177,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__purge)
-            opts="-q -v -h --vhost --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-q -v -h --vhost --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1075,6 +1207,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1083,7 +1227,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help new work help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help new work help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1106,6 +1250,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1173,7 +1329,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__new)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1215,6 +1371,18 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1223,7 +1391,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__work)
-            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1282,6 +1450,18 @@ _rmqlab() {
                     return 0
                     ;;
                 --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

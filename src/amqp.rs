@@ -6,9 +6,11 @@ use crate::{
     input::Messages,
     output::write_sent,
     terminal::{Progress, paint_marker},
+    tls::TlsSettings,
     uri::BrokerUrl,
 };
 use indicatif::ProgressBar;
+use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
     options::{
@@ -18,7 +20,7 @@ use lapin::{
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
     types::{AMQPValue, FieldTable},
 };
-use std::{collections::VecDeque, io::Write, time::Duration};
+use std::{collections::VecDeque, io::Write, sync::Arc, time::Duration};
 
 /// How long a clean close may take before rmqlab leaves anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,6 +34,7 @@ pub struct Context {
     pub url: BrokerUrl,
     /// How long to keep trying to reconnect after a lost connection (zero: never).
     pub reconnect_timeout: Duration,
+    pub tls: TlsSettings,
     /// `--api-url`, parsed only by the commands that use the management API.
     pub api_url: Option<String>,
     pub connect_timeout: Duration,
@@ -84,7 +87,7 @@ impl Session {
             .with_connection_name(name.into())
             .with_client_property("product".into(), "rmqlab".into())
             .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
-        let attempt = Connection::connect_uri(ctx.url.amqp_uri().clone(), properties);
+        let attempt = connect(ctx, properties);
         let connection = match tokio::time::timeout(ctx.connect_timeout, attempt).await {
             Err(_elapsed) => {
                 return Err(Error::ConnectTimeout {
@@ -92,7 +95,7 @@ impl Session {
                     after: ctx.connect_timeout,
                 });
             }
-            Ok(Err(source)) => return Err(connect_error(source, &ctx.url)),
+            Ok(Err(error)) => return Err(error),
             Ok(Ok(connection)) => connection,
         };
         let channel = connection
@@ -451,6 +454,45 @@ impl<'a, W: Write> ConfirmWindow<'a, W> {
     }
 }
 
+/// Connects in plain TCP, or (amqps://) through rmqlab's own TLS configuration.
+async fn connect(ctx: &Context, properties: ConnectionProperties) -> Result<Connection> {
+    let uri = ctx.url.amqp_uri().clone();
+    if !ctx.url.is_tls() {
+        return Connection::connect_uri(uri, properties)
+            .await
+            .map_err(|source| connect_error(source, &ctx.url));
+    }
+    if ctx.tls.insecure {
+        ctx.status.warn(INSECURE_WARNING);
+    }
+    let connector = Arc::new(RustlsConnector::from(ctx.tls.client_config()?));
+    let runtime = lapin::runtime::default_runtime()
+        .map_err(Error::broker("no async runtime for the connection"))?;
+    Connection::connector(
+        uri,
+        runtime,
+        async move |uri, runtime| {
+            let host = uri.authority.host.clone();
+            let mut last = None;
+            for address in tokio::net::lookup_host((host.as_str(), uri.authority.port)).await? {
+                match AsyncTcpStream::connect(&runtime, address).await {
+                    Ok(stream) => return Ok(stream.into_rustls(&connector, &host).await?),
+                    Err(error) => last = Some(error),
+                }
+            }
+            Err(last
+                .unwrap_or_else(|| std::io::Error::other(format!("no address for {host}")))
+                .into())
+        },
+        properties,
+    )
+    .await
+    .map_err(|source| connect_error(source, &ctx.url))
+}
+
+pub const INSECURE_WARNING: &str = " [!] --tls-insecure: the server's certificate is NOT verified; \
+anyone on the network path can read and change this traffic";
+
 /// Classifies a failed connection attempt.
 fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
     let kind = amqp_error(&source).map(|amqp| {
@@ -481,9 +523,20 @@ fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
             context: format!("the broker at {url_shown} closed the connection"),
             source,
         },
+        None if is_certificate_problem(&source) => Error::TlsRefused {
+            url: url_shown,
+            client_certificate: source.to_string().contains("alert"),
+            source,
+        },
         None => Error::Unreachable {
             url: url_shown,
             source,
         },
     }
+}
+
+/// A TLS handshake that failed over the server's certificate (untrusted, wrong host name...).
+fn is_certificate_problem(source: &lapin::Error) -> bool {
+    let text = source.to_string().to_lowercase();
+    text.contains("certificate") || text.contains("invalidcertificate")
 }

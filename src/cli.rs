@@ -129,6 +129,44 @@ pub struct GlobalArgs {
     )]
     pub reconnect_timeout: Duration,
 
+    /// Trust the server certificates signed by the CA(s) in this PEM file, besides the system's
+    /// roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "RMQLAB_TLS_CA_FILE",
+        hide_env = true
+    )]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "RMQLAB_TLS_CERT_FILE",
+        hide_env = true,
+        requires = "tls_key_file"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "RMQLAB_TLS_KEY_FILE",
+        hide_env = true,
+        requires = "tls_cert_file"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// Do not verify the server's certificate: for tests only, never in production
+    /// [env: RMQLAB_TLS_INSECURE]
+    #[arg(long, global = true, env = "RMQLAB_TLS_INSECURE", hide_env = true)]
+    pub tls_insecure: bool,
+
     /// Print no status lines on stderr
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

@@ -49,6 +49,26 @@ pub enum Error {
         source: Box<lapin::Error>,
     },
 
+    #[error("TLS to {url} failed: {}", if *.client_certificate {
+        "the server wants a client certificate it accepts"
+    } else {
+        "the server's certificate was not accepted"
+    })]
+    TlsRefused {
+        url: String,
+        /// The server refused rmqlab's certificate (or the lack of one), not the other way.
+        client_certificate: bool,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("TLS setup: {context}")]
+    Tls {
+        context: String,
+        #[source]
+        source: rustls::Error,
+    },
+
     #[error("no answer from the broker at {url} within {}", humantime::format_duration(*.after))]
     ConnectTimeout { url: String, after: Duration },
 
@@ -186,7 +206,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::InvalidUrl(_) => exit::USAGE,
-            Error::Unreachable { .. } => exit::UNAVAILABLE,
+            Error::Unreachable { .. } | Error::TlsRefused { .. } => exit::UNAVAILABLE,
+            Error::Tls { .. } => exit::DATA,
             Error::ConnectTimeout { .. } => exit::TEMPORARY,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => exit::NO_PERMISSION,
             Error::Mismatch { .. }
@@ -280,6 +301,19 @@ impl Error {
                 "start a broker: `rabbitmq-server -detached` where RabbitMQ is installed, or \
                  `docker run -it --rm --name rabbitmq -p 5672:5672 -p 15672:15672 \
                  rabbitmq:4-management`; or point --url / RMQLAB_URL at yours"
+                    .into(),
+            ),
+            Error::TlsRefused {
+                client_certificate: true,
+                ..
+            } => Some(
+                "present a client certificate signed by a CA the broker trusts, with \
+                 --tls-cert-file and --tls-key-file"
+                    .into(),
+            ),
+            Error::TlsRefused { .. } => Some(
+                "pass the CA that signed the server's certificate with --tls-ca-file, and connect \
+                 with a host name the certificate was issued for"
                     .into(),
             ),
             Error::ConnectTimeout { .. } => Some(

@@ -12,6 +12,7 @@ pub mod management;
 pub mod output;
 pub mod signals;
 pub mod terminal;
+pub mod tls;
 pub mod uri;
 
 pub use error::{Error, Result};
@@ -53,6 +54,12 @@ pub(crate) fn context(global: &GlobalArgs) -> Result<Context> {
     Ok(Context {
         url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
         api_url: global.api_url.clone().filter(|url| !url.is_empty()),
+        tls: tls::TlsSettings {
+            ca_file: global.tls_ca_file.clone(),
+            cert_file: global.tls_cert_file.clone(),
+            key_file: global.tls_key_file.clone(),
+            insecure: global.tls_insecure,
+        },
         connect_timeout: global.connect_timeout,
         reconnect_timeout: global.reconnect_timeout,
         status: Status {

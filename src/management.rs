@@ -6,7 +6,7 @@
 //! 4.x omits some fields) are `None`, never an error.
 
 use crate::{
-    amqp::Context,
+    amqp::{Context, INSECURE_WARNING},
     error::{Error, Result},
     uri::InvalidUrl,
 };
@@ -78,7 +78,14 @@ impl Api {
                 (base, None, None)
             }
         };
-        let client = Client::builder()
+        let mut client = Client::builder();
+        if base.scheme() == "https" {
+            if ctx.tls.insecure {
+                ctx.status.warn(INSECURE_WARNING);
+            }
+            client = client.use_preconfigured_tls(ctx.tls.client_config()?);
+        }
+        let client = client
             .connect_timeout(ctx.connect_timeout)
             .timeout(REQUEST_TIMEOUT + ctx.connect_timeout)
             .user_agent(concat!("rmqlab/", env!("CARGO_PKG_VERSION")))
