@@ -523,9 +523,16 @@ fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
             context: format!("the broker at {url_shown} closed the connection"),
             source,
         },
-        None if is_certificate_problem(&source) => Error::TlsRefused {
+        None if url.is_tls() && is_certificate_problem(&source) => Error::TlsRefused {
             url: url_shown,
             client_certificate: source.to_string().contains("alert"),
+            source,
+        },
+        // A TLS server that drops the session after the handshake: it refused our certificate,
+        // or the lack of one (TLS 1.3 may show that as a reset rather than an alert).
+        None if url.is_tls() && is_reset(&source) => Error::TlsRefused {
+            url: url_shown,
+            client_certificate: true,
             source,
         },
         None => Error::Unreachable {
@@ -539,4 +546,9 @@ fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
 fn is_certificate_problem(source: &lapin::Error) -> bool {
     let text = source.to_string().to_lowercase();
     text.contains("certificate") || text.contains("invalidcertificate")
+}
+
+fn is_reset(source: &lapin::Error) -> bool {
+    matches!(source.kind(), lapin::ErrorKind::IOError(e)
+        if e.kind() == std::io::ErrorKind::ConnectionReset)
 }

@@ -50,7 +50,7 @@ pub enum Error {
     },
 
     #[error("TLS to {url} failed: {}", if *.client_certificate {
-        "the server wants a client certificate it accepts"
+        "the server refused the TLS session (does it want a client certificate?)"
     } else {
         "the server's certificate was not accepted"
     })]

@@ -132,6 +132,11 @@ fn a_client_certificate_is_presented_when_required() {
     let url = format!("amqps://guest:{SECRET}@localhost:5681/%2f");
     let without = send(&url, &q, &["--tls-ca-file", &ca(&dir)]);
     assert_refused(&without, "client certificate");
+    assert!(
+        text(&without.stderr).contains("hint: present a client certificate"),
+        "{}",
+        text(&without.stderr)
+    );
     let with = rmqlab()
         .env("RMQLAB_URL", "amqps://guest:guest@localhost:5681/%2f")
         .env("RMQLAB_TLS_CA_FILE", ca(&dir))
