@@ -358,16 +358,16 @@ fn idle_timeout_ends_an_empty_consumer_with_success() {
     assert_eq!(text(&received.stdout), "");
 }
 
-#[test]
-fn ctrl_c_lets_the_task_in_progress_finish_and_be_acked() {
-    let q = TestQueue::new("ctrl_c");
+/// A worker sent `signal` mid-task finishes that task, acks it, takes no other, exits 130.
+fn signal_lets_the_task_in_progress_finish_and_be_acked(signal: &str, test: &str) {
+    let q = TestQueue::new(test);
     broker::publish(q.name(), &["interrupted....", "untouched"]);
     let mut worker = Running::start_line(&format!("task work --queue {q} --dot-duration 300ms"));
     assert_eq!(
         worker.next_line(Duration::from_secs(20)),
         " [x] Received interrupted...."
     );
-    worker.signal("INT");
+    worker.signal(signal);
     let (code, stdout, stderr) = worker.finish(Duration::from_secs(30));
     assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(stdout, [" [x] Received interrupted....", " [x] Done"]);
@@ -378,6 +378,16 @@ fn ctrl_c_lets_the_task_in_progress_finish_and_be_acked() {
     // The finished task is gone; the next one was never taken.
     assert_eq!(broker::queue_state(q.name()), Some((1, 0)));
     assert_eq!(broker::get(q.name()).unwrap().delivery.data, b"untouched");
+}
+
+#[test]
+fn ctrl_c_lets_the_task_in_progress_finish_and_be_acked() {
+    signal_lets_the_task_in_progress_finish_and_be_acked("INT", "ctrl_c");
+}
+
+#[test]
+fn sigterm_mid_task_finishes_and_acks_it() {
+    signal_lets_the_task_in_progress_finish_and_be_acked("TERM", "sigterm_mid_task");
 }
 
 #[test]
@@ -702,24 +712,4 @@ fn a_silent_server_is_bounded_by_the_connect_timeout() {
     );
     assert_no_secret(&output);
     drop(silent);
-}
-
-#[test]
-fn sigterm_mid_task_finishes_and_acks_it() {
-    let q = TestQueue::new("sigterm_mid_task");
-    broker::publish(q.name(), &["terminated...."]);
-    let mut worker = Running::start_line(&format!("task work --queue {q} --dot-duration 300ms"));
-    assert_eq!(
-        worker.next_line(Duration::from_secs(20)),
-        " [x] Received terminated...."
-    );
-    worker.signal("TERM");
-    let (code, stdout, stderr) = worker.finish(Duration::from_secs(30));
-    assert_eq!(code, Some(130), "{stderr}");
-    assert_eq!(stdout, [" [x] Received terminated....", " [x] Done"]);
-    assert_eq!(
-        broker::queue_state(q.name()),
-        Some((0, 0)),
-        "acked, not lost"
-    );
 }
