@@ -375,3 +375,36 @@ fn a_message_larger_than_the_broker_accepts_exits_65() {
     );
     assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
 }
+
+#[test]
+fn publisher_that_cannot_reconnect_exits_75_saying_where_to_resume() {
+    let _serial = serial();
+    let q = TestQueue::new("publisher_gives_up");
+    // Lines arrive slowly through stdin; the broker stops between them.
+    let (publisher, mut stdin) = Running::start_with_stdin(&[
+        "task",
+        "new",
+        "--queue",
+        q.name(),
+        "--reconnect-timeout",
+        "2s",
+        "-f",
+        "-",
+    ]);
+    stdin.write_all(b"1\n2\n3\n").unwrap();
+    eventually(WAIT, "the first lines to be confirmed", || {
+        broker::queue_state(q.name()).is_some_and(|(ready, _)| ready == 3)
+    });
+    let stopped = AppStopped::stop();
+    let _ = stdin.write_all(b"4\n5\n");
+    drop(stdin);
+    let (code, lines, stderr) = publisher.finish(WAIT);
+    drop(stopped);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert_eq!(lines.len(), 3, "three lines claimed as sent: {lines:?}");
+    assert!(
+        stderr.contains("rmqlab: error: publishing stopped after 3 confirmed message(s)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("resend from line 4"), "{stderr}");
+}
