@@ -268,13 +268,17 @@ fn purge_and_delete_if_empty() {
     let purged = rmq(&format!("queues purge {q}"), None);
     assert_code(&purged, 0);
     assert_eq!(
-        text(&purged.stderr),
+        text(&purged.stdout),
         format!(" [x] Purged queue '{q}' in vhost '/'\n")
     );
     assert_eq!(broker::ready(q.name()), 0);
 
     let deleted = rmq(&format!("queues delete {q} --if-empty --if-unused"), None);
     assert_code(&deleted, 0);
+    assert_eq!(
+        text(&deleted.stdout),
+        format!(" [x] Deleted queue '{q}' in vhost '/'\n")
+    );
     assert_eq!(broker::queue_state(q.name()), None);
 
     let again = rmq(&format!("queues delete {q}"), None);

@@ -25,11 +25,10 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
             let purged = api.purge_queue(vhost, &args.name).await;
             spinner.finish_and_clear();
             purged?;
-            ctx.status.info(format_args!(
+            confirm(&format!(
                 " [x] Purged queue '{}' in vhost '{vhost}'",
                 args.name
-            ));
-            Ok(Exit::Success)
+            ))
         }
         QueuesCommand::Delete(args) => {
             let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url.vhost());
@@ -39,13 +38,21 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
                 .await;
             spinner.finish_and_clear();
             deleted.map_err(|error| refusal(error, &args.queue.name))?;
-            ctx.status.info(format_args!(
+            confirm(&format!(
                 " [x] Deleted queue '{}' in vhost '{vhost}'",
                 args.queue.name
-            ));
-            Ok(Exit::Success)
+            ))
         }
     }
+}
+
+/// The one confirmation line of purge and delete: data, so it goes to stdout.
+fn confirm(line: &str) -> Result<Exit> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)?;
+    Ok(Exit::Success)
 }
 
 /// The broker answers a delete refused by `--if-empty` / `--if-unused` with a 400.
