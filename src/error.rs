@@ -261,37 +261,40 @@ impl Error {
 
     /// The error and its causes on one line, for status lines.
     pub fn one_line(&self) -> String {
-        let mut line = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !line.ends_with(&text) {
-                line.push_str(": ");
-                line.push_str(&text);
-            }
-            source = cause.source();
-        }
-        line
+        std::iter::once(self.to_string())
+            .chain(self.causes())
+            .collect::<Vec<_>>()
+            .join(": ")
     }
 
     /// The whole report: `rmqlab: error: ...`, one `caused by:` line per source, then a hint.
     pub fn report(&self, color: bool) -> String {
         let mut report = format!("{} {self}\n", paint_error_label("rmqlab: error:", color));
-        let mut previous = String::new();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            // Libraries often wrap an error and repeat its text ("IO error: <the io error>").
-            if !previous.ends_with(&text) {
-                report.push_str(&format!("  caused by: {text}\n"));
-            }
-            previous = text;
-            source = cause.source();
+        for cause in self.causes() {
+            report.push_str(&format!("  caused by: {cause}\n"));
         }
         if let Some(hint) = self.hint() {
             report.push_str(&format!("  {} {hint}\n", paint_error_label("hint:", color)));
         }
         report
+    }
+
+    /// The texts of the source chain. Libraries often wrap an error and repeat its text
+    /// ("IO error: <the io error>"): a cause that only repeats the end of the one before is left
+    /// out.
+    fn causes(&self) -> Vec<String> {
+        let mut causes = Vec::new();
+        let mut previous = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !previous.ends_with(&text) {
+                causes.push(text.clone());
+            }
+            previous = text;
+            source = cause.source();
+        }
+        causes
     }
 
     /// A line telling the user what to do next, where one helps.
