@@ -33,13 +33,18 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
         Command::Pubsub(command) => pubsub::run(&context(global)?, command).await,
         Command::Queues(command) => queues::run(&context(global)?, command).await,
         Command::Completions { shell } => {
-            let mut out = io::stdout().lock();
-            out.write_all(&generate::completion(shell))
-                .and_then(|()| out.flush())
-                .map_err(Error::Output)?;
+            print(&generate::completion(shell))?;
             Ok(Exit::Success)
         }
     }
+}
+
+/// Writes a whole piece of output to stdout at once, and flushes it.
+pub fn print(bytes: &[u8]) -> Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)
 }
 
 /// Where messages go, declared before the first publish or consume.

@@ -1,5 +1,6 @@
 //! `queues list/purge/delete`: queue depth and housekeeping through the management HTTP API.
 
+use super::print;
 use crate::{
     Exit,
     amqp::Context,
@@ -11,7 +12,7 @@ use crate::{
 };
 use std::{
     collections::HashMap,
-    io::{self, IsTerminal, Write},
+    io::{self, IsTerminal},
     time::SystemTime,
 };
 
@@ -48,10 +49,7 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
 
 /// The one confirmation line of purge and delete: data, so it goes to stdout.
 fn confirm(line: &str) -> Result<Exit> {
-    let mut out = io::stdout().lock();
-    writeln!(out, "{line}")
-        .and_then(|()| out.flush())
-        .map_err(Error::Output)?;
+    print(format!("{line}\n").as_bytes())?;
     Ok(Exit::Success)
 }
 
@@ -88,10 +86,7 @@ async fn list(api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     };
     let Some(interval) = args.watch else {
         let rows = fetch().await?;
-        let mut out = io::stdout().lock();
-        out.write_all(render_queues(&rows, &table).as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(Error::Output)?;
+        print(render_queues(&rows, &table).as_bytes())?;
         return Ok(Exit::Success);
     };
 
@@ -121,11 +116,7 @@ async fn list(api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         } else {
             format!("# {stamp}\n{block}\n")
         };
-        let mut out = io::stdout().lock();
-        out.write_all(screen.as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(Error::Output)?;
-        drop(out);
+        print(screen.as_bytes())?;
         previous = Some(current);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
