@@ -433,6 +433,42 @@ fn connections_are_named_after_their_command() {
 }
 
 #[test]
+fn a_frame_max_in_the_url_is_the_one_negotiated_and_big_messages_span_frames() {
+    let q = TestQueue::new("frame_max");
+    let url = format!("{}?frame_max=20000", common::broker_url());
+    let mut receiver = Running::start(&[
+        "--url",
+        &url,
+        "hello",
+        "recv",
+        "--queue",
+        q.name(),
+        "--count",
+        "1",
+        "-o",
+        "body",
+    ]);
+    wait_for_consumers(q.name(), 1);
+    let connections = rabbitmqctl(&["-q", "list_connections", "frame_max", "client_properties"]);
+    assert!(
+        connections
+            .lines()
+            .any(|line| line.starts_with("20000\t") && line.contains("rmqlab hello recv")),
+        "no rmqlab connection with frame_max 20000: {connections}"
+    );
+    // Five frames' worth of body, through a sender with the same frame size.
+    let body = "0123456789".repeat(10_000);
+    let output = run(
+        &["--url", &url, "-q", "hello", "send", "--queue", q.name(), "-f", "-"],
+        Some(format!("{body}\n").as_bytes()),
+    );
+    assert_code(&output, 0);
+    assert_eq!(receiver.next_line(Duration::from_secs(20)), body);
+    let (code, _, _) = receiver.finish(Duration::from_secs(20));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
 fn closed_stdout_ends_quietly_and_loses_nothing() {
     let q = TestQueue::new("broken_pipe");
     let bodies: Vec<String> = (1..=2000).map(|i| format!("message {i}")).collect();
