@@ -194,7 +194,16 @@ impl Session {
         }
     }
 
-    /// Publishes every message of `messages` with publisher confirms, keeping up to
+    /// Puts the channel in confirm mode: the broker then confirms every publish.
+    pub async fn enable_confirms(&self) -> Result<()> {
+        self.channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(Error::broker("cannot enable publisher confirms"))
+    }
+
+    /// Publishes every message of `messages` on a channel in confirm mode
+    /// ([`Session::enable_confirms`]), keeping up to
     /// [`CONFIRM_WINDOW`] in flight, each reported ` [x] Sent` once the broker confirmed it.
     /// Messages the window holds unconfirmed from an earlier, lost connection are sent again
     /// first. On error the window keeps every message not yet confirmed, for a retry.
@@ -203,10 +212,6 @@ impl Session {
         messages: &mut Messages,
         window: &mut ConfirmWindow<'_, W>,
     ) -> Result<()> {
-        self.channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(Error::broker("cannot enable publisher confirms"))?;
         let properties = window.target.properties();
         let options = BasicPublishOptions {
             mandatory: true,
@@ -278,12 +283,10 @@ impl Session {
 
     /// Closes the channel and the connection cleanly; unacked deliveries go back to the queue.
     pub async fn close(self) {
-        // A connection the broker already closed has nothing left to close, and one that broke
-        // half-way may never answer: do not wait for it long.
-        let close = async {
-            let _ = self.channel.close(200, "OK".into()).await;
-            let _ = self.connection.close(200, "OK".into()).await;
-        };
+        // Closing the connection closes its channel too: one round trip, not two. A connection
+        // the broker already closed has nothing left to close, and one that broke half-way may
+        // never answer: do not wait for it long.
+        let close = self.connection.close(200, "OK".into());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 }

@@ -76,10 +76,22 @@ impl Destination<'_> {
         Ok(())
     }
 
-    /// Connects and declares what this destination needs.
-    async fn open(&self, ctx: &Context, connection_name: &str) -> Result<Session> {
+    /// Connects and declares what this destination needs; a publisher's channel is also put
+    /// in confirm mode.
+    async fn open(&self, ctx: &Context, connection_name: &str, role: Role) -> Result<Session> {
         let session = Session::open(ctx, connection_name).await?;
-        self.declare(ctx, &session).await?;
+        match role {
+            Role::Publisher => {
+                // Both requests leave at once and the broker answers them in order: one round
+                // trip instead of two (a failed declaration closes the channel, and is the
+                // error reported).
+                let (declared, confirms) =
+                    tokio::join!(self.declare(ctx, &session), session.enable_confirms());
+                declared?;
+                confirms?;
+            }
+            Role::Consumer => self.declare(ctx, &session).await?,
+        }
         Ok(session)
     }
 
@@ -89,6 +101,7 @@ impl Destination<'_> {
         &self,
         ctx: &Context,
         connection_name: &str,
+        role: Role,
         lost: Error,
         mut interrupts: Option<&mut Interrupts>,
     ) -> Result<Option<Session>> {
@@ -116,7 +129,7 @@ impl Destination<'_> {
                 }
             };
             let opened = tokio::select! {
-                opened = self.open(&attempt_ctx, connection_name) => opened,
+                opened = self.open(&attempt_ctx, connection_name, role) => opened,
                 () = interrupted => return Ok(None),
             };
             match opened {
@@ -143,6 +156,14 @@ impl Destination<'_> {
     }
 }
 
+/// What a session is opened for.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// Publishes with confirms.
+    Publisher,
+    Consumer,
+}
+
 /// The longest wait between two reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
@@ -160,7 +181,10 @@ pub struct Send<'a> {
 pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Result<Exit> {
     // Open the input before connecting: a missing file is reported without touching the broker.
     let mut messages = messages(message, send.default_message)?;
-    let mut session = send.destination.open(ctx, send.connection_name).await?;
+    let mut session = send
+        .destination
+        .open(ctx, send.connection_name, Role::Publisher)
+        .await?;
     let target = match send.destination {
         Destination::Queue { name, .. } => Publication {
             exchange: "",
@@ -190,7 +214,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             Err(lost) if lost.is_connection_loss() => {
                 let reopened = send
                     .destination
-                    .reopen(ctx, send.connection_name, lost, None)
+                    .reopen(ctx, send.connection_name, Role::Publisher, lost, None)
                     .await
                     .map_err(|source| Error::PublishInterrupted {
                         confirmed: window.published.confirmed,
@@ -258,7 +282,10 @@ pub struct Receive<'a> {
 pub async fn receive(ctx: &Context, receive: Receive<'_>, consume: &ConsumeArgs) -> Result<Exit> {
     // Catch Ctrl-C from the start: an interrupt while connecting is a clean stop as well.
     let interrupts = Interrupts::install().map_err(Error::Runtime)?;
-    let mut session = receive.source.open(ctx, receive.connection_name).await?;
+    let mut session = receive
+        .source
+        .open(ctx, receive.connection_name, Role::Consumer)
+        .await?;
     let mut consumer = Consumer {
         prefetch: receive.prefetch,
         limits: Limits {
@@ -288,6 +315,7 @@ pub async fn receive(ctx: &Context, receive: Receive<'_>, consume: &ConsumeArgs)
                     .reopen(
                         ctx,
                         receive.connection_name,
+                        Role::Consumer,
                         lost,
                         Some(&mut consumer.interrupts),
                     )
