@@ -23,10 +23,10 @@ use lapin::{
 use std::{collections::VecDeque, io::Write, sync::Arc, time::Duration};
 
 /// How long a clean close may take before rmqlab leaves anyway.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// RabbitMQ's default `frame_max`: the largest frame rmqlab asks for unless the URL says.
-const DEFAULT_FRAME_MAX: u32 = 128 * 1024;
+pub const DEFAULT_FRAME_MAX: u32 = 128 * 1024;
 
 /// Publishes kept in flight before waiting for the oldest confirm.
 pub const CONFIRM_WINDOW: usize = 512;
@@ -114,13 +114,7 @@ impl Session {
 
     /// Declares a durable queue (idempotent when it exists with the same properties).
     pub async fn declare_queue(&self, name: &str, queue_type: QueueType) -> Result<()> {
-        let mut arguments = FieldTable::default();
-        if queue_type == QueueType::Quorum {
-            arguments.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-        }
+        let arguments = queue_arguments(queue_type);
         let options = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -291,6 +285,18 @@ impl Session {
     }
 }
 
+/// The arguments rmqlab declares a queue of this type with.
+pub fn queue_arguments(queue_type: QueueType) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if queue_type == QueueType::Quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+    }
+    arguments
+}
+
 /// Where and how messages are published.
 #[derive(Debug, Clone)]
 pub struct Publication<'a> {
@@ -323,7 +329,7 @@ pub struct Published {
 }
 
 impl Publication<'_> {
-    fn properties(&self) -> BasicProperties {
+    pub fn properties(&self) -> BasicProperties {
         let properties = BasicProperties::default();
         if self.persistent {
             properties.with_delivery_mode(2)

@@ -444,7 +444,7 @@ fn a_frame_max_in_the_url_is_the_one_negotiated_and_big_messages_span_frames() {
         "--queue",
         q.name(),
         "--count",
-        "1",
+        "2",
         "-o",
         "body",
     ]);
@@ -459,13 +459,39 @@ fn a_frame_max_in_the_url_is_the_one_negotiated_and_big_messages_span_frames() {
     // Five frames' worth of body, through a sender with the same frame size.
     let body = "0123456789".repeat(10_000);
     let output = run(
-        &["--url", &url, "-q", "hello", "send", "--queue", q.name(), "-f", "-"],
+        &[
+            "--url",
+            &url,
+            "-q",
+            "hello",
+            "send",
+            "--queue",
+            q.name(),
+            "-f",
+            "-",
+        ],
         Some(format!("{body}\n").as_bytes()),
     );
     assert_code(&output, 0);
     assert_eq!(receiver.next_line(Duration::from_secs(20)), body);
-    let (code, _, _) = receiver.finish(Duration::from_secs(20));
+    // And as the one message of the command line, which takes the pipelined way.
+    let output = run(
+        &[
+            "--url",
+            &url,
+            "-q",
+            "hello",
+            "send",
+            "--queue",
+            q.name(),
+            &body,
+        ],
+        None,
+    );
+    assert_code(&output, 0);
+    let (code, lines, _) = receiver.finish(Duration::from_secs(20));
     assert_eq!(code, Some(0));
+    assert_eq!(lines, [body.clone(), body], "both arrived whole");
 }
 
 #[test]

@@ -7,9 +7,13 @@ mod common;
 use common::{Running, TestExchange, TestQueue, broker, eventually, rabbitmqctl, rmq, text};
 use std::{
     collections::BTreeSet,
-    io::Write,
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
     process::Command,
-    sync::{Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -407,4 +411,86 @@ fn publisher_that_cannot_reconnect_exits_75_saying_where_to_resume() {
         "{stderr}"
     );
     assert!(stderr.contains("resend from line 4"), "{stderr}");
+}
+
+/// A TCP proxy to the broker on a port of its own that cuts its first connection right after
+/// the client's third write (for a one-message send: protocol header, start-ok, then TuneOk
+/// and everything up to the message), without passing on anything the broker says after it.
+/// Later connections are passed through whole. Returns the port and a count of connections.
+fn proxy_cutting_the_first_connection_after_the_message() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            let broker = TcpStream::connect("127.0.0.1:5672").unwrap();
+            let cut = Arc::new(AtomicBool::new(false));
+            let (mut from_client, mut to_broker) =
+                (client.try_clone().unwrap(), broker.try_clone().unwrap());
+            let (mut from_broker, mut to_client) = (broker, client);
+            let cut_up = cut.clone();
+            thread::spawn(move || {
+                let mut chunk = [0u8; 65536];
+                let mut writes = 0;
+                while let Ok(n @ 1..) = from_client.read(&mut chunk) {
+                    writes += 1;
+                    if first && writes == 3 {
+                        cut_up.store(true, Ordering::SeqCst);
+                        let _ = to_broker.write_all(&chunk[..n]);
+                        // Let the broker route the message, then drop both sides.
+                        thread::sleep(Duration::from_millis(300));
+                        let _ = to_broker.shutdown(Shutdown::Both);
+                        let _ = from_client.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if to_broker.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_broker.shutdown(Shutdown::Both);
+            });
+            thread::spawn(move || {
+                let mut chunk = [0u8; 65536];
+                while let Ok(n @ 1..) = from_broker.read(&mut chunk) {
+                    if cut.load(Ordering::SeqCst) || to_client.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to_client.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[test]
+fn a_single_message_lost_with_its_connection_is_sent_again_and_said_so() {
+    let q = TestQueue::new("quick_lost");
+    let (port, connections) = proxy_cutting_the_first_connection_after_the_message();
+    let output = Command::new(env!("CARGO_BIN_EXE_rmqlab"))
+        .args(["--url", &format!("amqp://guest:guest@127.0.0.1:{port}/%2f")])
+        .args(["task", "new", "--queue", q.name(), "only once?"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&output.stdout), " [x] Sent 'only once?'\n");
+    assert!(stderr.contains("reconnecting to"), "{stderr}");
+    assert!(
+        stderr.contains(" [*] Sending again the 1 message(s) not confirmed before"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            " [!] 1 message(s) were sent again after a lost connection: some may have arrived twice"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    // The broker had routed the first copy before the connection went: at least once, here twice.
+    assert_eq!(broker::ready(q.name()), 2);
+    assert_eq!(broker::get(q.name()).unwrap().data, b"only once?");
 }

@@ -8,13 +8,15 @@ pub mod task;
 
 use crate::{
     Exit,
-    amqp::{ConfirmWindow, Context, Publication, Session, Unroutable},
+    amqp::{ConfirmWindow, Context, Publication, Session, Unroutable, queue_arguments},
     cli::{Command, ConsumeArgs, GlobalArgs, MessageArgs, QueueType},
     consume::{Consumer, Ending, Handling, Limits},
     context,
     error::{Error, Result},
     generate,
     input::Messages,
+    oneshot::{self, Declaration, Handover},
+    output::write_sent,
     signals::Interrupts,
     terminal::AroundProgress,
 };
@@ -181,10 +183,6 @@ pub struct Send<'a> {
 pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Result<Exit> {
     // Open the input before connecting: a missing file is reported without touching the broker.
     let mut messages = messages(message, send.default_message)?;
-    let mut session = send
-        .destination
-        .open(ctx, send.connection_name, Role::Publisher)
-        .await?;
     let target = match send.destination {
         Destination::Queue { name, .. } => Publication {
             exchange: "",
@@ -199,6 +197,34 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             unroutable: Unroutable::IsDropped,
         },
     };
+    // One message over plain TCP: first the quick way, which hands anything but success over.
+    let mut sent_before = 0;
+    let mut connection = match message.file {
+        Some(_) => None,
+        None if ctx.url.is_tls() => None,
+        None => {
+            let body = single_message(message, send.default_message);
+            match quick_send(ctx, &send, &target, &body).await {
+                Ok(()) => {
+                    let mut out = Vec::new();
+                    write_sent(&mut out, &body).map_err(Error::Output)?;
+                    print(&out)?;
+                    ctx.status.debug("1 message(s) confirmed");
+                    return Ok(Exit::Success);
+                }
+                Err(Handover::Untouched(reason)) => {
+                    ctx.status
+                        .debug(format_args!("sending through lapin instead: {reason}"));
+                    None
+                }
+                Err(Handover::Lost(lost)) => {
+                    sent_before = 1;
+                    Some(Err(lost))
+                }
+                Err(Handover::Failed(error)) => return Err(error),
+            }
+        }
+    };
     let progress = ctx.status.progress.publishing(messages.size);
     let mut out = BufWriter::with_capacity(
         STDOUT_BUFFER,
@@ -208,32 +234,45 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         },
     );
     let mut window = ConfirmWindow::new(&target, &mut out, ctx.status, &progress);
-    loop {
-        match session.publish(&mut messages, &mut window).await {
-            Ok(()) => break,
-            Err(lost) if lost.is_connection_loss() => {
-                let reopened = send
-                    .destination
-                    .reopen(ctx, send.connection_name, Role::Publisher, lost, None)
-                    .await
-                    .map_err(|source| Error::PublishInterrupted {
-                        confirmed: window.published.confirmed,
-                        input: message
-                            .file
-                            .as_ref()
-                            .filter(|path| path.as_os_str() != "-")
-                            .map(|path| path.display().to_string()),
-                        source: Box::new(source),
-                    })?;
-                session = reopened.expect("publishers are not interruptible");
-                let resent = window.forget_sent();
-                ctx.status.info(format_args!(
-                    " [*] Sending again the {resent} message(s) not confirmed before"
-                ));
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    let session = loop {
+        // A session to publish on, or the loss of the last one.
+        let opened = match connection.take() {
+            Some(opened) => opened,
+            None => Ok(send
+                .destination
+                .open(ctx, send.connection_name, Role::Publisher)
+                .await?),
+        };
+        let lost = match opened {
+            Ok(session) => match session.publish(&mut messages, &mut window).await {
+                Ok(()) => break session,
+                Err(lost) if lost.is_connection_loss() => lost,
+                Err(error) => return Err(error),
+            },
+            Err(lost) => lost,
+        };
+        let reopened = send
+            .destination
+            .reopen(ctx, send.connection_name, Role::Publisher, lost, None)
+            .await
+            .map_err(|source| Error::PublishInterrupted {
+                confirmed: window.published.confirmed,
+                input: message
+                    .file
+                    .as_ref()
+                    .filter(|path| path.as_os_str() != "-")
+                    .map(|path| path.display().to_string()),
+                source: Box::new(source),
+            })?;
+        connection = Some(Ok(reopened.expect("publishers are not interruptible")));
+        // The quick way's message, if it was lost with its connection, is in the input still.
+        let quick = std::mem::take(&mut sent_before);
+        window.published.republished += quick;
+        let resent = window.forget_sent() as u64 + quick;
+        ctx.status.info(format_args!(
+            " [*] Sending again the {resent} message(s) not confirmed before"
+        ));
+    };
     let published = window.finish();
     if published.republished > 0 {
         ctx.status.warn(format_args!(
@@ -247,13 +286,42 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     Ok(Exit::Success)
 }
 
+/// The one message of a command without `--file`: the words joined with spaces, else the
+/// tutorial's default.
+fn single_message(args: &MessageArgs, default: &str) -> Vec<u8> {
+    match args.words.is_empty() {
+        true => default.as_bytes().to_vec(),
+        false => args.words.join(" ").into_bytes(),
+    }
+}
+
+/// Publishes one message through [`oneshot`], declaring what the lapin path would.
+async fn quick_send(
+    ctx: &Context,
+    send: &Send<'_>,
+    target: &Publication<'_>,
+    body: &[u8],
+) -> std::result::Result<(), Handover> {
+    let declaration = match send.destination {
+        Destination::Queue { name, queue_type } => Declaration::Queue {
+            name,
+            arguments: queue_arguments(queue_type),
+        },
+        Destination::Fanout { exchange } => Declaration::Fanout { exchange },
+    };
+    ctx.status.debug(format_args!(
+        "connecting to {} as '{}' (one message, pipelined)",
+        ctx.url, send.connection_name
+    ));
+    oneshot::publish(ctx, send.connection_name, &declaration, target, body).await
+}
+
 /// The messages a publishing command sends: one per line of `--file`, else the words joined
 /// with spaces, else the tutorial's default.
 fn messages(args: &MessageArgs, default: &str) -> Result<Messages> {
     match &args.file {
         Some(path) => Messages::lines_of(path),
-        None if args.words.is_empty() => Ok(Messages::single(default.as_bytes().to_vec())),
-        None => Ok(Messages::single(args.words.join(" ").into_bytes())),
+        None => Ok(Messages::single(single_message(args, default))),
     }
 }
 
