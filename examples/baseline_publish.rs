@@ -1,29 +1,56 @@
-//! Benchmark baseline: the least a lapin publisher can do. Reads lines from stdin, publishes
-//! them persistent to a durable queue with 512 confirms in flight. Used by scripts/bench.
+//! Benchmark baseline: the least a lapin publisher can do. Reads lines from stdin and publishes
+//! them with 512 confirms in flight: persistent to a durable queue, or (`--exchange`) transient
+//! to a fanout exchange, as `rmqlab pubsub emit` does. Used by scripts/bench.
 //! Usage: baseline_publish QUEUE < lines
+//!        baseline_publish --exchange EXCHANGE < lines
 
 use lapin::{
-    BasicProperties, Connection, ConnectionProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    BasicProperties, Connection, ConnectionProperties, ExchangeKind,
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
+    },
     types::FieldTable,
 };
 use std::{collections::VecDeque, io::BufRead};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let queue = std::env::args()
-        .nth(1)
-        .expect("usage: baseline_publish QUEUE");
+    let usage = "usage: baseline_publish QUEUE | baseline_publish --exchange EXCHANGE";
+    let mut args = std::env::args().skip(1);
+    let first = args.next().expect(usage);
+    let fanout = first == "--exchange";
+    let name = if fanout {
+        args.next().expect(usage)
+    } else {
+        first
+    };
     let url = std::env::var("RMQLAB_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into());
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
+    let (exchange, routing_key, properties) = if fanout {
+        channel
+            .exchange_declare(
+                name.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        (name.as_str(), "", BasicProperties::default())
+    } else {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(name.as_str().into(), durable, FieldTable::default())
+            .await?;
+        (
+            "",
+            name.as_str(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
     };
-    channel
-        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
-        .await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -35,11 +62,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let confirm = channel
             .basic_publish(
-                "".into(),
-                queue.as_str().into(),
+                exchange.into(),
+                routing_key.into(),
                 BasicPublishOptions::default(),
                 line?.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
+                properties.clone(),
             )
             .await?;
         in_flight.push_back(confirm);
