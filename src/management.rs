@@ -84,6 +84,10 @@ impl Api {
                 ctx.status.warn(INSECURE_WARNING);
             }
             client = client.use_preconfigured_tls(ctx.tls.client_config()?);
+        } else {
+            // Plain HTTP needs no certificates: reading and parsing the system's roots took
+            // longer than the rest of rmqlab's own part of a `queues list`.
+            client = client.tls_built_in_root_certs(false);
         }
         let client = client
             .connect_timeout(ctx.connect_timeout)
