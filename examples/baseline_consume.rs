@@ -5,12 +5,14 @@
 //! Usage: baseline_consume QUEUE COUNT PREFETCH
 //!        baseline_consume --exchange EXCHANGE COUNT PREFETCH
 
+mod baseline;
+
+use baseline::Target;
 use futures_lite::StreamExt;
 use lapin::{
-    Connection, ConnectionProperties, ExchangeKind,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
+        QueueDeclareOptions,
     },
     types::FieldTable,
 };
@@ -18,51 +20,34 @@ use lapin::{
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: baseline_consume [--exchange] NAME COUNT PREFETCH";
-    let mut args = std::env::args().skip(1).peekable();
-    let fanout = args.next_if_eq("--exchange").is_some();
-    let name = args.next().expect(usage);
+    let mut args = std::env::args().skip(1);
+    let target = Target::from_args(&mut args, usage);
     let count: u64 = args.next().expect(usage).parse()?;
     let prefetch: u16 = args.next().expect(usage).parse()?;
-    let url = std::env::var("RMQLAB_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into());
-    let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    let queue = if fanout {
-        channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let exclusive = QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        let queue = channel
-            .queue_declare("".into(), exclusive, FieldTable::default())
-            .await?
-            .name()
-            .to_string();
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                name.as_str().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        queue
-    } else {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(name.as_str().into(), durable, FieldTable::default())
-            .await?;
-        name
+    let (connection, channel) = baseline::open(&target).await?;
+    let queue = match target {
+        Target::Queue(queue) => queue,
+        Target::Fanout(exchange) => {
+            let exclusive = QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            };
+            let queue = channel
+                .queue_declare("".into(), exclusive, FieldTable::default())
+                .await?
+                .name()
+                .to_string();
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            queue
+        }
     };
     channel
         .basic_qos(prefetch, BasicQosOptions::default())

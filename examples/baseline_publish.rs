@@ -4,52 +4,27 @@
 //! Usage: baseline_publish QUEUE < lines
 //!        baseline_publish --exchange EXCHANGE < lines
 
+mod baseline;
+
+use baseline::Target;
 use lapin::{
-    BasicProperties, Connection, ConnectionProperties, ExchangeKind,
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions,
-    },
-    types::FieldTable,
+    BasicProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use std::{collections::VecDeque, io::BufRead};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let usage = "usage: baseline_publish QUEUE | baseline_publish --exchange EXCHANGE";
-    let mut args = std::env::args().skip(1);
-    let first = args.next().expect(usage);
-    let fanout = first == "--exchange";
-    let name = if fanout {
-        args.next().expect(usage)
-    } else {
-        first
-    };
-    let url = std::env::var("RMQLAB_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into());
-    let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    let (exchange, routing_key, properties) = if fanout {
-        channel
-            .exchange_declare(
-                name.as_str().into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        (name.as_str(), "", BasicProperties::default())
-    } else {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .queue_declare(name.as_str().into(), durable, FieldTable::default())
-            .await?;
-        (
+    let target = Target::from_args(&mut std::env::args().skip(1), usage);
+    let (connection, channel) = baseline::open(&target).await?;
+    let (exchange, routing_key, properties) = match &target {
+        Target::Queue(queue) => (
             "",
-            name.as_str(),
+            queue.as_str(),
             BasicProperties::default().with_delivery_mode(2),
-        )
+        ),
+        Target::Fanout(exchange) => (exchange.as_str(), "", BasicProperties::default()),
     };
     channel
         .confirm_select(ConfirmSelectOptions::default())

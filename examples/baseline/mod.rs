@@ -1,0 +1,54 @@
+//! What the baseline publisher and consumer share: the connection, and what they declare.
+
+use lapin::{
+    Channel, Connection, ConnectionProperties, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+
+/// Where the baseline publishes to or consumes from.
+pub enum Target {
+    /// A durable queue, through the default exchange.
+    Queue(String),
+    /// A fanout exchange, as `rmqlab pubsub` uses.
+    Fanout(String),
+}
+
+impl Target {
+    /// `NAME` or `--exchange NAME` from the command line; the rest stays in `args`.
+    pub fn from_args(args: &mut impl Iterator<Item = String>, usage: &str) -> Target {
+        match args.next().expect(usage) {
+            flag if flag == "--exchange" => Target::Fanout(args.next().expect(usage)),
+            queue => Target::Queue(queue),
+        }
+    }
+}
+
+/// Connects to RMQLAB_URL, opens a channel and declares the target.
+pub async fn open(target: &Target) -> lapin::Result<(Connection, Channel)> {
+    let url = std::env::var("RMQLAB_URL").unwrap_or_else(|_| "amqp://127.0.0.1:5672/%2f".into());
+    let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    match target {
+        Target::Queue(queue) => {
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                .await?;
+        }
+        Target::Fanout(exchange) => {
+            channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    ExchangeKind::Fanout,
+                    ExchangeDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+    }
+    Ok((connection, channel))
+}
