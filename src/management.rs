@@ -160,21 +160,31 @@ impl Api {
             }
             self.request(reqwest::Method::GET, url)
         };
-        let first: Page<QueueRow> = self.fetch(page_request(1), &what).await?;
-        let mut rows = first.items;
         let mut pages = tokio::task::JoinSet::new();
-        for page in 2..=first.page_count {
+        let mut spawn = |page: u32| {
             let request = page_request(page);
             let api = self.caller.clone();
             let what = what.clone();
             pages.spawn(async move {
-                let page_rows: Page<QueueRow> = api.fetch(request, &what).await?;
-                Ok::<_, Error>((page, page_rows.items))
+                let page_rows = api.fetch::<Page<QueueRow>>(request, &what).await;
+                (page, page_rows.map(|page_rows| page_rows.items))
             });
+        };
+        // Each page costs the broker a walk over every queue: ask for the second page before
+        // the first tells whether there is one. When there is not, its answer (an error: "page
+        // out of range") is dropped.
+        spawn(2);
+        let first: Page<QueueRow> = self.fetch(page_request(1), &what).await?;
+        for page in 3..=first.page_count {
+            spawn(page);
         }
+        let mut rows = first.items;
         let mut later = Vec::new();
         while let Some(joined) = pages.join_next().await {
-            later.push(joined.expect("a page request panicked")?);
+            let (page, items) = joined.expect("a page request panicked");
+            if page <= first.page_count {
+                later.push((page, items?));
+            }
         }
         later.sort_by_key(|(page, _)| *page);
         rows.extend(later.into_iter().flat_map(|(_, items)| items));
