@@ -456,39 +456,16 @@ fn a_frame_max_in_the_url_is_the_one_negotiated_and_big_messages_span_frames() {
             .any(|line| line.starts_with("20000\t") && line.contains("rmqlab hello recv")),
         "no rmqlab connection with frame_max 20000: {connections}"
     );
-    // Five frames' worth of body, through a sender with the same frame size.
+    // Five frames' worth of body, through senders with the same frame size: from a file, and
+    // as the one message of the command line, which takes the pipelined way.
     let body = "0123456789".repeat(10_000);
-    let output = run(
-        &[
-            "--url",
-            &url,
-            "-q",
-            "hello",
-            "send",
-            "--queue",
-            q.name(),
-            "-f",
-            "-",
-        ],
-        Some(format!("{body}\n").as_bytes()),
-    );
-    assert_code(&output, 0);
+    let send = |extra: &[&str], stdin: Option<&[u8]>| {
+        let base = ["--url", &url, "-q", "hello", "send", "--queue", q.name()];
+        run(&[&base[..], extra].concat(), stdin)
+    };
+    assert_code(&send(&["-f", "-"], Some(format!("{body}\n").as_bytes())), 0);
     assert_eq!(receiver.next_line(Duration::from_secs(20)), body);
-    // And as the one message of the command line, which takes the pipelined way.
-    let output = run(
-        &[
-            "--url",
-            &url,
-            "-q",
-            "hello",
-            "send",
-            "--queue",
-            q.name(),
-            &body,
-        ],
-        None,
-    );
-    assert_code(&output, 0);
+    assert_code(&send(&[&body], None), 0);
     let (code, lines, _) = receiver.finish(Duration::from_secs(20));
     assert_eq!(code, Some(0));
     assert_eq!(lines, [body.clone(), body], "both arrived whole");
