@@ -287,9 +287,12 @@ impl Wire {
         );
         let handshake = async {
             self.send(&[close]).await?;
+            // Whatever comes before (a returned message's frames, say) is passed over.
             loop {
-                if let (0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) =
-                    self.method().await?
+                if let AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                ) = self.frame().await?
                 {
                     return Ok::<(), Handover>(());
                 }
