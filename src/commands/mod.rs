@@ -181,8 +181,6 @@ pub struct Send<'a> {
 /// ` [x] Sent` for each one the broker confirmed. A lost connection is reopened and every
 /// message not yet confirmed is sent again (at-least-once: some may arrive twice).
 pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Result<Exit> {
-    // Open the input before connecting: a missing file is reported without touching the broker.
-    let mut messages = messages(message, send.default_message)?;
     let target = match send.destination {
         Destination::Queue { name, .. } => Publication {
             exchange: "",
@@ -197,32 +195,38 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             unroutable: Unroutable::IsDropped,
         },
     };
-    // One message over plain TCP: first the quick way, which hands anything but success over.
+    // The first session to publish on, or the loss of the quick way's connection.
+    let mut connection = None;
+    // Messages the quick way sent on a connection lost before their confirm.
     let mut sent_before = 0;
-    let mut connection = match message.file {
-        Some(_) => None,
-        None if ctx.url.is_tls() => None,
+    let mut messages = match &message.file {
+        // Open the input before connecting: a missing file is reported without touching the
+        // broker.
+        Some(path) => Messages::lines_of(path)?,
         None => {
             let body = single_message(message, send.default_message);
-            match quick_send(ctx, &send, &target, &body).await {
-                Ok(()) => {
-                    let mut out = Vec::new();
-                    write_sent(&mut out, &body).map_err(Error::Output)?;
-                    print(&out)?;
-                    ctx.status.debug("1 message(s) confirmed");
-                    return Ok(Exit::Success);
+            // One message over plain TCP: first the quick way, which hands anything but
+            // success over.
+            if !ctx.url.is_tls() {
+                match quick_send(ctx, &send, &target, &body).await {
+                    Ok(()) => {
+                        let mut out = Vec::new();
+                        write_sent(&mut out, &body).map_err(Error::Output)?;
+                        print(&out)?;
+                        ctx.status.debug("1 message(s) confirmed");
+                        return Ok(Exit::Success);
+                    }
+                    Err(Handover::Untouched(reason)) => ctx
+                        .status
+                        .debug(format_args!("sending through lapin instead: {reason}")),
+                    Err(Handover::Lost(lost)) => {
+                        sent_before = 1;
+                        connection = Some(Err(lost));
+                    }
+                    Err(Handover::Failed(error)) => return Err(error),
                 }
-                Err(Handover::Untouched(reason)) => {
-                    ctx.status
-                        .debug(format_args!("sending through lapin instead: {reason}"));
-                    None
-                }
-                Err(Handover::Lost(lost)) => {
-                    sent_before = 1;
-                    Some(Err(lost))
-                }
-                Err(Handover::Failed(error)) => return Err(error),
             }
+            Messages::single(body)
         }
     };
     let progress = ctx.status.progress.publishing(messages.size);
@@ -314,15 +318,6 @@ async fn quick_send(
         ctx.url, send.connection_name
     ));
     oneshot::publish(ctx, send.connection_name, &declaration, target, body).await
-}
-
-/// The messages a publishing command sends: one per line of `--file`, else the words joined
-/// with spaces, else the tutorial's default.
-fn messages(args: &MessageArgs, default: &str) -> Result<Messages> {
-    match &args.file {
-        Some(path) => Messages::lines_of(path),
-        None => Ok(Messages::single(single_message(args, default))),
-    }
 }
 
 /// Deliveries a printing consumer may hold before acking; `--count` lowers it so that nothing
