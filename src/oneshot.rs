@@ -199,109 +199,6 @@ pub async fn publish(
     outcome
 }
 
-/// Reads the answers to the pipelined requests, up to the message's confirm.
-impl Wire {
-    async fn await_confirm(&mut self, silence: Option<Duration>) -> Step<()> {
-        let mut opened = false;
-        loop {
-            let frame = match silence {
-                None => self.frame().await,
-                Some(interval) => match timeout(interval, self.frame()).await {
-                    Ok(frame) => frame,
-                    Err(_elapsed) => {
-                        // Quiet for a heartbeat interval: show we are alive; a broker gone
-                        // quiet for two is gone.
-                        self.idle += 1;
-                        if self.idle >= 2 {
-                            return Err(lost("no heartbeat from the broker"));
-                        }
-                        self.send(&[AMQPFrame::Heartbeat]).await.map_err(to_lost)?;
-                        continue;
-                    }
-                },
-            }
-            .map_err(to_lost)?;
-            self.idle = 0;
-            match frame {
-                AMQPFrame::Heartbeat => {}
-                AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {
-                    opened = true;
-                }
-                AMQPFrame::Method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::Close(close)),
-                ) => {
-                    let reason = format!(
-                        "the broker closed the connection: {} {}",
-                        close.reply_code, close.reply_text
-                    );
-                    // A refused connection.open (vhost, permissions) precedes everything else.
-                    return Err(match opened {
-                        false => Handover::Untouched(reason),
-                        true => lost(&reason),
-                    });
-                }
-                // Resource alarms and their end: the confirm comes once the broker goes on.
-                AMQPFrame::Method(0, AMQPClass::Connection(_)) => {}
-                AMQPFrame::Method(
-                    CHANNEL,
-                    AMQPClass::Channel(channel::AMQPMethod::Close(close)),
-                ) => {
-                    // A refused declaration: the broker dropped everything after it.
-                    return Err(Handover::Untouched(format!(
-                        "the broker closed the channel: {} {}",
-                        close.reply_code, close.reply_text
-                    )));
-                }
-                AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Ack(_))) => {
-                    return Ok(());
-                }
-                AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Nack(_))) => {
-                    return Err(Handover::Untouched("the broker refused the message".into()));
-                }
-                AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Return(_))) => {
-                    return Err(Handover::Untouched("no queue took the message".into()));
-                }
-                AMQPFrame::Method(
-                    CHANNEL,
-                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
-                    | AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))
-                    | AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(_))
-                    | AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)),
-                ) => {}
-                other => return Err(lost(&format!("unexpected frame {other:?}"))),
-            }
-        }
-    }
-
-    /// Closes the connection, waiting a little for the broker's close-ok.
-    async fn close(&mut self) {
-        let close = method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
-                reply_code: 200,
-                reply_text: "OK".into(),
-                class_id: 0,
-                method_id: 0,
-            })),
-        );
-        let handshake = async {
-            self.send(&[close]).await?;
-            // Whatever comes before (a returned message's frames, say) is passed over.
-            loop {
-                if let AMQPFrame::Method(
-                    0,
-                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
-                ) = self.frame().await?
-                {
-                    return Ok::<(), Handover>(());
-                }
-            }
-        };
-        let _ = timeout(crate::amqp::CLOSE_TIMEOUT, handshake).await;
-    }
-}
-
 /// A failure to read or write once the message may have left.
 fn to_lost(handover: Handover) -> Handover {
     match handover {
@@ -319,12 +216,17 @@ fn lost(context: &str) -> Handover {
 fn unexpected(expected: &str, got: &(u16, AMQPClass)) -> Handover {
     let (channel, class) = got;
     Handover::Untouched(match class {
-        AMQPClass::Connection(connection::AMQPMethod::Close(close)) => format!(
-            "the broker closed the connection: {} {}",
-            close.reply_code, close.reply_text
-        ),
+        AMQPClass::Connection(connection::AMQPMethod::Close(close)) => closed_connection(close),
         other => format!("expected {expected}, got {other:?} on channel {channel}"),
     })
+}
+
+/// The reason a broker's connection.close gives.
+fn closed_connection(close: &connection::Close) -> String {
+    format!(
+        "the broker closed the connection: {} {}",
+        close.reply_code, close.reply_text
+    )
 }
 
 fn method(channel: u16, class: AMQPClass) -> AMQPFrame {
@@ -461,5 +363,103 @@ impl Wire {
                 }
             }
         }
+    }
+
+    /// Reads the answers to the pipelined requests, up to the message's confirm.
+    async fn await_confirm(&mut self, silence: Option<Duration>) -> Step<()> {
+        let mut opened = false;
+        loop {
+            let frame = match silence {
+                None => self.frame().await,
+                Some(interval) => match timeout(interval, self.frame()).await {
+                    Ok(frame) => frame,
+                    Err(_elapsed) => {
+                        // Quiet for a heartbeat interval: show we are alive; a broker gone
+                        // quiet for two is gone.
+                        self.idle += 1;
+                        if self.idle >= 2 {
+                            return Err(lost("no heartbeat from the broker"));
+                        }
+                        self.send(&[AMQPFrame::Heartbeat]).await.map_err(to_lost)?;
+                        continue;
+                    }
+                },
+            }
+            .map_err(to_lost)?;
+            self.idle = 0;
+            match frame {
+                AMQPFrame::Heartbeat => {}
+                AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::OpenOk(_))) => {
+                    opened = true;
+                }
+                AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Close(close)),
+                ) => {
+                    let reason = closed_connection(&close);
+                    // A refused connection.open (vhost, permissions) precedes everything else.
+                    return Err(match opened {
+                        false => Handover::Untouched(reason),
+                        true => lost(&reason),
+                    });
+                }
+                // Resource alarms and their end: the confirm comes once the broker goes on.
+                AMQPFrame::Method(0, AMQPClass::Connection(_)) => {}
+                AMQPFrame::Method(
+                    CHANNEL,
+                    AMQPClass::Channel(channel::AMQPMethod::Close(close)),
+                ) => {
+                    // A refused declaration: the broker dropped everything after it.
+                    return Err(Handover::Untouched(format!(
+                        "the broker closed the channel: {} {}",
+                        close.reply_code, close.reply_text
+                    )));
+                }
+                AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Ack(_))) => {
+                    return Ok(());
+                }
+                AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Nack(_))) => {
+                    return Err(Handover::Untouched("the broker refused the message".into()));
+                }
+                AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Return(_))) => {
+                    return Err(Handover::Untouched("no queue took the message".into()));
+                }
+                AMQPFrame::Method(
+                    CHANNEL,
+                    AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
+                    | AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))
+                    | AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(_))
+                    | AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)),
+                ) => {}
+                other => return Err(lost(&format!("unexpected frame {other:?}"))),
+            }
+        }
+    }
+
+    /// Closes the connection, waiting a little for the broker's close-ok.
+    async fn close(&mut self) {
+        let close = method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: 200,
+                reply_text: "OK".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        );
+        let handshake = async {
+            self.send(&[close]).await?;
+            // Whatever comes before (a returned message's frames, say) is passed over.
+            loop {
+                if let AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                ) = self.frame().await?
+                {
+                    return Ok::<(), Handover>(());
+                }
+            }
+        };
+        let _ = timeout(crate::amqp::CLOSE_TIMEOUT, handshake).await;
     }
 }
