@@ -70,7 +70,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         }
         'rmqlab;hello;send' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Queue to declare and publish to')
-            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it (queues are always durable)')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
@@ -92,7 +92,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         }
         'rmqlab;hello;recv' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Queue to declare and consume from')
-            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it (queues are always durable)')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
             [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
@@ -152,7 +152,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         }
         'rmqlab;task;new' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Durable queue to declare and publish to')
-            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it (queues are always durable)')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
@@ -174,7 +174,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         }
         'rmqlab;task;work' {
             [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Durable queue to declare and take tasks from')
-            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it (queues are always durable)')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)')
             [CompletionResult]::new('--prefetch', '--prefetch', [CompletionResultType]::ParameterName, 'Unacknowledged tasks this worker may hold at once (1 = fair dispatch)')
             [CompletionResult]::new('--dot-duration', '--dot-duration', [CompletionResultType]::ParameterName, 'Time worked per `.` in a task''s body (0s: no work, as fast as possible)')
             [CompletionResult]::new('--exec', '--exec', [CompletionResultType]::ParameterName, 'Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping. Exit 0 acks the task; any other exit rejects it: requeued the first time, dropped (or dead-lettered, if the queue has a dead-letter exchange) when it fails again')

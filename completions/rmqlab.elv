@@ -65,7 +65,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;hello;send'= {
             cand --queue 'Queue to declare and publish to'
-            cand --queue-type 'Type of the queue when rmqlab creates it (queues are always durable)'
+            cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
             cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
@@ -86,7 +86,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;hello;recv'= {
             cand --queue 'Queue to declare and consume from'
-            cand --queue-type 'Type of the queue when rmqlab creates it (queues are always durable)'
+            cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
             cand --count 'Exit 0 after N messages'
             cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
             cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
@@ -140,7 +140,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;task;new'= {
             cand --queue 'Durable queue to declare and publish to'
-            cand --queue-type 'Type of the queue when rmqlab creates it (queues are always durable)'
+            cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
             cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
@@ -161,7 +161,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;task;work'= {
             cand --queue 'Durable queue to declare and take tasks from'
-            cand --queue-type 'Type of the queue when rmqlab creates it (queues are always durable)'
+            cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
             cand --prefetch 'Unacknowledged tasks this worker may hold at once (1 = fair dispatch)'
             cand --dot-duration 'Time worked per `.` in a task''s body (0s: no work, as fast as possible)'
             cand --exec 'Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping. Exit 0 acks the task; any other exit rejects it: requeued the first time, dropped (or dead-lettered, if the queue has a dead-letter exchange) when it fails again'

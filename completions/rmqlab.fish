@@ -64,7 +64,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -f -a "recv" -d 'Declare the queue and print the messages that arrive'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l queue -d 'Queue to declare and publish to' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l queue-type -d 'Type of the queue when rmqlab creates it (queues are always durable)' -r -f -a "classic\t''
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l queue-type -d 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)' -r -f -a "classic\t''
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise' -r -F
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
@@ -82,7 +82,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_sub
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l queue -d 'Queue to declare and consume from' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l queue-type -d 'Type of the queue when rmqlab creates it (queues are always durable)' -r -f -a "classic\t''
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l queue-type -d 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)' -r -f -a "classic\t''
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l count -d 'Exit 0 after N messages' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l idle-timeout -d 'Exit 0 after this long without a message (500ms, 5s, 1m)' -r
@@ -124,7 +124,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_subcommand_from new work help" -f -a "work" -d 'Work through tasks: one interval per `.` in the body, ack after the work'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_subcommand_from new work help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l queue -d 'Durable queue to declare and publish to' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l queue-type -d 'Type of the queue when rmqlab creates it (queues are always durable)' -r -f -a "classic\t''
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l queue-type -d 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)' -r -f -a "classic\t''
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise' -r -F
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
@@ -142,7 +142,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subc
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l queue -d 'Durable queue to declare and take tasks from' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l queue-type -d 'Type of the queue when rmqlab creates it (queues are always durable)' -r -f -a "classic\t''
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l queue-type -d 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)' -r -f -a "classic\t''
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l prefetch -d 'Unacknowledged tasks this worker may hold at once (1 = fair dispatch)' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l dot-duration -d 'Time worked per `.` in a task\'s body (0s: no work, as fast as possible)' -r

@@ -3,29 +3,6 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::{path::PathBuf, time::Duration};
 
-/// The exit codes, for `--help` and the man page's EXIT STATUS.
-pub const EXIT_STATUS: &[(u8, &str)] = &[
-    (
-        0,
-        "success (also when stdout is closed early, as by `| head`)",
-    ),
-    (2, "usage error: unknown option, bad URI, bad duration"),
-    (
-        65,
-        "data error: queue/exchange property mismatch, message nacked or unroutable, queue or vhost not found",
-    ),
-    (66, "the -f input cannot be read"),
-    (69, "broker or management API unreachable"),
-    (71, "the --exec command cannot be started"),
-    (74, "standard output cannot be written"),
-    (75, "temporary failure: timeout, connection lost"),
-    (77, "access refused: credentials, vhost permissions"),
-    (
-        130,
-        "interrupted (Ctrl-C or SIGTERM) after a clean shutdown",
-    ),
-];
-
 /// The environment variables rmqlab reads, for the man page's ENVIRONMENT.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("RMQLAB_URL", "The broker URI, as --url."),
@@ -56,10 +33,8 @@ fn exit_status_help() -> String {
     for example in EXAMPLES {
         help.push_str(&format!("  {example}\n"));
     }
-    help.push_str("\nExit codes:");
-    for (code, meaning) in EXIT_STATUS {
-        help.push_str(&format!("\n  {code:<4} {meaning}"));
-    }
+    help.push('\n');
+    help.push_str(&crate::exit::help_list());
     help
 }
 
@@ -390,7 +365,8 @@ pub enum TaskCommand {
   rmqlab task work --count 10000 --dot-duration 0s -o body | wc -l
 
 A worker stops taking tasks on Ctrl-C or SIGTERM, finishes the task in progress, acks it and
-exits 130; a second Ctrl-C aborts that task, which the broker then gives to another worker.")]
+ends by that signal (the shell sees 130 or 143); a second Ctrl-C aborts that task, which the
+broker then gives to another worker.")]
     Work(TaskWorkArgs),
 }
 
@@ -456,9 +432,11 @@ pub struct TaskWorkArgs {
 
 #[derive(Debug, Args)]
 pub struct QueueTypeArg {
-    /// Type of the queue when rmqlab creates it (queues are always durable)
-    #[arg(long, value_enum, value_name = "TYPE", default_value_t = QueueType::Classic)]
-    pub queue_type: QueueType,
+    /// Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists
+    /// is used as it is, whatever its type; only a type given here that contradicts it is an
+    /// error (65)
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub queue_type: Option<QueueType>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

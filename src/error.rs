@@ -1,38 +1,23 @@
 //! The one error type of rmqlab, its exit codes (sysexits) and its hints.
 
-use crate::{terminal::paint_error_label, uri::InvalidUrl};
+use crate::{exit::Code, uri::InvalidUrl};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use std::{io, time::Duration};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Exit codes, as documented in README.md and `rmqlab --help`.
-pub mod exit {
-    pub const SUCCESS: u8 = 0;
-    pub const USAGE: u8 = 2;
-    pub const DATA: u8 = 65;
-    pub const NO_INPUT: u8 = 66;
-    pub const UNAVAILABLE: u8 = 69;
-    pub const SOFTWARE: u8 = 70;
-    pub const OS: u8 = 71;
-    pub const IO: u8 = 74;
-    pub const TEMPORARY: u8 = 75;
-    pub const NO_PERMISSION: u8 = 77;
-    pub const INTERRUPTED: u8 = 130;
-}
-
-/// What kind of object a declaration was about.
+/// What kind of object a declaration is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Declared {
+pub enum ObjectKind {
     Queue,
     Exchange,
 }
 
-impl std::fmt::Display for Declared {
+impl std::fmt::Display for ObjectKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Declared::Queue => "queue",
-            Declared::Exchange => "exchange",
+            ObjectKind::Queue => "queue",
+            ObjectKind::Exchange => "exchange",
         })
     }
 }
@@ -92,9 +77,8 @@ pub enum Error {
 
     #[error("{kind} '{name}' already exists with other properties: {difference}")]
     Mismatch {
-        kind: Declared,
+        kind: ObjectKind,
         name: String,
-        vhost: String,
         difference: String,
         #[source]
         source: Box<lapin::Error>,
@@ -203,30 +187,30 @@ impl Error {
         }
     }
 
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> Code {
         match self {
-            Error::InvalidUrl(_) => exit::USAGE,
-            Error::Unreachable { .. } | Error::TlsRefused { .. } => exit::UNAVAILABLE,
-            Error::Tls { .. } => exit::DATA,
-            Error::ConnectTimeout { .. } => exit::TEMPORARY,
-            Error::LoginRefused { .. } | Error::VhostRefused { .. } => exit::NO_PERMISSION,
+            Error::InvalidUrl(_) => Code::Usage,
+            Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
+            Error::Tls { .. } => Code::Data,
+            Error::ConnectTimeout { .. } => Code::Temporary,
+            Error::LoginRefused { .. } | Error::VhostRefused { .. } => Code::NoPermission,
             Error::Mismatch { .. }
             | Error::Nacked { .. }
             | Error::Unroutable { .. }
-            | Error::ConsumerCancelled { .. } => exit::DATA,
+            | Error::ConsumerCancelled { .. } => Code::Data,
             Error::Broker { source, .. } => broker_exit_code(source),
-            Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => exit::TEMPORARY,
+            Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => Code::Temporary,
             Error::PublishInterrupted { source, .. } => source.exit_code(),
-            Error::ApiUnreachable { .. } => exit::UNAVAILABLE,
-            Error::ApiTimeout { .. } => exit::TEMPORARY,
-            Error::ApiRefused { .. } => exit::NO_PERMISSION,
-            Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => exit::DATA,
-            Error::ApiStatus { status, .. } if *status >= 500 => exit::UNAVAILABLE,
-            Error::ApiStatus { .. } => exit::DATA,
-            Error::Api { .. } => exit::SOFTWARE,
-            Error::Input { .. } => exit::NO_INPUT,
-            Error::Output(_) => exit::IO,
-            Error::Exec { .. } | Error::Runtime(_) => exit::OS,
+            Error::ApiUnreachable { .. } => Code::Unavailable,
+            Error::ApiTimeout { .. } => Code::Temporary,
+            Error::ApiRefused { .. } => Code::NoPermission,
+            Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => Code::Data,
+            Error::ApiStatus { status, .. } if *status >= 500 => Code::Unavailable,
+            Error::ApiStatus { .. } => Code::Data,
+            Error::Api { .. } => Code::Software,
+            Error::Input { .. } => Code::NoInput,
+            Error::Output(_) => Code::Io,
+            Error::Exec { .. } | Error::Runtime(_) => Code::Os,
         }
     }
 
@@ -251,7 +235,7 @@ impl Error {
 
     /// A failed (re)connection attempt that a later attempt may get past.
     pub fn is_transient(&self) -> bool {
-        self.is_connection_loss() || matches!(self.exit_code(), exit::UNAVAILABLE | exit::TEMPORARY)
+        self.is_connection_loss() || matches!(self.exit_code(), Code::Unavailable | Code::Temporary)
     }
 
     /// stdout was closed by its reader (`| head`): not a failure.
@@ -267,22 +251,10 @@ impl Error {
             .join(": ")
     }
 
-    /// The whole report: `rmqlab: error: ...`, one `caused by:` line per source, then a hint.
-    pub fn report(&self, color: bool) -> String {
-        let mut report = format!("{} {self}\n", paint_error_label("rmqlab: error:", color));
-        for cause in self.causes() {
-            report.push_str(&format!("  caused by: {cause}\n"));
-        }
-        if let Some(hint) = self.hint() {
-            report.push_str(&format!("  {} {hint}\n", paint_error_label("hint:", color)));
-        }
-        report
-    }
-
     /// The texts of the source chain. Libraries often wrap an error and repeat its text
     /// ("IO error: <the io error>"): a cause that only repeats the end of the one before is left
     /// out.
-    fn causes(&self) -> Vec<String> {
+    pub fn causes(&self) -> Vec<String> {
         let mut causes = Vec::new();
         let mut previous = self.to_string();
         let mut source = std::error::Error::source(self);
@@ -342,26 +314,18 @@ impl Error {
                  `rabbitmqctl list_permissions -p VHOST` shows who may use one"
                     .into(),
             ),
+            // rmqlab adopts an existing queue as it is; only an explicit --queue-type that
+            // contradicts it gets here.
             Error::Mismatch {
-                kind: Declared::Queue,
-                name,
-                vhost,
+                kind: ObjectKind::Queue,
                 ..
-            } => {
-                let vhost_arg = if vhost == "/" {
-                    String::new()
-                } else {
-                    format!(" --vhost {}", shell_quote(vhost))
-                };
-                Some(format!(
-                    "RabbitMQ cannot change an existing queue; delete it (its messages are lost) \
-                     with `rmqlab queues delete {}{vhost_arg}` and run again, or use another \
-                     --queue",
-                    shell_quote(name)
-                ))
-            }
+            } => Some(
+                "RabbitMQ cannot change an existing queue: leave out --queue-type to use the \
+                 queue as it is, or give the type it has"
+                    .into(),
+            ),
             Error::Mismatch {
-                kind: Declared::Exchange,
+                kind: ObjectKind::Exchange,
                 ..
             } => Some(
                 "RabbitMQ cannot change an existing exchange; delete it (in the management UI, \
@@ -431,27 +395,27 @@ fn reason_suffix(reason: &str) -> String {
     }
 }
 
-fn broker_exit_code(source: &lapin::Error) -> u8 {
+fn broker_exit_code(source: &lapin::Error) -> Code {
     match source.kind() {
         lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
-            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => exit::NO_PERMISSION,
+            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Code::NoPermission,
             AMQPErrorKind::Soft(
                 AMQPSoftError::PRECONDITIONFAILED
                 | AMQPSoftError::NOTFOUND
                 | AMQPSoftError::RESOURCELOCKED
                 | AMQPSoftError::NOROUTE
                 | AMQPSoftError::NOCONSUMERS,
-            ) => exit::DATA,
-            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED) => exit::TEMPORARY,
-            AMQPErrorKind::Hard(AMQPHardError::FRAMEERROR) => exit::DATA,
-            _ => exit::SOFTWARE,
+            ) => Code::Data,
+            AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED) => Code::Temporary,
+            AMQPErrorKind::Hard(AMQPHardError::FRAMEERROR) => Code::Data,
+            _ => Code::Software,
         },
         lapin::ErrorKind::IOError(_)
         | lapin::ErrorKind::MissingHeartbeatError
         | lapin::ErrorKind::InvalidConnectionState(_)
-        | lapin::ErrorKind::InvalidChannelState(..) => exit::TEMPORARY,
-        _ => exit::SOFTWARE,
+        | lapin::ErrorKind::InvalidChannelState(..) => Code::Temporary,
+        _ => Code::Software,
     }
 }
 
@@ -488,11 +452,18 @@ pub fn describe_mismatch(reply_text: &str) -> String {
     let wanted = between(after, "received ", " but current is");
     let current = after.split_once("but current is ").map(|(_, c)| c);
     match (wanted, current) {
-        (Some(wanted), Some(current)) => format!(
-            "'{property}' is {} on the broker, rmqlab declares {}",
-            unquote(current),
-            unquote(wanted)
-        ),
+        (Some(wanted), Some(current)) => {
+            // A classic queue carries no type argument.
+            let shown = |value: &str| match (property, unquote(value)) {
+                ("x-queue-type", value) if value == "none" => "classic".to_string(),
+                (_, value) => value,
+            };
+            format!(
+                "'{property}' is {} on the broker, rmqlab declares {}",
+                shown(current),
+                shown(wanted)
+            )
+        }
         _ => format!("'{property}' differs"),
     }
 }
@@ -533,7 +504,7 @@ mod tests {
                     '/': received the value 'quorum' of type 'longstr' but current is none";
         assert_eq!(
             describe_mismatch(text),
-            "'x-queue-type' is none on the broker, rmqlab declares quorum"
+            "'x-queue-type' is classic on the broker, rmqlab declares quorum"
         );
     }
 

@@ -2,7 +2,10 @@
 //! output is the same on every run). `scripts/generate` writes them under `completions/` and
 //! `man/`; a test fails when the committed files differ from what this produces.
 
-use crate::cli::{Cli, ENVIRONMENT, EXAMPLES, EXIT_STATUS};
+use crate::{
+    cli::{Cli, ENVIRONMENT, EXAMPLES},
+    exit::Code,
+};
 use clap::CommandFactory;
 use clap_complete::Shell;
 use roff::{Roff, bold, roman};
@@ -25,8 +28,31 @@ pub fn files() -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Writes every generated file under `dir`.
+/// The markers around README.md's table of exit codes.
+pub const EXIT_CODES_START: &str =
+    "<!-- exit-codes:start (generated from src/exit.rs by scripts/generate) -->";
+pub const EXIT_CODES_END: &str = "<!-- exit-codes:end -->";
+
+/// README.md with its table of exit codes made anew from [`Code`].
+pub fn readme_with_exit_codes(readme: &str) -> Option<String> {
+    let (before, rest) = readme.split_once(EXIT_CODES_START)?;
+    let (_, after) = rest.split_once(EXIT_CODES_END)?;
+    Some(format!(
+        "{before}{EXIT_CODES_START}\n{}{EXIT_CODES_END}{after}",
+        crate::exit::markdown_table()
+    ))
+}
+
+/// Writes every generated file under `dir`, and README.md's exit codes.
 pub fn write_all(dir: &Path) -> io::Result<()> {
+    let readme_path = dir.join("README.md");
+    let readme = std::fs::read_to_string(&readme_path)?;
+    let readme = readme_with_exit_codes(&readme).ok_or_else(|| {
+        io::Error::other(format!(
+            "README.md lacks the lines {EXIT_CODES_START} and {EXIT_CODES_END}"
+        ))
+    })?;
+    std::fs::write(readme_path, readme)?;
     for (path, contents) in files() {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
@@ -107,10 +133,10 @@ fn collect_pages(cmd: &clap::Command, top: bool, pages: &mut Vec<(String, Vec<u8
 /// EXIT STATUS, ENVIRONMENT and EXAMPLES of the top page.
 fn top_sections(roff: &mut Roff) {
     roff.control("SH", ["EXIT STATUS"]);
-    for (code, meaning) in EXIT_STATUS {
+    for code in Code::ALL {
         roff.control("TP", [])
-            .text([bold(code.to_string())])
-            .text([roman(*meaning)]);
+            .text([bold(code.value().to_string())])
+            .text([roman(code.meaning())]);
     }
     roff.control("SH", ["ENVIRONMENT"]);
     for (name, meaning) in ENVIRONMENT {

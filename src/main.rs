@@ -1,5 +1,5 @@
 use clap::Parser;
-use rmqlab::{Error, cli::Cli};
+use rmqlab::{Error, Exit, cli::Cli};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -11,11 +11,24 @@ fn main() -> ExitCode {
         .map_err(Error::Runtime)
         .and_then(|runtime| runtime.block_on(rmqlab::run(cli)));
     match result {
-        Ok(exit) => ExitCode::from(exit.code()),
+        Ok(Exit::Stopped(signal)) => end_by(signal.number(), Exit::Stopped(signal)),
+        Ok(exit) => ExitCode::from(exit.code().value()),
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Err(error) => {
-            eprint!("{}", error.report(color));
-            ExitCode::from(error.exit_code())
+            eprint!("{}", rmqlab::terminal::render_error(&error, color));
+            ExitCode::from(error.exit_code().value())
         }
     }
+}
+
+/// After a clean stop on a signal, ends by that signal, so that the calling shell sees it (a
+/// `while` loop around rmqlab stops on Ctrl-C). The exit code is the fallback.
+fn end_by(signal: i32, exit: Exit) -> ExitCode {
+    // SAFETY: resetting a handler to the default and raising a signal in the one thread left
+    // (the runtime is gone) touch no Rust state.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+    ExitCode::from(exit.code().value())
 }

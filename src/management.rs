@@ -6,8 +6,9 @@
 //! 4.x omits some fields) are `None`, never an error.
 
 use crate::{
-    amqp::{Context, INSECURE_WARNING},
+    context::Context,
     error::{Error, Result},
+    tls::INSECURE_WARNING,
     uri::InvalidUrl,
 };
 use percent_encoding::percent_decode_str;
@@ -201,7 +202,7 @@ impl Api {
     }
 
     /// Deletes a queue; with `if_empty` / `if_unused` the broker refuses when it holds messages
-    /// / has consumers.
+    /// / has consumers (quorum queues refuse `if_unused` itself: see `queues delete`).
     pub async fn delete_queue(
         &self,
         vhost: &str,

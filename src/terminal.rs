@@ -1,7 +1,7 @@
 //! What rmqlab shows a person at a terminal: colour on stderr's status markers and progress
 //! bars on stderr. Neither ever reaches stdout, a pipe or a file.
 
-use crate::cli::ColorChoice;
+use crate::{cli::ColorChoice, error::Error};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::{
     borrow::Cow,
@@ -54,6 +54,19 @@ pub fn paint_error_label(label: &str, color: bool) -> Cow<'_, str> {
         "\x1b[1;31m"
     };
     Cow::Owned(format!("{code}{label}{RESET}"))
+}
+
+/// The whole report of an error: `rmqlab: error: ...`, one `caused by:` line per source, then a
+/// hint.
+pub fn render_error(error: &Error, color: bool) -> String {
+    let mut report = format!("{} {error}\n", paint_error_label("rmqlab: error:", color));
+    for cause in error.causes() {
+        report.push_str(&format!("  caused by: {cause}\n"));
+    }
+    if let Some(hint) = error.hint() {
+        report.push_str(&format!("  {} {hint}\n", paint_error_label("hint:", color)));
+    }
+    report
 }
 
 /// Progress bars, or nothing at all when they are not allowed.

@@ -11,6 +11,10 @@ use rustls::{
 };
 use std::{path::PathBuf, sync::Arc};
 
+/// Said on every run with `--tls-insecure`, even with `--quiet`.
+pub const INSECURE_WARNING: &str = " [!] --tls-insecure: the server's certificate is NOT verified; \
+anyone on the network path can read and change this traffic";
+
 /// The TLS options, as given.
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {

@@ -7,6 +7,13 @@ use url::Url;
 /// The default broker: RabbitMQ's out-of-the-box user on this machine, default vhost `/`.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+/// What a vhost's name is percent-encoded with in a URI's path (`/` is `%2F`).
+const VHOST: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// What replaces a password wherever a URI is shown.
 const MASK: &str = "****";
 
@@ -94,6 +101,20 @@ impl BrokerUrl {
 
     pub fn vhost(&self) -> &str {
         &self.uri.vhost
+    }
+
+    /// The same broker and credentials, another vhost.
+    pub fn with_vhost(&self, vhost: &str) -> BrokerUrl {
+        let mut uri = self.uri.clone();
+        uri.vhost = vhost.to_string();
+        let shown = match Url::parse(&self.shown) {
+            Ok(mut shown) => {
+                shown.set_path(&percent_encoding::utf8_percent_encode(vhost, VHOST).to_string());
+                shown.to_string()
+            }
+            Err(_) => self.shown.clone(),
+        };
+        BrokerUrl { uri, shown }
     }
 
     pub fn host(&self) -> &str {

@@ -4,12 +4,14 @@
 
 mod common;
 
-use common::{Running, TestExchange, TestQueue, broker, eventually, rabbitmqctl, rmq, text};
+use common::{
+    Running, TestExchange, TestQueue, broker, broker_address, eventually, management_api,
+    rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, text,
+};
 use std::{
     collections::BTreeSet,
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
-    process::Command,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -37,12 +39,8 @@ impl AppStopped {
 
 impl Drop for AppStopped {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "start_app"])
-            .status();
-        let _ = Command::new("rabbitmqctl")
-            .args(["-q", "await_startup"])
-            .status();
+        rabbitmqctl_cleanup(&["-q", "start_app"]);
+        rabbitmqctl_cleanup(&["-q", "await_startup"]);
     }
 }
 
@@ -50,24 +48,10 @@ fn restart_broker() {
     drop(AppStopped::stop());
 }
 
-fn curl(args: &[&str]) -> String {
-    let output = Command::new("curl")
-        .args(["-sf", "-u", "guest:guest"])
-        .args(args)
-        .output()
-        .expect("curl");
-    assert!(
-        output.status.success(),
-        "curl {args:?}: {}",
-        text(&output.stderr)
-    );
-    text(&output.stdout)
-}
-
 /// The prefetch of the consumers of `queue`, as the management API reports them.
 fn api_prefetch(queue: &str) -> Vec<u64> {
     let consumers: serde_json::Value =
-        serde_json::from_str(&curl(&["http://127.0.0.1:15672/api/consumers/%2F"])).unwrap();
+        serde_json::from_str(&management_api("GET", "/api/consumers/%2F")).unwrap();
     consumers
         .as_array()
         .unwrap()
@@ -143,9 +127,10 @@ fn worker_survives_its_connection_closed_through_the_api() {
     worker_survives("api_close", |_| {
         let mut name = String::new();
         eventually(WAIT, "the API to list the worker's connection", || {
-            let connections: serde_json::Value = serde_json::from_str(&curl(&[
-                "http://127.0.0.1:15672/api/connections?columns=name,client_properties",
-            ]))
+            let connections: serde_json::Value = serde_json::from_str(&management_api(
+                "GET",
+                "/api/connections?columns=name,client_properties",
+            ))
             .unwrap();
             let found = connections
                 .as_array()
@@ -166,31 +151,31 @@ fn worker_survives_its_connection_closed_through_the_api() {
                 _ => format!("%{b:02X}"),
             })
             .collect();
-        curl(&[
-            "-X",
-            "DELETE",
-            &format!("http://127.0.0.1:15672/api/connections/{encoded}"),
-        ]);
+        management_api("DELETE", &format!("/api/connections/{encoded}"));
     });
 }
 
 #[test]
-fn persistent_tasks_survive_a_restart_and_transient_ones_do_not() {
+fn what_survives_a_restart_persistent_tasks_and_everything_in_a_quorum_queue() {
     let _serial = serial();
     let persistent = TestQueue::new("persistent_restart");
-    let transient = TestQueue::new("transient_restart");
+    let quorum_transient = TestQueue::new("quorum_transient_restart");
+    let classic_transient = TestQueue::new("classic_transient_restart");
     let input: String = (1..=100).map(|i| format!("{i}\n")).collect();
-    let sent = rmq(
-        &format!("-q task new --queue {persistent} -f -"),
-        Some(input.as_bytes()),
-    );
-    assert_eq!(text(&sent.stdout).lines().count(), 100, "100 confirmed");
-    // hello send publishes transient messages (the tutorial's first step), to a durable queue.
-    let sent = rmq(
-        &format!("-q hello send --queue {transient} -f -"),
-        Some(input.as_bytes()),
-    );
-    assert_eq!(text(&sent.stdout).lines().count(), 100, "100 confirmed");
+    // task new publishes persistent messages; hello send transient ones (the tutorial's first
+    // step), which a quorum queue (rmqlab's default) keeps all the same, and a classic one not.
+    for line in [
+        format!("-q task new --queue {persistent} -f -"),
+        format!("-q hello send --queue {quorum_transient} -f -"),
+        format!("-q hello send --queue {classic_transient} --queue-type classic -f -"),
+    ] {
+        let sent = rmq(&line, Some(input.as_bytes()));
+        assert_eq!(
+            text(&sent.stdout).lines().count(),
+            100,
+            "100 confirmed: {line}"
+        );
+    }
 
     restart_broker();
 
@@ -200,9 +185,14 @@ fn persistent_tasks_survive_a_restart_and_transient_ones_do_not() {
         "persistent: all kept"
     );
     assert_eq!(
-        broker::ready(transient.name()),
+        broker::ready(quorum_transient.name()),
+        100,
+        "a quorum queue keeps even transient messages"
+    );
+    assert_eq!(
+        broker::ready(classic_transient.name()),
         0,
-        "transient: gone with the restart"
+        "transient messages in a classic queue: gone with the restart"
     );
 }
 
@@ -219,10 +209,15 @@ fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
                 .map(|i| format!("{i}\n"))
                 .collect();
             stdin.write_all(lines.as_bytes()).unwrap();
+            // Deliberate pacing, not a wait: it stretches the input over time, so that the
+            // connections are closed while lines are still coming.
             thread::sleep(Duration::from_millis(100));
         }
     });
-    thread::sleep(Duration::from_millis(500));
+    // The publisher is connected and publishing: the queue fills.
+    eventually(WAIT, "the publisher's first messages in the queue", || {
+        broker::queue_state(q.name()).is_some_and(|(ready, _)| ready > 0)
+    });
     rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test 1"]);
     publisher.wait_for_stderr("Reconnected", WAIT);
     rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test 2"]);
@@ -345,13 +340,11 @@ impl MaxMessageSize {
 
 impl Drop for MaxMessageSize {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args([
-                "-q",
-                "eval",
-                "application:set_env(rabbit, max_message_size, 134217728).",
-            ])
-            .status();
+        rabbitmqctl_cleanup(&[
+            "-q",
+            "eval",
+            "application:set_env(rabbit, max_message_size, 134217728).",
+        ]);
     }
 }
 
@@ -415,23 +408,26 @@ fn publisher_that_cannot_reconnect_exits_75_saying_where_to_resume() {
 
 /// A TCP proxy to the broker on a port of its own that cuts its first connection right after
 /// the client's third write (for a one-message send: protocol header, start-ok, then TuneOk
-/// and everything up to the message), without passing on anything the broker says after it.
-/// Later connections are passed through whole. Returns the port and a count of connections.
-fn proxy_cutting_the_first_connection_after_the_message() -> (u16, Arc<AtomicUsize>) {
+/// and everything up to the message) once the broker has put the message in `queue`, without
+/// passing on anything the broker says after it. Later connections are passed through whole.
+/// Returns the port and a count of connections.
+fn proxy_cutting_the_first_connection_after_the_message(queue: &str) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let count = connections.clone();
+    let queue = queue.to_string();
     thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { break };
             let first = count.fetch_add(1, Ordering::SeqCst) == 0;
-            let broker = TcpStream::connect("127.0.0.1:5672").unwrap();
+            let broker = TcpStream::connect(broker_address()).unwrap();
             let cut = Arc::new(AtomicBool::new(false));
             let (mut from_client, mut to_broker) =
                 (client.try_clone().unwrap(), broker.try_clone().unwrap());
             let (mut from_broker, mut to_client) = (broker, client);
             let cut_up = cut.clone();
+            let queue = queue.clone();
             thread::spawn(move || {
                 let mut chunk = [0u8; 65536];
                 let mut writes = 0;
@@ -440,8 +436,14 @@ fn proxy_cutting_the_first_connection_after_the_message() -> (u16, Arc<AtomicUsi
                     if first && writes == 3 {
                         cut_up.store(true, Ordering::SeqCst);
                         let _ = to_broker.write_all(&chunk[..n]);
-                        // Let the broker route the message, then drop both sides.
-                        thread::sleep(Duration::from_millis(300));
+                        // Once the broker has put the message in the queue, drop both sides
+                        // (past the deadline, cut anyway: the test's checks then fail).
+                        let routed =
+                            || broker::queue_state(&queue).is_some_and(|(ready, _)| ready > 0);
+                        let deadline = Instant::now() + WAIT;
+                        while !routed() && Instant::now() < deadline {
+                            thread::sleep(Duration::from_millis(20));
+                        }
                         let _ = to_broker.shutdown(Shutdown::Both);
                         let _ = from_client.shutdown(Shutdown::Both);
                         return;
@@ -468,9 +470,10 @@ fn proxy_cutting_the_first_connection_after_the_message() -> (u16, Arc<AtomicUsi
 
 #[test]
 fn a_single_message_lost_with_its_connection_is_sent_again_and_said_so() {
+    let _serial = serial();
     let q = TestQueue::new("quick_lost");
-    let (port, connections) = proxy_cutting_the_first_connection_after_the_message();
-    let output = Command::new(env!("CARGO_BIN_EXE_rmqlab"))
+    let (port, connections) = proxy_cutting_the_first_connection_after_the_message(q.name());
+    let output = rmqlab()
         .args(["--url", &format!("amqp://guest:guest@127.0.0.1:{port}/%2f")])
         .args(["task", "new", "--queue", q.name(), "only once?"])
         .output()

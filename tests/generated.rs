@@ -1,4 +1,5 @@
-//! The committed completions/ and man/ are what the clap definition generates now, and they work.
+//! The committed completions/, man/ and README's exit codes are what the code generates now, and
+//! they work.
 
 use std::{
     collections::BTreeSet,
@@ -41,6 +42,34 @@ fn committed_completions_and_man_pages_are_fresh() {
         "completions/man are stale: run scripts/generate and commit the result\n{}",
         stale.join("\n")
     );
+}
+
+#[test]
+fn readme_lists_every_exit_code_from_the_one_table() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let fresh = rmqlab::generate::readme_with_exit_codes(&readme)
+        .expect("README.md has the exit-codes markers");
+    assert!(
+        fresh == readme,
+        "README.md's exit codes differ from src/exit.rs: run scripts/generate"
+    );
+    for code in rmqlab::exit::Code::ALL {
+        let line = format!("| {} | {} |", code.value(), code.meaning());
+        assert!(readme.contains(&line), "README.md lacks {line}");
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_rmqlab"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    for code in rmqlab::exit::Code::ALL {
+        let value = code.value().to_string();
+        assert!(
+            String::from_utf8_lossy(&help.stdout)
+                .lines()
+                .any(|line| line.trim_start().starts_with(&format!("{value} "))),
+            "--help lacks exit code {value}"
+        );
+    }
 }
 
 #[test]

@@ -1,26 +1,29 @@
-//! Talking to the broker: connecting, declaring, and publishing with confirms.
+//! The engine: connecting, declaring a [`topology::Topology`], publishing with confirms,
+//! consuming with acks, and reconnecting. It reports what happened through
+//! [`events::Observer`] and return values, and never prints: `commands/` decides what the user
+//! sees.
+
+pub mod consume;
+pub mod events;
+pub mod oneshot;
+pub mod publish;
+pub mod reconnect;
+pub mod topology;
 
 use crate::{
-    cli::QueueType,
-    error::{Declared, Error, Result, amqp_error, describe_mismatch},
-    input::Messages,
-    output::write_sent,
-    terminal::{Progress, paint_marker},
-    tls::TlsSettings,
+    context::Context,
+    error::{Error, Result, amqp_error},
     uri::BrokerUrl,
 };
-use indicatif::ProgressBar;
+use events::{Event, Observer};
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
+    Channel, Connection, ConnectionProperties,
+    options::ConfirmSelectOptions,
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
-    types::{AMQPValue, FieldTable},
 };
-use std::{collections::VecDeque, io::Write, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
+use topology::{Declared, Topology};
 
 /// How long a clean close may take before rmqlab leaves anyway.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,69 +31,34 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// RabbitMQ's default `frame_max`: the largest frame rmqlab asks for unless the URL says.
 pub const DEFAULT_FRAME_MAX: u32 = 128 * 1024;
 
-/// Publishes kept in flight before waiting for the oldest confirm.
-pub const CONFIRM_WINDOW: usize = 512;
-
-/// Where to connect and how to report: the plain settings every command starts from.
-#[derive(Debug, Clone)]
-pub struct Context {
-    pub url: BrokerUrl,
-    /// How long to keep trying to reconnect after a lost connection (zero: never).
-    pub reconnect_timeout: Duration,
-    pub tls: TlsSettings,
-    /// `--api-url`, parsed only by the commands that use the management API.
-    pub api_url: Option<String>,
-    pub connect_timeout: Duration,
-    pub status: Status,
-}
-
-/// Status and diagnostic lines on stderr; stdout carries data only.
-#[derive(Debug, Clone, Copy)]
-pub struct Status {
-    pub quiet: bool,
-    pub verbose: bool,
-    /// Colour the status markers.
-    pub color: bool,
-    pub progress: Progress,
-}
-
-impl Status {
-    pub fn info(&self, line: impl std::fmt::Display) {
-        if !self.quiet {
-            self.warn(line);
-        }
-    }
-
-    /// A warning: something the user should know even with `--quiet`.
-    pub fn warn(&self, line: impl std::fmt::Display) {
-        eprintln!("{}", paint_marker(&line.to_string(), self.color));
-    }
-
-    pub fn debug(&self, line: impl std::fmt::Display) {
-        if self.verbose {
-            eprintln!("rmqlab: {line}");
-        }
-    }
+/// What a session is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Publishes with confirms.
+    Publisher,
+    Consumer,
 }
 
 /// One connection with one channel, named after the command that opened it.
 pub struct Session {
     connection: Connection,
     pub channel: Channel,
-    vhost: String,
 }
 
 impl Session {
     /// Connects within `--connect-timeout` and opens a channel. `name` shows in the management
     /// UI and in `rabbitmqctl list_connections client_properties`.
-    pub async fn open(ctx: &Context, name: &str) -> Result<Session> {
-        ctx.status
-            .debug(format_args!("connecting to {} as '{name}'", ctx.url));
+    pub async fn connect(ctx: &Context, name: &str, observer: &dyn Observer) -> Result<Session> {
+        observer.observe(Event::Connecting {
+            url: &ctx.url,
+            name,
+            how: "",
+        });
         let properties = ConnectionProperties::default()
             .with_connection_name(name.into())
             .with_client_property("product".into(), "rmqlab".into())
             .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
-        let attempt = connect(ctx, properties);
+        let attempt = connect(ctx, properties, observer);
         let connection = match tokio::time::timeout(ctx.connect_timeout, attempt).await {
             Err(_elapsed) => {
                 return Err(Error::ConnectTimeout {
@@ -108,165 +76,61 @@ impl Session {
         Ok(Session {
             connection,
             channel,
-            vhost: ctx.url.vhost().to_string(),
         })
     }
 
-    /// Declares a durable queue (idempotent when it exists with the same properties).
-    pub async fn declare_queue(&self, name: &str, queue_type: QueueType) -> Result<()> {
-        let arguments = queue_arguments(queue_type);
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
+    /// Connects and declares `topology`; a publisher's channel is also put in confirm mode.
+    pub async fn open(
+        ctx: &Context,
+        name: &str,
+        topology: &Topology,
+        role: Role,
+        observer: &dyn Observer,
+    ) -> Result<(Session, Declared)> {
+        let mut session = Session::connect(ctx, name, observer).await?;
+        let declared = match role {
+            Role::Publisher => {
+                // Both requests leave at once and the broker answers them in order: one round
+                // trip instead of two. A refused declaration closes the channel, so confirm
+                // mode fails with it; after an adoption it is asked again on the new channel.
+                let channel = session.channel.clone();
+                let (declared, confirms) = tokio::join!(
+                    topology.declare(&mut session, observer),
+                    enable_confirms(&channel)
+                );
+                let declared = declared?;
+                match declared.adopted {
+                    true => enable_confirms(&session.channel).await?,
+                    false => confirms?,
+                }
+                declared
+            }
+            Role::Consumer => topology.declare(&mut session, observer).await?,
         };
-        self.channel
-            .queue_declare(name.into(), options, arguments)
-            .await
-            .map_err(|source| self.declare_error(Declared::Queue, name, source))?;
-        Ok(())
+        Ok((session, declared))
     }
 
-    /// Declares a fanout exchange, non-durable as in the tutorial, so that the tutorial's own
-    /// programs can share it.
-    pub async fn declare_fanout(&self, exchange: &str) -> Result<()> {
-        self.channel
-            .exchange_declare(
-                exchange.into(),
-                ExchangeKind::Fanout,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|source| self.declare_error(Declared::Exchange, exchange, source))
-    }
-
-    /// Declares an exclusive queue with a server-chosen name, bound to `exchange`; the broker
-    /// deletes it when this connection closes. Returns its name.
-    pub async fn declare_exclusive_queue_on(&self, exchange: &str) -> Result<String> {
-        let options = QueueDeclareOptions {
-            exclusive: true,
-            ..QueueDeclareOptions::default()
+    /// (ready messages, consumers) of an existing queue, as the broker counts them now.
+    pub async fn inspect_queue(&self, queue: &str) -> Result<(u32, u32)> {
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
         };
-        let queue = self
+        let declared = self
             .channel
-            .queue_declare("".into(), options, FieldTable::default())
+            .queue_declare(queue.into(), options, lapin::types::FieldTable::default())
             .await
-            .map_err(Error::broker("cannot declare an exclusive queue"))?;
-        let name = queue.name().to_string();
-        self.channel
-            .queue_bind(
-                name.as_str().into(),
-                exchange.into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(Error::broker(format!(
-                "cannot bind queue '{name}' to exchange '{exchange}'"
-            )))?;
-        Ok(name)
+            .map_err(Error::broker(format!("cannot inspect queue '{queue}'")))?;
+        Ok((declared.message_count(), declared.consumer_count()))
     }
 
-    fn declare_error(&self, kind: Declared, name: &str, source: lapin::Error) -> Error {
-        match amqp_error(&source) {
-            Some(amqp)
-                if *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) =>
-            {
-                Error::Mismatch {
-                    kind,
-                    name: name.to_string(),
-                    vhost: self.vhost.clone(),
-                    difference: describe_mismatch(amqp.get_message().as_str()),
-                    source: Box::new(source),
-                }
-            }
-            _ => Error::Broker {
-                context: format!("cannot declare {kind} '{name}'"),
-                source: Box::new(source),
-            },
-        }
-    }
-
-    /// Puts the channel in confirm mode: the broker then confirms every publish.
-    pub async fn enable_confirms(&self) -> Result<()> {
-        self.channel
-            .confirm_select(ConfirmSelectOptions::default())
+    /// Replaces a channel the broker closed (after a refused declaration) with a new one.
+    pub async fn reopen_channel(&mut self) -> Result<()> {
+        self.channel = self
+            .connection
+            .create_channel()
             .await
-            .map_err(Error::broker("cannot enable publisher confirms"))
-    }
-
-    /// Publishes every message of `messages` on a channel in confirm mode
-    /// ([`Session::enable_confirms`]), keeping up to
-    /// [`CONFIRM_WINDOW`] in flight, each reported ` [x] Sent` once the broker confirmed it.
-    /// Messages the window holds unconfirmed from an earlier, lost connection are sent again
-    /// first. On error the window keeps every message not yet confirmed, for a retry.
-    pub async fn publish<W: Write>(
-        &self,
-        messages: &mut Messages,
-        window: &mut ConfirmWindow<'_, W>,
-    ) -> Result<()> {
-        let properties = window.target.properties();
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        loop {
-            // Send what is queued, as far as the window allows.
-            while window.sent < window.queue.len() && window.sent < CONFIRM_WINDOW {
-                let entry = &mut window.queue[window.sent];
-                let confirm = self
-                    .channel
-                    .basic_publish(
-                        window.target.exchange.into(),
-                        window.target.routing_key.into(),
-                        options,
-                        &entry.body,
-                        properties.clone(),
-                    )
-                    .await
-                    .map_err(Error::broker("cannot publish"))?;
-                entry.confirm = Some(confirm);
-                window.sent += 1;
-            }
-            if window.sent == CONFIRM_WINDOW {
-                window.settle_oldest().await?;
-                continue;
-            }
-            if window.input_ended {
-                if window.sent == 0 {
-                    break;
-                }
-                window.settle_oldest().await?;
-                continue;
-            }
-            let batch = match messages.try_next() {
-                Ok(Some(batch)) => Ok(batch),
-                Ok(None) if window.sent == 0 => {
-                    window.out.flush().map_err(Error::Output)?;
-                    messages.next().await
-                }
-                // Input is not ready: settle confirms while waiting for it.
-                Ok(None) => tokio::select! {
-                    biased;
-                    batch = messages.next() => batch,
-                    settled = window.settle_oldest() => { settled?; continue; }
-                },
-                Err(error) => Err(error),
-            }
-            .map_err(|source| Error::Input {
-                path: messages.name.clone(),
-                source,
-            })?;
-            if batch.is_empty() {
-                window.input_ended = true;
-            }
-            window.queue.extend(batch.into_iter().map(|body| Entry {
-                body,
-                confirm: None,
-            }));
-        }
-        window.out.flush().map_err(Error::Output)?;
+            .map_err(Error::broker("cannot open a channel"))?;
         Ok(())
     }
 
@@ -285,189 +149,20 @@ impl Session {
     }
 }
 
-/// The arguments rmqlab declares a queue of this type with.
-pub fn queue_arguments(queue_type: QueueType) -> FieldTable {
-    let mut arguments = FieldTable::default();
-    if queue_type == QueueType::Quorum {
-        arguments.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-    }
-    arguments
-}
-
-/// Where and how messages are published.
-#[derive(Debug, Clone)]
-pub struct Publication<'a> {
-    pub exchange: &'a str,
-    pub routing_key: &'a str,
-    /// Delivery mode 2: written to disk by a durable queue, kept across a broker restart.
-    pub persistent: bool,
-    /// What to do with a message no queue takes (the broker returns it: `mandatory`).
-    pub unroutable: Unroutable,
-}
-
-/// What a message that no queue takes means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unroutable {
-    /// An error: the queue the message was meant for is gone.
-    Fails,
-    /// Correct behaviour (fan-out with no listener): say so on stderr and go on.
-    IsDropped,
-}
-
-/// What a publish run achieved.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Published {
-    /// Messages the broker confirmed, counting from the first input line.
-    pub confirmed: u64,
-    /// Of those, messages no queue took.
-    pub dropped: u64,
-    /// Messages sent again after a lost connection (they may have arrived twice).
-    pub republished: u64,
-}
-
-impl Publication<'_> {
-    pub fn properties(&self) -> BasicProperties {
-        let properties = BasicProperties::default();
-        if self.persistent {
-            properties.with_delivery_mode(2)
-        } else {
-            properties
-        }
-    }
-}
-
-/// A message read from the input and not yet confirmed by the broker.
-struct Entry {
-    body: Vec<u8>,
-    /// Set once it is published on the current connection.
-    confirm: Option<PublisherConfirm>,
-}
-
-/// The messages between the input and the broker's confirms; it outlives a lost connection.
-pub struct ConfirmWindow<'a, W> {
-    /// Unconfirmed messages in input order: the first `sent` are published and await a confirm.
-    queue: VecDeque<Entry>,
-    sent: usize,
-    input_ended: bool,
-    pub published: Published,
-    target: &'a Publication<'a>,
-    out: &'a mut W,
-    status: Status,
-    progress: &'a ProgressBar,
-}
-
-impl<'a, W: Write> ConfirmWindow<'a, W> {
-    pub fn new(
-        target: &'a Publication<'a>,
-        out: &'a mut W,
-        status: Status,
-        progress: &'a ProgressBar,
-    ) -> Self {
-        ConfirmWindow {
-            queue: VecDeque::with_capacity(CONFIRM_WINDOW),
-            sent: 0,
-            input_ended: false,
-            published: Published::default(),
-            target,
-            out,
-            status,
-            progress,
-        }
-    }
-
-    /// After a lost connection: every published but unconfirmed message must be sent again.
-    /// Returns how many.
-    pub fn forget_sent(&mut self) -> usize {
-        let resent = self.sent;
-        for entry in self.queue.iter_mut().take(resent) {
-            entry.confirm = None;
-        }
-        self.sent = 0;
-        self.published.republished += resent as u64;
-        resent
-    }
-
-    /// The end of a publish run: clear the progress, report messages no queue took.
-    pub fn finish(&mut self) -> Published {
-        self.progress.finish_and_clear();
-        let published = self.published;
-        if published.dropped > 1 {
-            self.status.warn(format_args!(
-                " [!] {} of {} messages were dropped: no queue is bound to exchange '{}'",
-                published.dropped, published.confirmed, self.target.exchange
-            ));
-        }
-        published
-    }
-
-    /// Waits for the broker's answer to the oldest message in flight.
-    async fn settle_oldest(&mut self) -> Result<()> {
-        let Some(confirm) = self.queue.front_mut().and_then(|e| e.confirm.as_mut()) else {
-            return Ok(());
-        };
-        let number = self.published.confirmed + 1;
-        let confirmation = confirm.await.map_err(|source| Error::Broker {
-            context: if source.is_amqp_soft_error() {
-                format!("the broker refused message {number}")
-            } else {
-                format!("lost the broker's confirmation of message {number}")
-            },
-            source: Box::new(source),
-        })?;
-        let Entry { body, .. } = self
-            .queue
-            .pop_front()
-            .expect("the front entry was just awaited");
-        self.sent -= 1;
-        if confirmation.is_nack() {
-            return Err(Error::Nacked { number });
-        }
-        if let Some(returned) = confirmation.take_message() {
-            match self.target.unroutable {
-                Unroutable::Fails => {
-                    return Err(Error::Unroutable {
-                        number,
-                        reason: format!(
-                            "{} {} (exchange '{}', routing key '{}')",
-                            returned.reply_code,
-                            returned.reply_text,
-                            returned.delivery.exchange,
-                            returned.delivery.routing_key
-                        ),
-                    });
-                }
-                Unroutable::IsDropped => {
-                    self.published.dropped += 1;
-                    if self.published.dropped == 1 {
-                        self.progress.suspend(|| {
-                            self.status.warn(format_args!(
-                                " [!] no queue is bound to exchange '{}': message dropped",
-                                self.target.exchange
-                            ))
-                        });
-                    }
-                }
-            }
-        }
-        self.published.confirmed = number;
-        if self.progress.length().is_some() {
-            // The bar measures the input's bytes: the line and its newline.
-            self.progress.inc(body.len() as u64 + 1);
-            if number.is_multiple_of(256) {
-                self.progress.set_message(number.to_string());
-            }
-        } else {
-            self.progress.inc(1);
-        }
-        write_sent(self.out, &body).map_err(Error::Output)
-    }
+/// Puts a channel in confirm mode: the broker then confirms every publish.
+async fn enable_confirms(channel: &Channel) -> Result<()> {
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(Error::broker("cannot enable publisher confirms"))
 }
 
 /// Connects in plain TCP, or (amqps://) through rmqlab's own TLS configuration.
-async fn connect(ctx: &Context, properties: ConnectionProperties) -> Result<Connection> {
+async fn connect(
+    ctx: &Context,
+    properties: ConnectionProperties,
+    observer: &dyn Observer,
+) -> Result<Connection> {
     let mut uri = ctx.url.amqp_uri().clone();
     // lapin sizes its two frame buffers (32 frames each) for the frame size it asks for, and
     // zero-fills them again when the broker's Tune grows that size: 8 MiB written at start-up,
@@ -477,7 +172,7 @@ async fn connect(ctx: &Context, properties: ConnectionProperties) -> Result<Conn
     let tls = match ctx.url.is_tls() {
         true => {
             if ctx.tls.insecure {
-                ctx.status.warn(INSECURE_WARNING);
+                observer.observe(Event::TlsUnverified);
             }
             Some(Arc::new(RustlsConnector::from(ctx.tls.client_config()?)))
         }
@@ -512,11 +207,8 @@ async fn connect(ctx: &Context, properties: ConnectionProperties) -> Result<Conn
     .map_err(|source| connect_error(source, &ctx.url))
 }
 
-pub const INSECURE_WARNING: &str = " [!] --tls-insecure: the server's certificate is NOT verified; \
-anyone on the network path can read and change this traffic";
-
-/// Classifies a failed connection attempt.
-fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
+/// Classifies a failed connection attempt (also a refusal the one-message path received).
+pub fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
     let kind = amqp_error(&source).map(|amqp| {
         (
             amqp.kind().clone(),

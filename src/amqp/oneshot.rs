@@ -9,37 +9,31 @@
 //! order up to the confirm; one more round trip closes. The broker processes a channel's frames
 //! in order, and drops whatever follows a refused declaration on that channel.
 //!
-//! Only the way where everything succeeds ends here. Anything else hands over to the lapin path
-//! ([`Handover`]), which reports it with the usual diagnostics, having been sent nothing that
-//! could have been delivered, or carries on from a lost connection as after any other.
+//! The way where everything succeeds ends here, and so do definite refusals (login, vhost, a
+//! declaration the topology's rule does not adopt), reported from what the broker answered.
+//! Anything else hands over to the lapin path ([`Handover`]) — an existing queue to adopt, an
+//! unexpected answer — having sent nothing that could have been delivered, or carries on from a
+//! lost connection as after any other.
 
-use crate::{
-    amqp::{Context, DEFAULT_FRAME_MAX, Publication},
-    error::Error,
+use super::{
+    CLOSE_TIMEOUT, DEFAULT_FRAME_MAX, connect_error,
+    events::{Event, Observer},
+    publish::Publication,
+    topology::{Refusal, Topology},
 };
+use crate::{context::Context, error::Error};
 use amq_protocol::{
     frame::{AMQPContentHeader, AMQPFrame, ProtocolVersion, WriteContext, gen_frame, parse_frame},
-    protocol::{AMQPClass, basic, channel, confirm, connection, exchange, queue},
+    protocol::{AMQPClass, AMQPError, basic, channel, confirm, connection, exchange, queue},
     types::{AMQPValue, FieldTable},
     uri::SASLMechanism,
 };
 use std::time::Duration;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     time::timeout,
 };
-
-/// What to declare before publishing, as the lapin path does.
-pub enum Declaration<'a> {
-    Queue {
-        name: &'a str,
-        arguments: FieldTable,
-    },
-    Fanout {
-        exchange: &'a str,
-    },
-}
 
 /// Why the message was not (known to be) confirmed here.
 #[derive(Debug)]
@@ -66,8 +60,9 @@ const CHANNEL: u16 = 1;
 /// connection is closed.
 pub async fn publish(
     ctx: &Context,
+    observer: &dyn Observer,
     connection_name: &str,
-    declaration: &Declaration<'_>,
+    topology: &Topology,
     target: &Publication<'_>,
     body: &[u8],
 ) -> Step<()> {
@@ -82,51 +77,79 @@ pub async fn publish(
             "an authentication other than PLAIN".into(),
         ));
     }
-    let handshake = async {
+    let Some(declarations) = topology.methods() else {
+        return Err(Handover::Untouched("a queue named by the broker".into()));
+    };
+    observer.observe(Event::Connecting {
+        url: &ctx.url,
+        name: connection_name,
+        how: " (one message, pipelined)",
+    });
+    let connected = async {
         let stream = TcpStream::connect((uri.authority.host.as_str(), uri.authority.port))
             .await
             .map_err(|error| Handover::Untouched(format!("cannot connect: {error}")))?;
         stream
             .set_nodelay(true)
             .map_err(|error| Handover::Untouched(format!("cannot set TCP_NODELAY: {error}")))?;
-        let mut wire = Wire::new(stream);
-        wire.send(&[AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1())])
-            .await?;
-        match wire.method().await? {
-            (0, AMQPClass::Connection(connection::AMQPMethod::Start(start)))
-                if start
-                    .mechanisms
-                    .to_string()
-                    .split(' ')
-                    .any(|m| m == "PLAIN") => {}
-            other => return Err(unexpected("connection.start with PLAIN", &other)),
-        }
-        let start_ok = connection::StartOk {
-            client_properties: client_properties(connection_name),
-            mechanism: "PLAIN".into(),
-            response: format!("\0{}\0{}", ctx.url.user(), ctx.url.password()).into(),
-            locale: "en_US".into(),
-        };
-        wire.send(&[method(
-            0,
-            AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok)),
-        )])
-        .await?;
-        match wire.method().await? {
-            (0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune))) => Ok((wire, tune)),
-            other => Err(unexpected("connection.tune", &other)),
-        }
+        handshake(Wire::new(stream), ctx, connection_name).await
     };
-    let (mut wire, tune) =
-        timeout(ctx.connect_timeout, handshake)
-            .await
-            .map_err(|_elapsed| {
-                Handover::Failed(Error::ConnectTimeout {
-                    url: ctx.url.to_string(),
-                    after: ctx.connect_timeout,
-                })
-            })??;
+    let (wire, tune) = timeout(ctx.connect_timeout, connected)
+        .await
+        .map_err(|_elapsed| {
+            Handover::Failed(Error::ConnectTimeout {
+                url: ctx.url.to_string(),
+                after: ctx.connect_timeout,
+            })
+        })??;
+    send_and_confirm(wire, tune, ctx, topology, declarations, target, body).await
+}
 
+/// The protocol header, connection.start/start-ok, up to the broker's tune.
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    mut wire: Wire<S>,
+    ctx: &Context,
+    connection_name: &str,
+) -> Step<(Wire<S>, connection::Tune)> {
+    wire.send(&[AMQPFrame::ProtocolHeader(ProtocolVersion::amqp_0_9_1())])
+        .await?;
+    match wire.method().await? {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Start(start)))
+            if start
+                .mechanisms
+                .to_string()
+                .split(' ')
+                .any(|m| m == "PLAIN") => {}
+        other => return Err(unexpected(ctx, "connection.start with PLAIN", &other)),
+    }
+    let start_ok = connection::StartOk {
+        client_properties: client_properties(connection_name),
+        mechanism: "PLAIN".into(),
+        response: format!("\0{}\0{}", ctx.url.user(), ctx.url.password()).into(),
+        locale: "en_US".into(),
+    };
+    wire.send(&[method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok)),
+    )])
+    .await?;
+    match wire.method().await? {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Tune(tune))) => Ok((wire, tune)),
+        other => Err(unexpected(ctx, "connection.tune", &other)),
+    }
+}
+
+/// Everything after the tune in one write, then the answers up to the confirm, then the close.
+async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
+    mut wire: Wire<S>,
+    tune: connection::Tune,
+    ctx: &Context,
+    topology: &Topology,
+    declarations: Vec<AMQPClass>,
+    target: &Publication<'_>,
+    body: &[u8],
+) -> Step<()> {
+    let uri = ctx.url.amqp_uri();
     let ours = uri.query.frame_max.unwrap_or(DEFAULT_FRAME_MAX);
     let frame_max = match tune.frame_max {
         0 => ours,
@@ -134,7 +157,6 @@ pub async fn publish(
     };
     // The broker's heartbeat, unless the URL asks for another; sent while awaiting the confirm.
     let heartbeat = uri.query.heartbeat.unwrap_or(tune.heartbeat);
-    let properties = target.properties();
     let mut frames = vec![
         method(
             0,
@@ -154,7 +176,9 @@ pub async fn publish(
             CHANNEL,
             AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
         ),
-        declare(declaration),
+    ];
+    frames.extend(declarations.into_iter().map(|class| method(CHANNEL, class)));
+    frames.extend([
         method(
             CHANNEL,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select {
@@ -175,10 +199,10 @@ pub async fn publish(
             AMQPContentHeader {
                 class_id: 60,
                 body_size: body.len() as u64,
-                properties,
+                properties: target.properties(),
             },
         ),
-    ];
+    ]);
     let chunk = (frame_max as usize)
         .saturating_sub(FRAME_HEADER + FRAME_END)
         .max(1);
@@ -192,7 +216,7 @@ pub async fn publish(
         0 => None,
         seconds => Some(Duration::from_secs(seconds.into())),
     };
-    let outcome = wire.await_confirm(silence).await;
+    let outcome = wire.await_confirm(silence, ctx, topology).await;
     if !matches!(outcome, Err(Handover::Lost(_))) {
         wire.close().await;
     }
@@ -213,12 +237,30 @@ fn lost(context: &str) -> Handover {
     })
 }
 
-fn unexpected(expected: &str, got: &(u16, AMQPClass)) -> Handover {
-    let (channel, class) = got;
-    Handover::Untouched(match class {
-        AMQPClass::Connection(connection::AMQPMethod::Close(close)) => closed_connection(close),
-        other => format!("expected {expected}, got {other:?} on channel {channel}"),
-    })
+/// An answer out of place in the handshake; a connection.close there is the broker refusing
+/// the login.
+fn unexpected(ctx: &Context, expected: &str, got: &(u16, AMQPClass)) -> Handover {
+    match got {
+        (0, AMQPClass::Connection(connection::AMQPMethod::Close(close))) => {
+            refused_connection(ctx, close)
+        }
+        (channel, other) => Handover::Untouched(format!(
+            "expected {expected}, got {other:?} on channel {channel}"
+        )),
+    }
+}
+
+/// A broker's connection.close before the connection opened: reported as lapin's would be.
+fn refused_connection(ctx: &Context, close: &connection::Close) -> Handover {
+    match broker_error(close.reply_code, close.reply_text.as_str()) {
+        Some(source) => Handover::Failed(connect_error(source, &ctx.url)),
+        None => Handover::Untouched(closed_connection(close)),
+    }
+}
+
+/// A reply code and text as the lapin error they stand for.
+fn broker_error(code: u16, text: &str) -> Option<lapin::Error> {
+    AMQPError::from_id(code, text.into()).map(|amqp| lapin::ErrorKind::ProtocolError(amqp).into())
 }
 
 /// The reason a broker's connection.close gives.
@@ -231,37 +273,6 @@ fn closed_connection(close: &connection::Close) -> String {
 
 fn method(channel: u16, class: AMQPClass) -> AMQPFrame {
     AMQPFrame::Method(channel, class)
-}
-
-fn declare(declaration: &Declaration<'_>) -> AMQPFrame {
-    method(
-        CHANNEL,
-        match declaration {
-            Declaration::Queue { name, arguments } => {
-                AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
-                    queue: (*name).into(),
-                    passive: false,
-                    durable: true,
-                    exclusive: false,
-                    auto_delete: false,
-                    nowait: false,
-                    arguments: arguments.clone(),
-                }))
-            }
-            Declaration::Fanout { exchange } => {
-                AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
-                    exchange: (*exchange).into(),
-                    kind: "fanout".into(),
-                    passive: false,
-                    durable: false,
-                    auto_delete: false,
-                    internal: false,
-                    nowait: false,
-                    arguments: FieldTable::default(),
-                }))
-            }
-        },
-    )
 }
 
 /// What lapin tells the broker about rmqlab: the same name, product and capabilities.
@@ -290,17 +301,17 @@ fn client_properties(connection_name: &str) -> FieldTable {
     properties
 }
 
-/// Frames over one TCP stream, read and written on this thread.
-struct Wire {
-    stream: TcpStream,
+/// Frames over one stream, read and written on this thread.
+struct Wire<S> {
+    stream: S,
     /// Bytes read and not yet parsed.
     input: Vec<u8>,
     /// Heartbeat intervals passed without a frame from the broker.
     idle: u32,
 }
 
-impl Wire {
-    fn new(stream: TcpStream) -> Wire {
+impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
+    fn new(stream: S) -> Wire<S> {
         Wire {
             stream,
             input: Vec::with_capacity(4096),
@@ -366,8 +377,16 @@ impl Wire {
     }
 
     /// Reads the answers to the pipelined requests, up to the message's confirm.
-    async fn await_confirm(&mut self, silence: Option<Duration>) -> Step<()> {
+    async fn await_confirm(
+        &mut self,
+        silence: Option<Duration>,
+        ctx: &Context,
+        topology: &Topology,
+    ) -> Step<()> {
         let mut opened = false;
+        let objects = topology.objects();
+        // Declarations the broker answered so far: a refusal is about the next one.
+        let mut declared = 0;
         loop {
             let frame = match silence {
                 None => self.frame().await,
@@ -396,11 +415,10 @@ impl Wire {
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::Close(close)),
                 ) => {
-                    let reason = closed_connection(&close);
                     // A refused connection.open (vhost, permissions) precedes everything else.
                     return Err(match opened {
-                        false => Handover::Untouched(reason),
-                        true => lost(&reason),
+                        false => refused_connection(ctx, &close),
+                        true => lost(&closed_connection(&close)),
                     });
                 }
                 // Resource alarms and their end: the confirm comes once the broker goes on.
@@ -409,11 +427,23 @@ impl Wire {
                     CHANNEL,
                     AMQPClass::Channel(channel::AMQPMethod::Close(close)),
                 ) => {
-                    // A refused declaration: the broker dropped everything after it.
-                    return Err(Handover::Untouched(format!(
-                        "the broker closed the channel: {} {}",
-                        close.reply_code, close.reply_text
-                    )));
+                    // The broker dropped everything after what it refused: nothing was
+                    // delivered.
+                    let refused = objects
+                        .get(declared)
+                        .zip(broker_error(close.reply_code, close.reply_text.as_str()));
+                    return Err(match refused {
+                        Some((object, source)) => match object.refusal(source) {
+                            Refusal::Fail(error) => Handover::Failed(error),
+                            Refusal::Adopt(reason) => Handover::Untouched(format!(
+                                "an existing object to adopt: {reason}"
+                            )),
+                        },
+                        None => Handover::Untouched(format!(
+                            "the broker closed the channel: {} {}",
+                            close.reply_code, close.reply_text
+                        )),
+                    });
                 }
                 AMQPFrame::Method(CHANNEL, AMQPClass::Basic(basic::AMQPMethod::Ack(_))) => {
                     return Ok(());
@@ -426,9 +456,14 @@ impl Wire {
                 }
                 AMQPFrame::Method(
                     CHANNEL,
+                    AMQPClass::Queue(
+                        queue::AMQPMethod::DeclareOk(_) | queue::AMQPMethod::BindOk(_),
+                    )
+                    | AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(_)),
+                ) => declared += 1,
+                AMQPFrame::Method(
+                    CHANNEL,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(_))
-                    | AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))
-                    | AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(_))
                     | AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(_)),
                 ) => {}
                 other => return Err(lost(&format!("unexpected frame {other:?}"))),
@@ -460,6 +495,300 @@ impl Wire {
                 }
             }
         };
-        let _ = timeout(crate::amqp::CLOSE_TIMEOUT, handshake).await;
+        let _ = timeout(CLOSE_TIMEOUT, handshake).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The wire against a scripted broker over an in-memory stream.
+
+    use super::*;
+    use crate::{
+        amqp::{
+            publish::Unroutable,
+            topology::{Exchange, ExchangeKind, ObjectKind, Queue, QueueType},
+        },
+        context::Status,
+        tls::TlsSettings,
+        uri::BrokerUrl,
+    };
+    use tokio::io::{AsyncReadExt, DuplexStream};
+
+    fn context() -> Context {
+        Context {
+            url: BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap(),
+            reconnect_timeout: Duration::from_secs(1),
+            tls: TlsSettings::default(),
+            api_url: None,
+            connect_timeout: Duration::from_secs(5),
+            status: Status::silent(),
+        }
+    }
+
+    fn queue(explicit_type: bool) -> Topology {
+        Topology::queue(Queue::Named {
+            name: "hello".into(),
+            queue_type: QueueType::Quorum,
+            explicit_type,
+        })
+    }
+
+    const TARGET: Publication<'static> = Publication {
+        exchange: "",
+        routing_key: "hello",
+        persistent: false,
+        unroutable: Unroutable::Fails,
+    };
+
+    /// What the scripted broker does once the client's pipelined frames arrived.
+    enum Script {
+        /// connection.close right after start-ok (a refused login).
+        RefuseLogin,
+        /// Answers the pipelined requests with these frames.
+        Answer(Vec<AMQPFrame>),
+        /// Drops the connection once the message arrived.
+        Drop,
+    }
+
+    fn channel(class: AMQPClass) -> AMQPFrame {
+        method(CHANNEL, class)
+    }
+
+    fn connection_close(code: u16, text: &str) -> AMQPFrame {
+        method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: code,
+                reply_text: text.into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        )
+    }
+
+    fn channel_close(code: u16, text: &str) -> AMQPFrame {
+        channel(AMQPClass::Channel(channel::AMQPMethod::Close(
+            channel::Close {
+                reply_code: code,
+                reply_text: text.into(),
+                class_id: 50,
+                method_id: 10,
+            },
+        )))
+    }
+
+    fn open_ok() -> Vec<AMQPFrame> {
+        vec![
+            method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
+            ),
+            channel(AMQPClass::Channel(channel::AMQPMethod::OpenOk(
+                channel::OpenOk {},
+            ))),
+        ]
+    }
+
+    fn queue_declare_ok() -> AMQPFrame {
+        channel(AMQPClass::Queue(queue::AMQPMethod::DeclareOk(
+            queue::DeclareOk {
+                queue: "hello".into(),
+                message_count: 0,
+                consumer_count: 0,
+            },
+        )))
+    }
+
+    /// Plays the broker's side; returns the frames the client sent after the tune.
+    async fn broker(stream: DuplexStream, script: Script) -> Vec<AMQPFrame> {
+        let mut wire = Wire::new(stream);
+        let mut header = [0u8; 8];
+        wire.stream.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header, b"AMQP\x00\x00\x09\x01");
+        let start = connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: FieldTable::default(),
+            mechanisms: "AMQPLAIN PLAIN".into(),
+            locales: "en_US".into(),
+        };
+        wire.send(&[method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Start(start)),
+        )])
+        .await
+        .unwrap();
+        let Ok((0, AMQPClass::Connection(connection::AMQPMethod::StartOk(start_ok)))) =
+            wire.method().await
+        else {
+            panic!("expected start-ok");
+        };
+        assert_eq!(start_ok.response.as_bytes(), b"\0guest\0guest");
+        if let Script::RefuseLogin = script {
+            let refusal = connection_close(403, "ACCESS_REFUSED - Login was refused");
+            wire.send(&[refusal]).await.unwrap();
+            return Vec::new();
+        }
+        let tune = connection::Tune {
+            channel_max: 2047,
+            frame_max: 131_072,
+            heartbeat: 60,
+        };
+        wire.send(&[method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Tune(tune)),
+        )])
+        .await
+        .unwrap();
+        let mut received = Vec::new();
+        while !matches!(received.last(), Some(AMQPFrame::Body(..))) {
+            received.push(wire.frame().await.unwrap());
+        }
+        match script {
+            Script::RefuseLogin => unreachable!(),
+            Script::Drop => return received,
+            Script::Answer(frames) => wire.send(&frames).await.unwrap(),
+        }
+        // The client closes: answer close-ok.
+        while let Ok(frame) = wire.frame().await {
+            if let AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_))) =
+                frame
+            {
+                let close_ok = connection::AMQPMethod::CloseOk(connection::CloseOk {});
+                let _ = wire
+                    .send(&[method(0, AMQPClass::Connection(close_ok))])
+                    .await;
+                break;
+            }
+        }
+        received
+    }
+
+    /// Publishes `body` over a scripted broker: the client's outcome and what the broker got.
+    async fn publish_to(topology: Topology, script: Script) -> (Step<()>, Vec<AMQPFrame>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let broker = tokio::spawn(broker(server, script));
+        let ctx = context();
+        let outcome = async {
+            let (wire, tune) = handshake(Wire::new(client), &ctx, "rmqlab test").await?;
+            let declarations = topology.methods().unwrap();
+            send_and_confirm(wire, tune, &ctx, &topology, declarations, &TARGET, b"hi").await
+        }
+        .await;
+        (outcome, broker.await.unwrap())
+    }
+
+    fn ack() -> AMQPFrame {
+        channel(AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+            delivery_tag: 1,
+            multiple: false,
+        })))
+    }
+
+    fn select_ok() -> AMQPFrame {
+        channel(AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(
+            confirm::SelectOk {},
+        )))
+    }
+
+    const TYPE_DIFFERS: &str = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue \
+        'hello' in vhost '/': received the value 'quorum' of type 'longstr' but current is none";
+
+    #[tokio::test]
+    async fn everything_after_the_tune_leaves_in_one_write_and_the_confirm_ends_it() {
+        let mut answers = open_ok();
+        answers.extend([queue_declare_ok(), select_ok(), ack()]);
+        let (outcome, received) = publish_to(queue(false), Script::Answer(answers)).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        let declared = received.iter().find_map(|frame| match frame {
+            AMQPFrame::Method(CHANNEL, AMQPClass::Queue(queue::AMQPMethod::Declare(d))) => Some(d),
+            _ => None,
+        });
+        let declared = declared.expect("the queue was declared");
+        assert!(declared.durable && !declared.passive);
+        assert_eq!(
+            declared.arguments.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert!(matches!(received.last(), Some(AMQPFrame::Body(CHANNEL, body)) if body == b"hi"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_is_reported_without_a_second_try() {
+        let (outcome, _) = publish_to(queue(false), Script::RefuseLogin).await;
+        assert!(
+            matches!(outcome, Err(Handover::Failed(Error::LoginRefused { .. }))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_vhost_is_reported_without_a_second_try() {
+        let refusal = connection_close(530, "NOT_ALLOWED - vhost nowhere not found");
+        let (outcome, _) = publish_to(queue(false), Script::Answer(vec![refusal])).await;
+        assert!(
+            matches!(outcome, Err(Handover::Failed(Error::VhostRefused { .. }))),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_explicit_type_the_queue_does_not_have_is_a_mismatch() {
+        let mut answers = open_ok();
+        answers.push(channel_close(406, TYPE_DIFFERS));
+        let (outcome, _) = publish_to(queue(true), Script::Answer(answers)).await;
+        match outcome {
+            Err(Handover::Failed(Error::Mismatch { kind, name, .. })) => {
+                assert_eq!((kind, name.as_str()), (ObjectKind::Queue, "hello"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_existing_queue_of_another_type_is_handed_over_to_be_adopted() {
+        let mut answers = open_ok();
+        answers.push(channel_close(406, TYPE_DIFFERS));
+        let (outcome, _) = publish_to(queue(false), Script::Answer(answers)).await;
+        match outcome {
+            Err(Handover::Untouched(reason)) => assert!(reason.contains("adopt"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_matched_to_the_object_it_is_about() {
+        // An exchange declared fine, then the queue after it refused.
+        let topology = Topology {
+            exchanges: vec![Exchange {
+                name: "logs".into(),
+                kind: ExchangeKind::Fanout,
+                durable: false,
+            }],
+            ..queue(true)
+        };
+        let mut answers = open_ok();
+        answers.push(channel(AMQPClass::Exchange(
+            exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}),
+        )));
+        answers.push(channel_close(406, TYPE_DIFFERS));
+        let (outcome, _) = publish_to(topology, Script::Answer(answers)).await;
+        assert!(
+            matches!(
+                outcome,
+                Err(Handover::Failed(Error::Mismatch {
+                    kind: ObjectKind::Queue,
+                    ..
+                }))
+            ),
+            "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_after_the_message_left_is_a_loss() {
+        let (outcome, _) = publish_to(queue(false), Script::Drop).await;
+        assert!(matches!(outcome, Err(Handover::Lost(_))), "{outcome:?}");
     }
 }

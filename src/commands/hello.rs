@@ -1,18 +1,33 @@
 //! Tutorial 1, "Hello World!": one producer, one consumer, the default exchange.
 
-use super::{Destination, Receive, Send, print_prefetch, receive, send};
-use crate::{Exit, amqp::Context, cli::HelloCommand, consume::Handling, error::Result};
+use super::{
+    named_queue,
+    receive::{Printer, Receive, print_prefetch, receive},
+    send::{Send, send},
+};
+use crate::{
+    amqp::{
+        publish::{Publication, Unroutable},
+        topology::Topology,
+    },
+    cli::HelloCommand,
+    context::Context,
+    error::Result,
+    exit::Exit,
+};
 
 pub async fn run(ctx: &Context, command: HelloCommand) -> Result<Exit> {
     match command {
         HelloCommand::Send(args) => {
             let spec = Send {
                 connection_name: "rmqlab hello send",
-                destination: Destination::Queue {
-                    name: &args.queue,
-                    queue_type: args.queue_type.queue_type,
+                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                target: Publication {
+                    exchange: "",
+                    routing_key: &args.queue,
+                    persistent: false,
+                    unroutable: Unroutable::Fails,
                 },
-                persistent: false,
                 default_message: "Hello World!",
             };
             send(ctx, spec, &args.message).await
@@ -20,16 +35,11 @@ pub async fn run(ctx: &Context, command: HelloCommand) -> Result<Exit> {
         HelloCommand::Recv(args) => {
             let spec = Receive {
                 connection_name: "rmqlab hello recv",
-                source: Destination::Queue {
-                    name: &args.queue,
-                    queue_type: args.queue_type.queue_type,
-                },
+                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
                 prefetch: print_prefetch(&args.consume),
-                handling: Handling::Print {
-                    text_prefix: " [x] Received ",
-                },
             };
-            receive(ctx, spec, &args.consume).await
+            let mut printer = Printer::new(ctx, &args.consume, " [x] Received ", None);
+            receive(ctx, spec, &args.consume, &mut printer).await
         }
     }
 }

@@ -1,18 +1,42 @@
 //! Tutorial 3, "Publish/Subscribe": a fanout exchange delivers every message to every listener,
 //! each through an exclusive queue of its own.
 
-use super::{Destination, Receive, Send, print_prefetch, receive, send};
-use crate::{Exit, amqp::Context, cli::PubsubCommand, consume::Handling, error::Result};
+use super::{
+    receive::{Printer, Receive, print_prefetch, receive},
+    send::{Send, send},
+};
+use crate::{
+    amqp::{
+        publish::{Publication, Unroutable},
+        topology::{Binding, Exchange, ExchangeKind, Queue, Topology},
+    },
+    cli::PubsubCommand,
+    context::Context,
+    error::Result,
+    exit::Exit,
+};
+
+/// The tutorial's exchange: fanout, non-durable, so that the tutorial's own programs can share it.
+fn fanout(name: &str) -> Exchange {
+    Exchange {
+        name: name.to_string(),
+        kind: ExchangeKind::Fanout,
+        durable: false,
+    }
+}
 
 pub async fn run(ctx: &Context, command: PubsubCommand) -> Result<Exit> {
     match command {
         PubsubCommand::Emit(args) => {
             let spec = Send {
                 connection_name: "rmqlab pubsub emit",
-                destination: Destination::Fanout {
+                topology: Topology::exchange(fanout(&args.exchange)),
+                target: Publication {
                     exchange: &args.exchange,
+                    routing_key: "",
+                    persistent: false,
+                    unroutable: Unroutable::IsDropped,
                 },
-                persistent: false,
                 default_message: "info: Hello World!",
             };
             send(ctx, spec, &args.message).await
@@ -20,15 +44,18 @@ pub async fn run(ctx: &Context, command: PubsubCommand) -> Result<Exit> {
         PubsubCommand::Listen(args) => {
             let spec = Receive {
                 connection_name: "rmqlab pubsub listen",
-                source: Destination::Fanout {
-                    exchange: &args.exchange,
+                topology: Topology {
+                    exchanges: vec![fanout(&args.exchange)],
+                    queue: Some(Queue::Exclusive),
+                    bindings: vec![Binding {
+                        exchange: args.exchange.clone(),
+                        key: String::new(),
+                    }],
                 },
                 prefetch: print_prefetch(&args.consume),
-                handling: Handling::Print {
-                    text_prefix: " [x] ",
-                },
             };
-            receive(ctx, spec, &args.consume).await
+            let mut printer = Printer::new(ctx, &args.consume, " [x] ", Some(&args.exchange));
+            receive(ctx, spec, &args.consume, &mut printer).await
         }
     }
 }

@@ -1,19 +1,47 @@
 //! Tutorial 2, "Work Queues": persistent tasks in a durable queue, manual acks after the work,
 //! fair dispatch with a prefetch of 1.
 
-use super::{Destination, Receive, Send, receive, send};
-use crate::{Exit, amqp::Context, cli::TaskCommand, consume::Handling, error::Result};
+use super::{
+    named_queue,
+    receive::{Receive, announce, receive, stdout},
+    send::{Send, send},
+};
+use crate::{
+    amqp::{
+        consume::{Handler, Outcome},
+        publish::{Publication, Unroutable},
+        topology::Topology,
+    },
+    cli::{OutputFormat, TaskCommand},
+    context::{Context, Status},
+    error::{Error, Result},
+    exit::Exit,
+    output::{Received, write_received},
+    signals::Interrupts,
+};
+use indicatif::ProgressBar;
+use lapin::message::Delivery;
+use std::{
+    future::Future,
+    io::{BufWriter, Stdout, Write},
+    pin::pin,
+    process::ExitStatus,
+    time::Duration,
+};
+use tokio::io::AsyncWriteExt;
 
 pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
     match command {
         TaskCommand::New(args) => {
             let spec = Send {
                 connection_name: "rmqlab task new",
-                destination: Destination::Queue {
-                    name: &args.queue,
-                    queue_type: args.queue_type.queue_type,
+                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                target: Publication {
+                    exchange: "",
+                    routing_key: &args.queue,
+                    persistent: true,
+                    unroutable: Unroutable::Fails,
                 },
-                persistent: true,
                 default_message: "Hello World!",
             };
             send(ctx, spec, &args.message).await
@@ -21,17 +49,164 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
         TaskCommand::Work(args) => {
             let spec = Receive {
                 connection_name: "rmqlab task work",
-                source: Destination::Queue {
-                    name: &args.queue,
-                    queue_type: args.queue_type.queue_type,
-                },
+                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
                 prefetch: args.prefetch,
-                handling: Handling::Work {
-                    dot_duration: args.dot_duration,
-                    exec: args.exec,
-                },
             };
-            receive(ctx, spec, &args.consume).await
+            let mut worker = Worker {
+                out: stdout(),
+                format: args.consume.output,
+                status: ctx.status,
+                dot_duration: args.dot_duration,
+                exec: args.exec,
+            };
+            receive(ctx, spec, &args.consume, &mut worker).await
         }
     }
+}
+
+/// Tutorial 2's worker: print, work (sleep per `.` or run a command), then ack.
+struct Worker {
+    out: BufWriter<Stdout>,
+    format: OutputFormat,
+    status: Status,
+    dot_duration: Duration,
+    exec: Option<String>,
+}
+
+impl Handler for Worker {
+    fn consuming(&mut self, _queue: &str, resumed: bool) {
+        announce(self.status, resumed, None);
+    }
+
+    async fn handle(
+        &mut self,
+        delivery: &Delivery,
+        interrupts: &mut Interrupts,
+    ) -> Result<Outcome> {
+        write_received(
+            &mut self.out,
+            self.format,
+            " [x] Received ",
+            &Received::from(delivery),
+        )
+        .map_err(Error::Output)?;
+        let dots = delivery.data.iter().filter(|&&b| b == b'.').count() as u32;
+        let work_time = self.dot_duration * dots;
+        if self.exec.is_none() && work_time.is_zero() {
+            self.write_done()?;
+            return Ok(Outcome::AckLater);
+        }
+        // The work takes a while: show what is being worked on first.
+        self.flush()?;
+        let status = self.status;
+        match self.exec.clone() {
+            None => {
+                let bar = status.progress.working(dots);
+                let started = tokio::time::Instant::now();
+                let dot_duration = self.dot_duration;
+                let work = async {
+                    for dot in 1..=dots {
+                        tokio::time::sleep_until(started + dot_duration * dot).await;
+                        bar.set_position(dot.into());
+                    }
+                };
+                let done = unless_aborted(status, interrupts, work, &bar).await;
+                bar.finish_and_clear();
+                if done.is_none() {
+                    return Ok(Outcome::Aborted);
+                }
+            }
+            Some(command) => {
+                let bar = status.progress.running();
+                let done =
+                    unless_aborted(status, interrupts, run_exec(&command, delivery), &bar).await;
+                bar.finish_and_clear();
+                match done {
+                    None => return Ok(Outcome::Aborted),
+                    Some(Ok(exit)) if exit.success() => {}
+                    Some(Ok(exit)) => {
+                        // Requeued on its first delivery, dropped when it fails again.
+                        let requeue = !delivery.redelivered;
+                        status.info(format_args!(
+                            " [!] Task failed (--exec command {exit}): {}",
+                            if requeue {
+                                "requeued for another try"
+                            } else {
+                                "failed twice, dropped (or dead-lettered)"
+                            }
+                        ));
+                        return Ok(Outcome::Reject { requeue });
+                    }
+                    Some(Err(source)) => return Err(Error::Exec { command, source }),
+                }
+            }
+        }
+        self.write_done()?;
+        Ok(Outcome::AckNow)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(Error::Output)
+    }
+}
+
+impl Worker {
+    fn write_done(&mut self) -> Result<()> {
+        if self.format == OutputFormat::Text {
+            self.out.write_all(b" [x] Done\n").map_err(Error::Output)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the work to its end, unless a second interrupt aborts it (`None`). The first interrupt
+/// only announces that the worker stops after this task.
+async fn unless_aborted<T>(
+    status: Status,
+    interrupts: &mut Interrupts,
+    work: impl Future<Output = T>,
+    progress: &ProgressBar,
+) -> Option<T> {
+    let mut work = pin!(work);
+    let mut announced = false;
+    loop {
+        let seen = interrupts.received();
+        if seen >= 2 {
+            progress.suspend(|| status.info(" [!] Aborted: the broker will redeliver the task"));
+            return None;
+        }
+        if seen == 1 && !announced {
+            announced = true;
+            progress.suspend(|| {
+                status.info(" [*] Stopping after the current task (press CTRL+C again to abort it)")
+            });
+        }
+        tokio::select! {
+            result = &mut work => return Some(result),
+            () = interrupts.wait_for(seen + 1) => {}
+        }
+    }
+}
+
+/// Runs `sh -c COMMAND` with the body on its stdin.
+async fn run_exec(command: &str, delivery: &Delivery) -> std::io::Result<ExitStatus> {
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .env(
+            "RMQLAB_REDELIVERED",
+            if delivery.redelivered { "1" } else { "0" },
+        )
+        .env("RMQLAB_ROUTING_KEY", delivery.routing_key.as_str())
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("stdin was piped");
+    let feed = async {
+        // A command that does not read its stdin closes it early: that is not an error.
+        let _ = stdin.write_all(&delivery.data).await;
+        drop(stdin);
+    };
+    let (status, ()) = tokio::join!(child.wait(), feed);
+    status
 }

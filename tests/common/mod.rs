@@ -1,5 +1,18 @@
 //! Test harness: runs the rmqlab binary against the live broker, with a unique queue per test and
 //! cleanup after. A missing broker fails the tests loudly; nothing is skipped.
+//!
+//! The broker under test comes from the environment of `cargo test`:
+//! - `RMQLAB_TEST_URL`: its AMQP URL (default `amqp://guest:guest@127.0.0.1:5672/%2f`);
+//! - `RMQLAB_TEST_API_URL`: its management API. Unset, rmqlab gets no `RMQLAB_API_URL` and derives
+//!   `http://<host of the URL>:15672` itself, and the harness's own API calls go to
+//!   `http://127.0.0.1:15672`. Credentials come from the URL, or else from `RMQLAB_TEST_URL`, as
+//!   rmqlab takes them;
+//! - `RMQLAB_TEST_CTL`: the command that inspects it (default `rabbitmqctl`), split on whitespace
+//!   so that it may carry arguments, e.g. `rabbitmqctl -n rmq4@localhost`.
+//!
+//! Every rmqlab a test starts, directly or through a shell, gets none of the caller's variables
+//! that rmqlab reads (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`), then `RMQLAB_URL`
+//! (and `RMQLAB_API_URL`) of the broker under test: see [`command`].
 #![allow(dead_code)]
 
 use lapin::{
@@ -9,7 +22,10 @@ use lapin::{
     types::FieldTable,
 };
 use std::{
+    ffi::OsStr,
     io::{BufRead, BufReader, Write},
+    os::unix::process::ExitStatusExt,
+    process::ExitStatus,
     process::{Child, Command, Output, Stdio},
     sync::{
         Arc, Mutex,
@@ -20,10 +36,96 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A variable of the test run's environment, when set and not empty.
+fn setting(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .filter(|value| !value.trim().is_empty())
+}
+
 /// The broker every test uses: RMQLAB_TEST_URL, or the local default.
 pub fn broker_url() -> String {
-    std::env::var("RMQLAB_TEST_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    setting("RMQLAB_TEST_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// `host:port` of the broker under test, for tests that build URLs of their own (another user,
+/// password or vhost on the same broker).
+pub fn broker_address() -> String {
+    let url = url::Url::parse(&broker_url()).expect("RMQLAB_TEST_URL is a URL");
+    let host = url.host_str().expect("RMQLAB_TEST_URL names a host");
+    format!("{host}:{}", broker_port())
+}
+
+/// The AMQP port of the broker under test.
+pub fn broker_port() -> u16 {
+    let url = url::Url::parse(&broker_url()).expect("RMQLAB_TEST_URL is a URL");
+    let default_port = if url.scheme() == "amqps" { 5671 } else { 5672 };
+    url.port().unwrap_or(default_port)
+}
+
+/// RMQLAB_TEST_API_URL, given to rmqlab as RMQLAB_API_URL; None lets rmqlab derive it.
+pub fn test_api_url() -> Option<String> {
+    setting("RMQLAB_TEST_API_URL")
+}
+
+/// The management API of the broker under test, without credentials and without a trailing
+/// `/`: RMQLAB_TEST_API_URL, or `http://127.0.0.1:15672`.
+pub fn api_base() -> String {
+    let (base, _) = api_base_and_credentials();
+    base
+}
+
+/// [`api_base`] with the given user and password in it, as a `--api-url` / RMQLAB_API_URL.
+pub fn api_url_with(user: &str, password: &str) -> String {
+    let mut url = url::Url::parse(&api_base()).expect("the API URL is a URL");
+    url.set_username(user).unwrap();
+    url.set_password(Some(password)).unwrap();
+    url.to_string()
+}
+
+/// (base, `user:password`) of the API: the credentials of RMQLAB_TEST_API_URL, else those of
+/// RMQLAB_TEST_URL (as rmqlab does), else guest's.
+fn api_base_and_credentials() -> (String, String) {
+    let raw = test_api_url().unwrap_or_else(|| "http://127.0.0.1:15672".into());
+    let mut url = url::Url::parse(&raw)
+        .unwrap_or_else(|error| panic!("RMQLAB_TEST_API_URL {raw:?} is not a URL: {error}"));
+    let source = match url.username() {
+        "" => url::Url::parse(&broker_url()).expect("RMQLAB_TEST_URL is a URL"),
+        _ => url.clone(),
+    };
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = match source.username() {
+        "" => "guest".to_string(),
+        user => decode(user),
+    };
+    let password = source
+        .password()
+        .map_or_else(|| "guest".to_string(), decode);
+    url.set_username("").unwrap();
+    url.set_password(None).unwrap();
+    let base = url.as_str().trim_end_matches('/').to_string();
+    (base, format!("{user}:{password}"))
+}
+
+/// Calls the management API with curl (`method` on `path`, which starts with `/api/`) and
+/// returns the response body, failing the test on an HTTP error.
+pub fn management_api(method: &str, path: &str) -> String {
+    let (base, credentials) = api_base_and_credentials();
+    let output = Command::new("curl")
+        .args(["-sf", "-u", &credentials, "-X", method])
+        .arg(format!("{base}{path}"))
+        .output()
+        .expect("run curl (the tests need it to call the management API)");
+    assert!(
+        output.status.success(),
+        "curl -X {method} {base}{path}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
 }
 
 /// A name no other test (or earlier run) uses: `rmqlab.test.<test>.<pid>.<n>`.
@@ -36,16 +138,44 @@ pub fn unique_name(test: &str) -> String {
     )
 }
 
+/// The rmqlab binary the tests run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_rmqlab");
+
+/// `program` with the environment of every rmqlab a test starts, whether `program` is rmqlab or a
+/// shell (or `script`) that starts it: without any variable of the caller's that rmqlab reads
+/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`), then with `RMQLAB_URL` of the broker
+/// under test and, when RMQLAB_TEST_API_URL is set, `RMQLAB_API_URL`. A test may still set any
+/// of them afterwards.
+pub fn command(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        if name.as_encoded_bytes().starts_with(b"RMQLAB_") {
+            command.env_remove(name);
+        }
+    }
+    for name in ["NO_COLOR", "AMQP_URL", "RUST_LOG"] {
+        command.env_remove(name);
+    }
+    command.env("RMQLAB_URL", broker_url());
+    if let Some(api) = test_api_url() {
+        command.env("RMQLAB_API_URL", api);
+    }
+    command
+}
+
 /// The rmqlab binary, pointed at the test broker, with no user configuration leaking in.
 pub fn rmqlab() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rmqlab"));
+    let mut command = command(BIN);
+    command.stdin(Stdio::null());
     command
-        .env_remove("AMQP_URL")
-        .env_remove("RMQLAB_API_URL")
-        .env_remove("RUST_LOG")
-        .env("RMQLAB_URL", broker_url())
-        .stdin(Stdio::null());
-    command
+}
+
+/// A scratch directory for one test's files, removed when dropped (even on failure).
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rmqlab-test.")
+        .tempdir()
+        .expect("make a temporary directory")
 }
 
 /// Runs rmqlab with `args`, `stdin` fed to it, and returns what it printed and its exit code.
@@ -120,6 +250,8 @@ pub struct Running {
     lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
+    /// Disconnected once the stderr reader has seen the end of the pipe.
+    stderr_done: mpsc::Receiver<()>,
 }
 
 impl Running {
@@ -144,7 +276,9 @@ impl Running {
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut stderr_pipe = child.stderr.take().unwrap();
         let stderr_sink = stderr.clone();
+        let (stderr_end, stderr_done) = mpsc::channel::<()>();
         thread::spawn(move || {
+            let _end = stderr_end;
             let mut chunk = [0u8; 4096];
             while let Ok(n @ 1..) = std::io::Read::read(&mut stderr_pipe, &mut chunk) {
                 stderr_sink.lock().unwrap().push_str(&text(&chunk[..n]));
@@ -164,6 +298,7 @@ impl Running {
             lines,
             seen: Vec::new(),
             stderr,
+            stderr_done,
         }
     }
 
@@ -199,18 +334,39 @@ impl Running {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    /// Waits for the end; returns the exit code (None when killed), the remaining stdout lines
-    /// and stderr.
-    pub fn finish(mut self, limit: Duration) -> (Option<i32>, Vec<String>, String) {
+    /// Waits for the end; returns the exit code (None when ended by a signal), the remaining
+    /// stdout lines and stderr.
+    pub fn finish(self, limit: Duration) -> (Option<i32>, Vec<String>, String) {
+        let (status, lines, stderr) = self.finish_status(limit);
+        (status.code(), lines, stderr)
+    }
+
+    /// [`Running::finish`] with the whole exit status, to see a signal.
+    pub fn finish_status(mut self, limit: Duration) -> (ExitStatus, Vec<String>, String) {
         let output = wait_output(self.child.take().expect("running"), limit);
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
             self.seen.push(line);
         }
-        // Let the stderr reader catch up with the end of the pipe.
-        thread::sleep(Duration::from_millis(50));
+        // Let the stderr reader reach the end of the pipe (it hangs up then).
+        let _ = self.stderr_done.recv_timeout(limit);
         let stderr = self.stderr.lock().unwrap().clone();
-        (output.status.code(), std::mem::take(&mut self.seen), stderr)
+        (output.status, std::mem::take(&mut self.seen), stderr)
     }
+}
+
+/// Asserts that rmqlab ended by `signal` (`INT`, `TERM`) itself, after its clean shutdown, as a
+/// well-behaved tool does: the shell then reports 128 + the signal's number.
+pub fn assert_ended_by(status: &ExitStatus, signal: &str, stderr: &str) {
+    let number = match signal {
+        "INT" => 2,
+        "TERM" => 15,
+        other => panic!("no such stop signal in the tests: {other}"),
+    };
+    assert_eq!(
+        (status.code(), status.signal()),
+        (None, Some(number)),
+        "rmqlab should end by SIG{signal}; stderr: {stderr}"
+    );
 }
 
 impl Drop for Running {
@@ -323,9 +479,35 @@ pub mod broker {
         })
     }
 
-    /// Declares `queue` durable (as rmqlab does) and publishes persistent messages to it.
+    /// Declares a queue as rmqlab creates one, and as the official tutorial programs declare
+    /// theirs: durable, `x-queue-type: quorum`.
+    pub fn declare_quorum(queue: &str) {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(queue.into(), options, arguments)
+                .await
+                .expect("declare a quorum queue");
+            let _ = connection.close(200, "OK".into()).await;
+        });
+    }
+
+    /// Publishes persistent messages to `queue`, declaring it first as rmqlab would when it does
+    /// not exist.
     pub fn publish(queue: &str, bodies: &[&str]) {
-        declare(queue, true).expect("declare the test queue");
+        if queue_state(queue).is_none() {
+            declare_quorum(queue);
+        }
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
@@ -438,16 +620,34 @@ impl Drop for TestExchange {
     }
 }
 
-/// Runs `rabbitmqctl` with `args` and returns its stdout.
+/// The rabbitmqctl of the broker under test with `args`: RMQLAB_TEST_CTL (default
+/// `rabbitmqctl`), split on whitespace. Every rabbitmqctl the tests run is made here.
+pub fn rabbitmqctl_command(args: &[&str]) -> Command {
+    let ctl = setting("RMQLAB_TEST_CTL").unwrap_or_else(|| "rabbitmqctl".into());
+    let mut words = ctl.split_whitespace();
+    let mut command = Command::new(words.next().expect("RMQLAB_TEST_CTL is not blank"));
+    command.args(words).args(args);
+    command
+}
+
+/// Runs [`rabbitmqctl_command`] with `args` and returns its stdout, failing the test when it
+/// fails.
 pub fn rabbitmqctl(args: &[&str]) -> String {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl (the tests need it to inspect the broker)");
+    let output = rabbitmqctl_command(args).output().unwrap_or_else(|error| {
+        panic!("run rabbitmqctl (the tests need it to inspect the broker): {error}")
+    });
     assert!(
         output.status.success(),
         "rabbitmqctl {args:?} failed: {}",
         text(&output.stderr)
     );
     text(&output.stdout)
+}
+
+/// Runs [`rabbitmqctl_command`] with `args` for a cleanup, which must not fail the test (it may
+/// run while one unwinds); returns whether it succeeded.
+pub fn rabbitmqctl_cleanup(args: &[&str]) -> bool {
+    rabbitmqctl_command(args)
+        .output()
+        .is_ok_and(|output| output.status.success())
 }

@@ -1,15 +1,17 @@
 //! `queues list/purge/delete` against the live broker's management API.
 
-mod common;
-
-use common::{
-    TestQueue, assert_code, broker, eventually, rabbitmqctl, rmq, rmqlab, text, unique_name,
+use crate::common::{
+    Running, TestQueue, api_url_with, assert_code, assert_ended_by, broker, broker_address,
+    eventually, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, text, unique_name,
 };
 use lapin::options::{
     BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use serde_json::Value;
-use std::{process::Output, time::Duration};
+use std::{
+    process::Output,
+    time::{Duration, Instant},
+};
 
 /// Management statistics lag behind the broker by about 5 s.
 const STATS: Duration = Duration::from_secs(30);
@@ -132,9 +134,7 @@ impl TestVhost {
 
 impl Drop for TestVhost {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.0])
-            .output();
+        rabbitmqctl_cleanup(&["delete_vhost", &self.0]);
     }
 }
 
@@ -142,7 +142,7 @@ impl Drop for TestVhost {
 fn vhost_limits_the_listing_and_drops_the_vhost_column() {
     let vhost = TestVhost::new("vhost");
     let queue = unique_name("in_vhost");
-    let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", vhost.0);
+    let url = format!("amqp://guest:guest@{}/{}", broker_address(), vhost.0);
     let sent = rmqlab()
         .env("RMQLAB_URL", &url)
         .args(["task", "new", "--queue", &queue, "x"])
@@ -252,7 +252,17 @@ fn twelve_hundred_queues_are_all_listed() {
 
 #[test]
 fn purge_and_delete_if_empty() {
+    // Quorum queues take neither if-empty nor if-unused: rmqlab checks those itself.
+    for classic in [true, false] {
+        purge_and_delete_if_empty_of(classic);
+    }
+}
+
+fn purge_and_delete_if_empty_of(classic: bool) {
     let q = TestQueue::new("purge_delete");
+    if classic {
+        broker::declare(q.name(), true).expect("declare a classic queue");
+    }
     broker::publish(q.name(), &["1", "2"]);
     let refused = rmq(&format!("queues delete {q} --if-empty"), None);
     assert_code(&refused, 65);
@@ -290,6 +300,26 @@ fn purge_and_delete_if_empty() {
 }
 
 #[test]
+fn delete_if_unused_refuses_a_queue_with_a_consumer_of_either_type() {
+    for classic in [true, false] {
+        let q = TestQueue::new("delete_in_use");
+        if classic {
+            broker::declare(q.name(), true).expect("declare a classic queue");
+        }
+        let consumer = Running::start_line(&format!("hello recv --queue {q}"));
+        consumer.wait_for_stderr("Waiting for messages", Duration::from_secs(30));
+        let refused = rmq(&format!("queues delete {q} --if-unused"), None);
+        assert_code(&refused, 65);
+        assert!(
+            text(&refused.stderr).contains("refused to delete queue"),
+            "{}",
+            text(&refused.stderr)
+        );
+        assert!(broker::exists(q.name()), "classic: {classic}");
+    }
+}
+
+#[test]
 fn api_on_a_closed_port_exits_69_with_the_plugin_hint() {
     let output = rmqlab()
         .env("RMQLAB_API_URL", "http://ops:Sekr1t-api@127.0.0.1:1/")
@@ -313,11 +343,11 @@ fn api_on_a_closed_port_exits_69_with_the_plugin_hint() {
 #[test]
 fn wrong_password_exits_77_without_showing_it() {
     for (var, value) in [
-        ("RMQLAB_URL", "amqp://guest:Sekr1t-amqp@127.0.0.1:5672/%2f"),
         (
-            "RMQLAB_API_URL",
-            "http://guest:Sekr1t-amqp@127.0.0.1:15672/",
+            "RMQLAB_URL",
+            format!("amqp://guest:Sekr1t-amqp@{}/%2f", broker_address()),
         ),
+        ("RMQLAB_API_URL", api_url_with("guest", "Sekr1t-amqp")),
     ] {
         let output = rmqlab()
             .env(var, value)
@@ -358,14 +388,25 @@ fn json_output_parses_with_python() {
 fn watch_prints_timestamped_blocks_with_changes_until_interrupted() {
     let q = TestQueue::new("watch");
     broker::publish(q.name(), &["1"]);
-    let watcher = common::Running::start_line(&format!(
+    let mut watcher = Running::start_line(&format!(
         "queues list --watch 300ms -o tsv --filter ^{}$",
         regex_escape(q.name())
     ));
-    std::thread::sleep(Duration::from_secs(1));
+    // Wait for two blocks with the queue's row (one row a block): the second has a change.
+    let row = format!("/\t{q}\t");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut rows = 0;
+    while rows < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no two blocks with the queue's row: {:?}",
+            watcher.seen
+        );
+        rows += usize::from(watcher.next_line(Duration::from_secs(20)).starts_with(&row));
+    }
     watcher.signal("INT");
-    let (code, lines, stderr) = watcher.finish(Duration::from_secs(20));
-    assert_eq!(code, Some(130), "{stderr}");
+    let (status, lines, stderr) = watcher.finish_status(Duration::from_secs(20));
+    assert_ended_by(&status, "INT", &stderr);
     let stamps = lines.iter().filter(|line| line.starts_with("# ")).count();
     assert!(stamps >= 2, "a block per interval: {lines:?}");
     assert!(

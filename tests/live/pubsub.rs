@@ -1,8 +1,6 @@
 //! Tutorial 3 against the live broker: fan-out to every listener, drops noted, queues cleaned up.
 
-mod common;
-
-use common::{Running, TestExchange, assert_code, broker, rmq, text};
+use crate::common::{Running, TestExchange, assert_code, assert_ended_by, broker, rmq, text};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -107,8 +105,8 @@ fn listener_queue_is_gone_after_ctrl_c() {
     let (listening, queue) = listener(&x, "");
     assert!(broker::exists(&queue));
     listening.signal("INT");
-    let (code, _, stderr) = listening.finish(WAIT);
-    assert_eq!(code, Some(130), "{stderr}");
+    let (status, _, stderr) = listening.finish_status(WAIT);
+    assert_ended_by(&status, "INT", &stderr);
     assert!(!broker::exists(&queue));
 }
 

@@ -1,20 +1,14 @@
 //! What a person at a terminal sees: progress and colour on stderr under a pseudo-terminal, and
 //! none of it when stderr is a pipe or a file. stdout is the same either way.
 
-mod common;
-
-use common::{TestQueue, broker, broker_url, text};
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_rmqlab");
+use crate::common::{BIN, TestQueue, broker, command, rmqlab, scratch_dir, text};
 
 /// Runs `shell` under a pseudo-terminal (util-linux `script`); returns what the terminal
-/// showed. Redirections inside `shell` still apply.
+/// showed. Redirections inside `shell` still apply. The rmqlab it starts gets the harness's
+/// clean environment, then `envs`.
 fn on_terminal(shell: &str, envs: &[(&str, &str)]) -> String {
-    let output = Command::new("script")
+    let output = command("script")
         .args(["-qec", shell, "/dev/null"])
-        .env("RMQLAB_URL", broker_url())
-        .env_remove("NO_COLOR")
         .envs(envs.iter().copied())
         .output()
         .expect("script (from util-linux) runs commands under a pseudo-terminal");
@@ -22,12 +16,11 @@ fn on_terminal(shell: &str, envs: &[(&str, &str)]) -> String {
     text(&output.stdout)
 }
 
-/// Runs `shell` with stdout and stderr going to pipes.
+/// Runs `shell` with stdout and stderr going to pipes, in the same environment as
+/// [`on_terminal`].
 fn piped(shell: &str, envs: &[(&str, &str)]) -> (String, String) {
-    let output = Command::new("sh")
+    let output = command("sh")
         .args(["-c", shell])
-        .env("RMQLAB_URL", broker_url())
-        .env_remove("NO_COLOR")
         .envs(envs.iter().copied())
         .output()
         .unwrap();
@@ -35,20 +28,14 @@ fn piped(shell: &str, envs: &[(&str, &str)]) -> (String, String) {
     (text(&output.stdout), text(&output.stderr))
 }
 
-fn scratch(test: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(common::unique_name(test));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn publishing_shows_a_counter_on_a_terminal_only() {
     let q = TestQueue::new("progress_publish");
-    let dir = scratch("progress_publish");
-    let tty_out = dir.join("tty.out");
+    let dir = scratch_dir();
+    let tty_out = dir.path().join("tty.out");
     let shown = on_terminal(
         &format!(
-            "seq 30000 | {BIN} task new --queue {q} -f - > {}",
+            "seq 30000 | {BIN} task new --queue {q} -f - > '{}'",
             tty_out.display()
         ),
         &[],
@@ -75,7 +62,7 @@ fn publishing_shows_a_counter_on_a_terminal_only() {
     assert_eq!(broker::ready(q.name()), 60000);
 
     // A regular file has a known size: a bar with a percentage and an ETA.
-    let input = dir.join("lines.txt");
+    let input = dir.path().join("lines.txt");
     std::fs::write(
         &input,
         (1..=30000).map(|i| format!("{i}\n")).collect::<String>(),
@@ -83,7 +70,7 @@ fn publishing_shows_a_counter_on_a_terminal_only() {
     .unwrap();
     let shown = on_terminal(
         &format!(
-            "{BIN} task new --queue {q} -f {} > /dev/null",
+            "{BIN} task new --queue {q} -f '{}' > /dev/null",
             input.display()
         ),
         &[],
@@ -92,7 +79,6 @@ fn publishing_shows_a_counter_on_a_terminal_only() {
         shown.contains("100%") && shown.contains("eta"),
         "no bar: {shown:?}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -109,10 +95,10 @@ fn quiet_hides_progress_even_on_a_terminal() {
 fn a_worker_shows_a_spinner_while_working_and_clears_it() {
     let q = TestQueue::new("progress_work");
     broker::publish(q.name(), &["slow....", "slow...."]);
-    let dir = scratch("progress_work");
-    let tty_out = dir.join("tty.out");
+    let dir = scratch_dir();
+    let tty_out = dir.path().join("tty.out");
     let args = format!("task work --queue {q} --count 1 --dot-duration 150ms");
-    let shown = on_terminal(&format!("{BIN} {args} > {}", tty_out.display()), &[]);
+    let shown = on_terminal(&format!("{BIN} {args} > '{}'", tty_out.display()), &[]);
     assert!(
         shown.contains("working") && shown.contains("dot 1/4"),
         "no spinner: {shown:?}"
@@ -124,7 +110,6 @@ fn a_worker_shows_a_spinner_while_working_and_clears_it() {
         !stderr.contains("working") && !stderr.contains('\r'),
         "{stderr:?}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -157,7 +142,7 @@ fn errors_are_coloured_only_on_a_terminal() {
         shown.contains("\x1b[1;31mrmqlab: error:\x1b[0m cannot reach"),
         "{shown:?}"
     );
-    let output = Command::new(BIN)
+    let output = rmqlab()
         .args(["--url", "amqp://guest:guest@127.0.0.1:1/", "hello", "send"])
         .output()
         .unwrap();

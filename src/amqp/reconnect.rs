@@ -1,0 +1,79 @@
+//! After a lost connection: connect again with backoff, within `--reconnect-timeout`.
+
+use super::events::{Event, Observer};
+use crate::{
+    context::Context,
+    error::{Error, Result},
+    signals::Interrupts,
+};
+use std::{future::Future, time::Duration};
+use tokio::time::Instant;
+
+/// The first wait between two attempts; it doubles up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+/// The longest wait between two attempts.
+const MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Runs `open` until it succeeds, reporting each attempt, for up to `--reconnect-timeout`
+/// (each attempt's connect timeout shortened to what remains). An error that a later attempt
+/// cannot get past (a refused login, say) ends it at once; so does running out of time (75).
+/// `None` when an interrupt came first.
+pub async fn reopen<T, Opened>(
+    ctx: &Context,
+    observer: &dyn Observer,
+    lost: Error,
+    mut interrupts: Option<&mut Interrupts>,
+    mut open: impl FnMut(Context) -> Opened,
+) -> Result<Option<T>>
+where
+    Opened: Future<Output = Result<T>>,
+{
+    if ctx.reconnect_timeout.is_zero() {
+        return Err(lost);
+    }
+    let deadline = Instant::now() + ctx.reconnect_timeout;
+    let mut delay = FIRST_DELAY;
+    let mut last = lost;
+    for attempt in 1.. {
+        observer.observe(Event::Reconnecting {
+            attempt,
+            error: &last,
+            url: &ctx.url,
+        });
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt_ctx = Context {
+            connect_timeout: ctx.connect_timeout.min(remaining),
+            ..ctx.clone()
+        };
+        let interrupted = async {
+            match interrupts.as_deref_mut() {
+                Some(interrupts) => interrupts.wait_for(1).await,
+                None => std::future::pending().await,
+            }
+        };
+        let opened = tokio::select! {
+            opened = open(attempt_ctx) => opened,
+            () = interrupted => return Ok(None),
+        };
+        match opened {
+            Ok(opened) => {
+                observer.observe(Event::Reconnected);
+                return Ok(Some(opened));
+            }
+            Err(error) if error.is_transient() && Instant::now() < deadline => {
+                last = error;
+                // The last attempt comes at the deadline itself.
+                tokio::time::sleep_until(deadline.min(Instant::now() + delay)).await;
+                delay = (delay * 2).min(MAX_DELAY);
+            }
+            Err(error) if error.is_transient() => {
+                return Err(Error::ReconnectFailed {
+                    after: ctx.reconnect_timeout,
+                    source: Box::new(error),
+                });
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("the attempts go on until one returns")
+}

@@ -1,0 +1,49 @@
+//! What the user sees of the engine's events: status lines on stderr.
+
+use crate::{
+    amqp::events::{Event, Observer},
+    context::Status,
+    tls::INSECURE_WARNING,
+};
+
+impl Observer for Status {
+    fn observe(&self, event: Event<'_>) {
+        match event {
+            Event::Connecting { url, name, how } => {
+                self.debug(format_args!("connecting to {url} as '{name}'{how}"));
+            }
+            Event::TlsUnverified => self.warn(INSECURE_WARNING),
+            Event::Declared {
+                kind,
+                name,
+                description,
+            } => self.debug(format_args!("declared {description} {kind} '{name}'")),
+            Event::Adopted { kind, name, reason } => self.debug(format_args!(
+                "{kind} '{name}' exists with other properties: using it as it is (the broker \
+                 said: {reason})"
+            )),
+            Event::Bound {
+                queue,
+                exchange,
+                key,
+            } => self.debug(format_args!(
+                "bound queue '{queue}' to exchange '{exchange}' with key '{key}'"
+            )),
+            Event::HandedOver { reason } => {
+                self.debug(format_args!("sending through lapin instead: {reason}"));
+            }
+            Event::Reconnecting {
+                attempt,
+                error,
+                url,
+            } => self.warn(format_args!(
+                " [!] {}; reconnecting to {url} (attempt {attempt})",
+                error.one_line()
+            )),
+            Event::Reconnected => self.info(" [*] Reconnected"),
+            Event::Resending { count } => self.info(format_args!(
+                " [*] Sending again the {count} message(s) not confirmed before"
+            )),
+        }
+    }
+}

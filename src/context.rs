@@ -1,0 +1,96 @@
+//! The plain settings every command starts from, made once from the global options, and the
+//! reporter of status lines on stderr. Nothing below here sees clap.
+
+use crate::{
+    cli::GlobalArgs,
+    error::{Error, Result},
+    terminal::{self, paint_marker},
+    tls::TlsSettings,
+    uri::{BrokerUrl, DEFAULT_URL},
+};
+use std::time::Duration;
+
+/// Where to connect and how to report.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub url: BrokerUrl,
+    /// How long to keep trying to reconnect after a lost connection (zero: never).
+    pub reconnect_timeout: Duration,
+    pub tls: TlsSettings,
+    /// `--api-url`, parsed only by the commands that use the management API.
+    pub api_url: Option<String>,
+    pub connect_timeout: Duration,
+    pub status: Status,
+}
+
+impl Context {
+    /// Turns the global options into plain settings, once, for the commands that talk to a
+    /// broker.
+    pub fn new(global: &GlobalArgs) -> Result<Context> {
+        // clap already read RMQLAB_URL into `url`; AMQP_URL is the conventional fallback.
+        let raw = global
+            .url
+            .clone()
+            .or_else(|| std::env::var("AMQP_URL").ok().filter(|url| !url.is_empty()))
+            .unwrap_or_else(|| DEFAULT_URL.to_string());
+        Ok(Context {
+            url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
+            api_url: global.api_url.clone().filter(|url| !url.is_empty()),
+            tls: TlsSettings {
+                ca_file: global.tls_ca_file.clone(),
+                cert_file: global.tls_cert_file.clone(),
+                key_file: global.tls_key_file.clone(),
+                insecure: global.tls_insecure,
+            },
+            connect_timeout: global.connect_timeout,
+            reconnect_timeout: global.reconnect_timeout,
+            status: Status {
+                quiet: global.quiet,
+                verbose: global.verbose,
+                color: terminal::stderr_color(global.color),
+                progress: terminal::Progress {
+                    allowed: terminal::progress_allowed(global.quiet),
+                },
+            },
+        })
+    }
+}
+
+/// Status and diagnostic lines on stderr; stdout carries data only.
+#[derive(Debug, Clone, Copy)]
+pub struct Status {
+    pub quiet: bool,
+    pub verbose: bool,
+    /// Colour the status markers.
+    pub color: bool,
+    pub progress: terminal::Progress,
+}
+
+impl Status {
+    /// No status lines, no colour, no progress.
+    pub fn silent() -> Status {
+        Status {
+            quiet: true,
+            verbose: false,
+            color: false,
+            progress: terminal::Progress { allowed: false },
+        }
+    }
+
+    pub fn info(&self, line: impl std::fmt::Display) {
+        if !self.quiet {
+            self.warn(line);
+        }
+    }
+
+    /// A warning: something the user should know even with `--quiet`.
+    pub fn warn(&self, line: impl std::fmt::Display) {
+        eprintln!("{}", paint_marker(&line.to_string(), self.color));
+    }
+
+    pub fn debug(&self, line: impl std::fmt::Display) {
+        if self.verbose {
+            eprintln!("rmqlab: {line}");
+        }
+    }
+}
