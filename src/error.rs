@@ -173,6 +173,31 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("the --exec command '{command}' cannot be started: {reason}")]
+    ExecNotStarted { command: String, reason: String },
+
+    #[error("the broker did not take the task into queue '{queue}': {reason}")]
+    Forward { queue: String, reason: String },
+
+    #[error("{}", tasks_failed(*.parked, *.dead_lettered, .parking_queue))]
+    TasksFailed {
+        parked: u64,
+        dead_lettered: u64,
+        parking_queue: String,
+    },
+
+    #[error(
+        "a task failed on every try ({reason}): it is back in the queue, and the worker stopped \
+         (--on-failure stop)"
+    )]
+    TaskStopped { reason: String },
+
+    #[error(
+        "queue '{queue}' {}: --on-failure dead-letter would drop failed tasks",
+        if *.exists { "has no dead-letter exchange" } else { "does not exist yet, so it has no dead-letter exchange" }
+    )]
+    NoDeadLetterExchange { queue: String, exists: bool },
+
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 }
@@ -210,7 +235,11 @@ impl Error {
             Error::Api { .. } => Code::Software,
             Error::Input { .. } => Code::NoInput,
             Error::Output(_) => Code::Io,
-            Error::Exec { .. } | Error::Runtime(_) => Code::Os,
+            Error::Exec { .. } | Error::ExecNotStarted { .. } | Error::Runtime(_) => Code::Os,
+            Error::Forward { .. }
+            | Error::TasksFailed { .. }
+            | Error::TaskStopped { .. }
+            | Error::NoDeadLetterExchange { .. } => Code::Data,
         }
     }
 
@@ -382,9 +411,39 @@ impl Error {
                  declare it"
                     .into(),
             ),
+            Error::TasksFailed {
+                parked: 1..,
+                parking_queue,
+                ..
+            } => Some(format!(
+                "see the parked tasks and why they failed (headers x-rmqlab-*) with `rmqlab \
+                 hello recv --queue {} -o json`",
+                shell_quote(parking_queue)
+            )),
+            Error::NoDeadLetterExchange { .. } => Some(
+                "give the queue a dead-letter exchange (the x-dead-letter-exchange argument, or \
+                 a policy's dead-letter-exchange), or use --on-failure park"
+                    .into(),
+            ),
             _ => None,
         }
     }
+}
+
+/// "3 task(s) failed on every try: 2 parked in queue 'q.failed', 1 dead-lettered".
+fn tasks_failed(parked: u64, dead_lettered: u64, parking_queue: &str) -> String {
+    let mut fates = Vec::new();
+    if parked > 0 {
+        fates.push(format!("{parked} parked in queue '{parking_queue}'"));
+    }
+    if dead_lettered > 0 {
+        fates.push(format!("{dead_lettered} dead-lettered"));
+    }
+    format!(
+        "{} task(s) failed on every try: {}",
+        parked + dead_lettered,
+        fates.join(", ")
+    )
 }
 
 fn reason_suffix(reason: &str) -> String {

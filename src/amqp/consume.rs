@@ -1,6 +1,8 @@
 //! Consuming with manual acks after the work (batched with `multiple` when the work is instant),
 //! `--count`, `--idle-timeout`, a clean stop on Ctrl-C, and reconnection after a lost connection.
-//! What is done with each delivery is the command's [`Handler`].
+//! What is done with each delivery is the command's [`Handler`]; a handler may also have a
+//! delivery published again (to its own queue or to a queue of failed tasks), confirmed, before
+//! it is acked.
 
 use super::{
     Role, Session,
@@ -15,10 +17,11 @@ use crate::{
 };
 use futures_lite::{StreamExt, future::poll_once};
 use lapin::{
+    Channel,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
-        BasicRejectOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
+        BasicQosOptions, BasicRejectOptions,
     },
     types::FieldTable,
 };
@@ -38,17 +41,30 @@ pub enum Ending {
     Finished,
     /// Ctrl-C or SIGTERM: stopped cleanly, nothing in progress was lost.
     Interrupted,
+    /// The handler gave up ([`Outcome::GiveBack`]): the delivery is back in the queue, and the
+    /// handler knows why.
+    GaveUp,
 }
 
 /// What became of one delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Done: ack it now (work took time; acking later would risk redoing it).
     AckNow,
     /// Done instantly: ack it with the next batch, once the handler flushed.
     AckLater,
-    /// The work failed: reject it, back to the queue or not.
+    /// The work failed: reject it, back to the queue or not (then to the queue's dead-letter
+    /// exchange, if it has one).
     Reject { requeue: bool },
+    /// Publish a copy (same body and properties, these `headers`) to the back of the delivery's
+    /// own queue, wait for the broker's confirm, then ack the delivery.
+    Republish { headers: FieldTable },
+    /// Publish a copy with these `headers` to the source's parking queue
+    /// ([`Source::parking`]), confirmed, then ack the delivery.
+    Park { headers: FieldTable },
+    /// The handler cannot go on: put the delivery back in the queue and stop consuming
+    /// ([`Ending::GaveUp`]).
+    GiveBack,
     /// A second interrupt aborted the work: leave it unacked for the broker to requeue.
     Aborted,
 }
@@ -65,6 +81,9 @@ pub trait Handler {
     ) -> impl Future<Output = Result<Outcome>>;
     /// Makes everything handled so far final (flushes output): acks follow.
     fn flush(&mut self) -> Result<()>;
+    /// The engine carried out `outcome` (a reject, a republish, a park, a give-back) for the
+    /// delivery just handled.
+    fn carried_out(&mut self, _outcome: &Outcome) {}
 }
 
 /// Where to consume from.
@@ -73,6 +92,12 @@ pub struct Source<'a> {
     /// Its queue is what is consumed: a named queue, or an exclusive one bound to exchanges.
     pub topology: &'a Topology,
     pub prefetch: u16,
+    /// The handler may return [`Outcome::Republish`]: a second channel, in confirm mode, is
+    /// opened to publish from.
+    pub republishes: bool,
+    /// Where [`Outcome::Park`] publishes: a named queue, declared with the source (and so
+    /// adopted as it is when it exists). Implies a channel to publish from.
+    pub parking: Option<&'a Topology>,
 }
 
 /// Declares the source and consumes from it until `limits` or an interrupt end it, reconnecting
@@ -85,7 +110,7 @@ pub async fn consume_all<H: Handler>(
     handler: &mut H,
     mut interrupts: Interrupts,
 ) -> Result<Ending> {
-    let (mut session, mut declared) = open(ctx, observer, source).await?;
+    let (mut session, mut declared, mut publisher) = open(ctx, observer, source).await?;
     let mut consumer = Consumer {
         prefetch: source.prefetch,
         limits,
@@ -99,7 +124,10 @@ pub async fn consume_all<H: Handler>(
             .clone()
             .expect("a consumer's topology has a queue");
         handler.consuming(&queue, resumed);
-        match consumer.run(&session, &queue, handler).await {
+        match consumer
+            .run(&session, publisher.as_ref(), &queue, handler)
+            .await
+        {
             Ok(ending) => {
                 session.close().await;
                 return Ok(ending);
@@ -116,27 +144,50 @@ pub async fn consume_all<H: Handler>(
                 let Some(reopened) = reopened else {
                     return Ok(Ending::Interrupted);
                 };
-                (session, declared) = reopened;
+                (session, declared, publisher) = reopened;
                 resumed = true;
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                // Acks already sent reach the broker before the close; what was not acked goes
+                // back to the queue.
+                session.close().await;
+                return Err(error);
+            }
         }
     }
+}
+
+/// A channel in confirm mode beside the consumer's, and the parking queue's name.
+struct Publisher {
+    channel: Channel,
+    parking_queue: Option<String>,
 }
 
 async fn open(
     ctx: &Context,
     observer: &dyn Observer,
     source: &Source<'_>,
-) -> Result<(Session, Declared)> {
-    Session::open(
+) -> Result<(Session, Declared, Option<Publisher>)> {
+    let (mut session, declared) = Session::open(
         ctx,
         source.connection_name,
         source.topology,
         Role::Consumer,
         observer,
     )
-    .await
+    .await?;
+    let parking_queue = match source.parking {
+        Some(parking) => parking.declare(&mut session, observer).await?.queue,
+        None => None,
+    };
+    let publisher = match source.republishes || source.parking.is_some() {
+        true => Some(Publisher {
+            channel: session.open_confirm_channel().await?,
+            parking_queue,
+        }),
+        false => None,
+    };
+    Ok((session, declared, publisher))
 }
 
 struct Consumer<'a> {
@@ -145,6 +196,57 @@ struct Consumer<'a> {
     interrupts: &'a mut Interrupts,
     /// Deliveries acked or rejected so far, across reconnections: what `--count` counts.
     done: u64,
+}
+
+async fn ack(channel: &Channel, delivery: &Delivery) -> Result<()> {
+    channel
+        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+        .await
+        .map_err(Error::broker("cannot acknowledge a message"))
+}
+
+async fn reject(channel: &Channel, delivery: &Delivery, requeue: bool) -> Result<()> {
+    channel
+        .basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue })
+        .await
+        .map_err(Error::broker("cannot reject a message"))
+}
+
+/// Publishes a copy of `delivery` (its body and properties, with `headers`) to `queue` through
+/// the default exchange, and waits for the broker's confirm: only then may the delivery be acked.
+async fn publish_copy(
+    channel: &Channel,
+    queue: &str,
+    delivery: &Delivery,
+    headers: FieldTable,
+) -> Result<()> {
+    let refused = |reason: String| Error::Forward {
+        queue: queue.to_string(),
+        reason,
+    };
+    let properties = delivery.properties.clone().with_headers(headers);
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let confirmation = channel
+        .basic_publish("".into(), queue.into(), options, &delivery.data, properties)
+        .await
+        .map_err(Error::broker(format!("cannot publish to queue '{queue}'")))?
+        .await
+        .map_err(Error::broker(format!(
+            "lost the broker's confirm of a publish to queue '{queue}'"
+        )))?;
+    if confirmation.is_nack() {
+        return Err(refused("the broker nacked it".into()));
+    }
+    if let Some(returned) = confirmation.take_message() {
+        return Err(refused(format!(
+            "returned {} {}",
+            returned.reply_code, returned.reply_text
+        )));
+    }
+    Ok(())
 }
 
 /// Deliveries handled but not yet acked; acked together with `multiple` once output is flushed.
@@ -161,6 +263,7 @@ impl Consumer<'_> {
     async fn run<H: Handler>(
         &mut self,
         session: &Session,
+        publisher: Option<&Publisher>,
         queue: &str,
         handler: &mut H,
     ) -> Result<Ending> {
@@ -227,13 +330,11 @@ impl Consumer<'_> {
                     });
                 }
             };
-            match handler.handle(&delivery, self.interrupts).await? {
+            let outcome = handler.handle(&delivery, self.interrupts).await?;
+            match &outcome {
                 Outcome::AckNow => {
                     self.settle(session, &mut pending, handler).await?;
-                    channel
-                        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-                        .await
-                        .map_err(Error::broker("cannot acknowledge a message"))?;
+                    ack(channel, &delivery).await?;
                     self.done += 1;
                 }
                 Outcome::AckLater => {
@@ -246,13 +347,33 @@ impl Consumer<'_> {
                 }
                 Outcome::Reject { requeue } => {
                     self.settle(session, &mut pending, handler).await?;
-                    channel
-                        .basic_reject(delivery.delivery_tag, BasicRejectOptions { requeue })
-                        .await
-                        .map_err(Error::broker("cannot reject a message"))?;
+                    reject(channel, &delivery, *requeue).await?;
                     self.done += 1;
                 }
+                Outcome::Republish { headers } | Outcome::Park { headers } => {
+                    self.settle(session, &mut pending, handler).await?;
+                    let publisher = publisher.expect("a source that republishes has a publisher");
+                    let to = match outcome {
+                        Outcome::Park { .. } => publisher
+                            .parking_queue
+                            .as_deref()
+                            .expect("a source that parks has a parking queue"),
+                        _ => queue,
+                    };
+                    publish_copy(&publisher.channel, to, &delivery, headers.clone()).await?;
+                    ack(channel, &delivery).await?;
+                    self.done += 1;
+                }
+                Outcome::GiveBack => {
+                    self.settle(session, &mut pending, handler).await?;
+                    reject(channel, &delivery, true).await?;
+                    handler.carried_out(&outcome);
+                    break Ending::GaveUp;
+                }
                 Outcome::Aborted => break Ending::Interrupted,
+            }
+            if !matches!(outcome, Outcome::AckLater | Outcome::AckNow) {
+                handler.carried_out(&outcome);
             }
         };
         self.settle(session, &mut pending, handler).await?;

@@ -134,6 +134,18 @@ impl Session {
         Ok(())
     }
 
+    /// Opens a second channel on this connection, in confirm mode: a consumer publishes on it
+    /// (a task sent back for another try, or parked) without disturbing its deliveries.
+    pub async fn open_confirm_channel(&self) -> Result<Channel> {
+        let channel = self
+            .connection
+            .create_channel()
+            .await
+            .map_err(Error::broker("cannot open a channel"))?;
+        enable_confirms(&channel).await?;
+        Ok(channel)
+    }
+
     /// Whether the connection still stands (false once the broker closed it or it broke).
     pub fn is_connected(&self) -> bool {
         self.connection.status().connected()
