@@ -1391,7 +1391,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__work)
-            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --retries --on-failure --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1415,6 +1415,14 @@ _rmqlab() {
                     ;;
                 --exec)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-failure)
+                    COMPREPLY=($(compgen -W "park dead-letter requeue stop" -- "${cur}"))
                     return 0
                     ;;
                 --count)

@@ -20,7 +20,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
     var completions = [
         &'rmqlab'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -45,7 +45,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;hello'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -69,7 +69,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -92,7 +92,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
             cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -120,7 +120,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;task'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -144,7 +144,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -164,13 +164,15 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
             cand --prefetch 'Unacknowledged tasks this worker may hold at once (1 = fair dispatch)'
             cand --dot-duration 'Time worked per `.` in a task''s body (0s: no work, as fast as possible)'
-            cand --exec 'Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping. Exit 0 acks the task; any other exit rejects it: requeued the first time, dropped (or dead-lettered, if the queue has a dead-letter exchange) when it fails again'
+            cand --exec 'Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping: exit 0 acks the task, another exit is a failure (see --retries and --on-failure). Its stderr passes through to rmqlab''s; RMQLAB_FAILURES (the task''s failures so far), RMQLAB_REDELIVERED and RMQLAB_ROUTING_KEY are in its environment'
+            cand --retries 'Tries again after a task''s first failure, at most N times: counted in the task''s own header x-rmqlab-failures, never from the broker''s redelivered flag or delivery count'
+            cand --on-failure 'What becomes of a task whose last try failed'
             cand --count 'Exit 0 after N messages'
             cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
             cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
             cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -198,7 +200,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;pubsub'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -221,7 +223,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -243,7 +245,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
             cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -271,7 +273,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;queues'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -298,7 +300,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand --output 'Output format'
             cand --watch 'Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -318,7 +320,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;queues;purge'= {
             cand --vhost 'The queue''s vhost [default: the vhost of --url]'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -336,7 +338,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;queues;delete'= {
             cand --vhost 'The queue''s vhost [default: the vhost of --url]'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
@@ -369,7 +371,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;completions'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
-            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
             cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
             cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'

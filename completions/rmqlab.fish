@@ -26,7 +26,7 @@ function __fish_rmqlab_using_subcommand
 end
 
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_needs_command" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_needs_command" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -47,7 +47,7 @@ complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "queues" -d 'Queue dep
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -68,7 +68,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_sub
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise' -r -F
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from send" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -90,7 +90,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_sub
 body\t'each body exactly, then a newline'
 json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from recv" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -107,7 +107,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_sub
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from help" -f -a "recv" -d 'Declare the queue and print the messages that arrive'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_subcommand_from new work help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_subcommand_from new work help" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_subcommand_from new work help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and not __fish_seen_subcommand_from new work help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -128,7 +128,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subc
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise' -r -F
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from new" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -146,14 +146,19 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subc
 quorum\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l prefetch -d 'Unacknowledged tasks this worker may hold at once (1 = fair dispatch)' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l dot-duration -d 'Time worked per `.` in a task\'s body (0s: no work, as fast as possible)' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l exec -d 'Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping. Exit 0 acks the task; any other exit rejects it: requeued the first time, dropped (or dead-lettered, if the queue has a dead-letter exchange) when it fails again' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l exec -d 'Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping: exit 0 acks the task, another exit is a failure (see --retries and --on-failure). Its stderr passes through to rmqlab\'s; RMQLAB_FAILURES (the task\'s failures so far), RMQLAB_REDELIVERED and RMQLAB_ROUTING_KEY are in its environment' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l retries -d 'Tries again after a task\'s first failure, at most N times: counted in the task\'s own header x-rmqlab-failures, never from the broker\'s redelivered flag or delivery count' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l on-failure -d 'What becomes of a task whose last try failed' -r -f -a "park\t'publish it, confirmed, to the durable queue QUEUE.failed with headers saying why, then ack it; exit 65 at the end'
+dead-letter\t'reject it to the queue\'s dead-letter exchange (rmqlab refuses to start, 65, when the queue has none, by argument or policy: asked of the management API); exit 65 at the end'
+requeue\t'put it back as it is, forever (RabbitMQ 4.x quorum queues drop or dead-letter a message after 20 deliveries unless the queue\'s delivery limit says otherwise)'
+stop\t'put it back and exit 65'"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l count -d 'Exit 0 after N messages' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l idle-timeout -d 'Exit 0 after this long without a message (500ms, 5s, 1m)' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -s o -l output -d 'How to print each message: the tutorial\'s lines, the body alone, or one JSON object a line' -r -f -a "text\t'` [x] Received MESSAGE`, as the tutorial prints'
 body\t'each body exactly, then a newline'
 json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from work" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -170,7 +175,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subc
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "work" -d 'Work through tasks: one interval per `.` in the body, ack after the work'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand task; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and not __fish_seen_subcommand_from emit listen help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and not __fish_seen_subcommand_from emit listen help" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and not __fish_seen_subcommand_from emit listen help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and not __fish_seen_subcommand_from emit listen help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -189,7 +194,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and not __fish_see
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from emit" -l exchange -d 'Fanout exchange to declare and publish to (non-durable, as in the tutorial)' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from emit" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise' -r -F
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from emit" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from emit" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from emit" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from emit" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -209,7 +214,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_su
 body\t'each body exactly, then a newline'
 json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from listen" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from listen" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from listen" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from listen" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -226,7 +231,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Bind an exclusive, server-named queue to the exchange and print what arrives'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -255,7 +260,7 @@ tsv\t'tab-separated values, one queue a line'
 json\t'a JSON array of objects with the API\'s field names'"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l watch -d 'Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -272,7 +277,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from purge" -l vhost -d 'The queue\'s vhost [default: the vhost of --url]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from purge" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from purge" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from purge" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from purge" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -287,7 +292,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from purge" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -l vhost -d 'The queue\'s vhost [default: the vhost of --url]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
@@ -307,7 +312,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a queue and the messages in it'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l api-url -d 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"

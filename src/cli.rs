@@ -68,7 +68,8 @@ pub struct GlobalArgs {
     )]
     pub url: Option<String>,
 
-    /// Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default:
+    /// Base URL of the management HTTP API, for `queues` and `task work --on-failure
+    /// dead-letter` [env: RMQLAB_API_URL] [default:
     /// http://<host of --url>:15672, with the user and password of --url unless it has its own]
     #[arg(
         long,
@@ -362,11 +363,25 @@ pub enum TaskCommand {
     #[command(after_long_help = "Examples:
   rmqlab task work
   rmqlab task work --prefetch 1 --exec ./handle.sh
+  rmqlab task work --exec ./handle.sh --retries 3 --on-failure dead-letter
   rmqlab task work --count 10000 --dot-duration 0s -o body | wc -l
 
 A worker stops taking tasks on Ctrl-C or SIGTERM, finishes the task in progress, acks it and
 ends by that signal (the shell sees 130 or 143); a second Ctrl-C aborts that task, which the
-broker then gives to another worker.")]
+broker then gives to another worker.
+
+With --exec, no task is ever dropped. The command runs in a process group of its own, so the
+first Ctrl-C at a terminal does not reach it; a second Ctrl-C ends that group (SIGTERM, then
+SIGKILL after 5 seconds), and the command dies with rmqlab even when rmqlab is killed. A failed
+task is published again, confirmed, to the back of the queue with its failures counted in the
+header x-rmqlab-failures, then acked; after --retries such tries it is handled by --on-failure.
+A parked task carries the headers x-rmqlab-failures, x-rmqlab-reason (exit status or signal),
+x-rmqlab-exit-status or x-rmqlab-signal, x-rmqlab-stderr (the last lines of the command's
+stderr), x-rmqlab-command, x-rmqlab-queue and x-rmqlab-failed-at. Every park is a warning, even
+with -q, and a run that parked or dead-lettered tasks ends with exit 65 and their number. A
+command that cannot be started (not found, not executable: sh's 126 and 127) puts the task back
+and exits 71; an --exec whose first word is no executable is refused (71) before any task is
+taken.")]
     Work(TaskWorkArgs),
 }
 
@@ -421,13 +436,43 @@ pub struct TaskWorkArgs {
         value_parser = humantime::parse_duration
     )]
     pub dot_duration: Duration,
-    /// Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping.
-    /// Exit 0 acks the task; any other exit rejects it: requeued the first time, dropped (or
-    /// dead-lettered, if the queue has a dead-letter exchange) when it fails again
+    /// Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping:
+    /// exit 0 acks the task, another exit is a failure (see --retries and --on-failure). Its
+    /// stderr passes through to rmqlab's; RMQLAB_FAILURES (the task's failures so far),
+    /// RMQLAB_REDELIVERED and RMQLAB_ROUTING_KEY are in its environment
     #[arg(long, value_name = "COMMAND")]
     pub exec: Option<String>,
+    /// Tries again after a task's first failure, at most N times: counted in the task's own
+    /// header x-rmqlab-failures, never from the broker's redelivered flag or delivery count
+    #[arg(long, value_name = "N", default_value = "1", requires = "exec")]
+    pub retries: u32,
+    /// What becomes of a task whose last try failed
+    #[arg(
+        long,
+        value_enum,
+        value_name = "ACTION",
+        default_value_t = OnFailure::Park,
+        requires = "exec"
+    )]
+    pub on_failure: OnFailure,
     #[command(flatten)]
     pub consume: ConsumeArgs,
+}
+
+/// What becomes of a task whose last try failed (`--on-failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnFailure {
+    /// publish it, confirmed, to the durable queue QUEUE.failed with headers saying why, then
+    /// ack it; exit 65 at the end
+    Park,
+    /// reject it to the queue's dead-letter exchange (rmqlab refuses to start, 65, when the
+    /// queue has none, by argument or policy: asked of the management API); exit 65 at the end
+    DeadLetter,
+    /// put it back as it is, forever (RabbitMQ 4.x quorum queues drop or dead-letter a message
+    /// after 20 deliveries unless the queue's delivery limit says otherwise)
+    Requeue,
+    /// put it back and exit 65
+    Stop,
 }
 
 #[derive(Debug, Args)]

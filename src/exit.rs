@@ -80,7 +80,9 @@ impl Code {
             Code::Data => {
                 "data error: an exchange of another kind, a queue that contradicts an explicit \
                  --queue-type, a message nacked or returned unroutable, a queue or vhost not \
-                 found, a delete refused by --if-empty/--if-unused"
+                 found, a delete refused by --if-empty/--if-unused, tasks that failed on every \
+                 try (parked, dead-lettered, --on-failure stop), a queue with no dead-letter \
+                 exchange for --on-failure dead-letter"
             }
             Code::NoInput => {
                 "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"
@@ -91,7 +93,10 @@ impl Code {
             Code::Software => {
                 "internal error: a bug in rmqlab, or an answer it does not understand"
             }
-            Code::Os => "the --exec command cannot be started",
+            Code::Os => {
+                "the --exec command cannot be started (not found, not executable); the task is \
+                 put back in the queue"
+            }
             Code::Io => "standard output cannot be written",
             Code::Temporary => {
                 "temporary failure: connect timeout, connection lost and not recovered within \

@@ -3,6 +3,7 @@ use rmqlab::{Error, Exit, cli::Cli};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    rmqlab::commands::guard_stdout();
     let cli = Cli::parse();
     let color = rmqlab::terminal::stderr_color(cli.global.color);
     let result = tokio::runtime::Builder::new_current_thread()

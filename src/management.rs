@@ -223,6 +223,18 @@ impl Api {
             .map(drop)
     }
 
+    /// The dead-letter exchange of a queue, from its arguments (`x-dead-letter-exchange`) or
+    /// its effective policy (`dead-letter-exchange`); `None` when it has none (`""`, the
+    /// default exchange, is one). A queue that does not exist is [`Error::ApiNotFound`].
+    pub async fn dead_letter_exchange(&self, vhost: &str, name: &str) -> Result<Option<String>> {
+        let url = self.endpoint(&["queues", vhost, name]);
+        let what = format!("queue '{name}' in vhost '{vhost}'");
+        let queue: serde_json::Value = self
+            .fetch(self.request(reqwest::Method::GET, url), &what)
+            .await?;
+        Ok(dead_letter_exchange_of(&queue))
+    }
+
     async fn fetch<T: serde::de::DeserializeOwned>(
         &self,
         request: RequestBuilder,
@@ -296,6 +308,20 @@ impl ApiCaller {
     }
 }
 
+/// The dead-letter exchange a queue's API object names; a queue argument wins over a policy, as
+/// in RabbitMQ. A queue without a policy may show `effective_policy_definition` as `[]`.
+fn dead_letter_exchange_of(queue: &serde_json::Value) -> Option<String> {
+    let named = |object: &str, key: &str| {
+        queue
+            .get(object)
+            .and_then(|table| table.get(key))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
+    named("arguments", "x-dead-letter-exchange")
+        .or_else(|| named("effective_policy_definition", "dead-letter-exchange"))
+}
+
 /// Splits an API URL into its base and the credentials it carries, if any.
 fn parse_api_url(raw: &str) -> Result<(Url, Option<String>, Option<String>)> {
     let invalid = |reason: &str| Error::InvalidUrl(InvalidUrl::new("API URL", raw, reason));
@@ -352,6 +378,23 @@ mod tests {
             assert!(!err.contains("hunter2"), "{err}");
             assert!(err.starts_with("invalid API URL"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_dead_letter_exchange_comes_from_arguments_or_policy() {
+        let of = |json: &str| dead_letter_exchange_of(&serde_json::from_str(json).unwrap());
+        assert_eq!(
+            of(r#"{"arguments":{},"effective_policy_definition":[]}"#),
+            None
+        );
+        assert_eq!(
+            of(r#"{"arguments":{"x-dead-letter-exchange":""}}"#),
+            Some(String::new())
+        );
+        assert_eq!(
+            of(r#"{"arguments":{},"effective_policy_definition":{"dead-letter-exchange":"dlx"}}"#),
+            Some("dlx".into())
+        );
     }
 
     #[test]

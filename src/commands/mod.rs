@@ -2,6 +2,7 @@
 //! they share live in `send` and `receive`; what the user sees of the engine's events in
 //! `report`.
 
+mod exec;
 pub mod hello;
 pub mod pubsub;
 pub mod queues;
@@ -18,7 +19,10 @@ use crate::{
     exit::Exit,
     generate,
 };
-use std::io::{self, Write};
+use std::{
+    io::{self, Write},
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 /// Output buffered before a flush.
 const STDOUT_BUFFER: usize = 64 * 1024;
@@ -34,6 +38,46 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
             Ok(Exit::Success)
         }
     }
+}
+
+/// Set when descriptor 1 was closed as rmqlab started.
+static STDOUT_WAS_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// To be called first, before anything opens a file or a socket: tells whether descriptor 1
+/// was closed (`rmqlab ... >&-`), so that consumers refuse to start (74) rather than take
+/// messages and print them nowhere. Rust's runtime puts /dev/null, opened read-write, in the
+/// place of a closed standard descriptor before `main` (so that no file or socket opened later
+/// takes it); a shell's `>/dev/null` opens it write-only, and stays a choice of the user's.
+pub fn guard_stdout() {
+    // SAFETY: fcntl, fstat, stat, open, dup2 and close work on descriptor numbers, a
+    // NUL-terminated path and zeroed plain structs only.
+    unsafe {
+        let flags = libc::fcntl(1, libc::F_GETFL);
+        if flags == -1 {
+            // Not sanitized (another platform): /dev/null takes the place all the same.
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if null > 1 {
+                libc::dup2(null, 1);
+                libc::close(null);
+            }
+            STDOUT_WAS_CLOSED.store(true, Ordering::Relaxed);
+            return;
+        }
+        let mut stdout: libc::stat = std::mem::zeroed();
+        let mut null: libc::stat = std::mem::zeroed();
+        let is_null = libc::fstat(1, &mut stdout) == 0
+            && libc::stat(c"/dev/null".as_ptr(), &mut null) == 0
+            && stdout.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && stdout.st_rdev == null.st_rdev;
+        if is_null && flags & libc::O_ACCMODE == libc::O_RDWR {
+            STDOUT_WAS_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether descriptor 1 was closed as rmqlab started ([`guard_stdout`]).
+pub fn stdout_was_closed() -> bool {
+    STDOUT_WAS_CLOSED.load(Ordering::Relaxed)
 }
 
 /// Writes a whole piece of output to stdout at once, and flushes it.

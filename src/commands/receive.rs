@@ -37,6 +37,15 @@ pub struct Receive<'a> {
     pub prefetch: u16,
 }
 
+/// What a handler may publish from the consumer ([`Outcome::Republish`], [`Outcome::Park`]).
+#[derive(Default)]
+pub struct Republishing<'a> {
+    /// Tasks go back to their queue for another try.
+    pub retries: bool,
+    /// The queue failed tasks are parked in.
+    pub parking: Option<&'a Topology>,
+}
+
 /// Consumes as `receive` says, each delivery handled by `handler`, until `--count`,
 /// `--idle-timeout` or Ctrl-C, reconnecting after a lost connection.
 pub async fn receive<H: Handler>(
@@ -45,6 +54,22 @@ pub async fn receive<H: Handler>(
     consume: &ConsumeArgs,
     handler: &mut H,
 ) -> Result<Exit> {
+    receive_republishing(ctx, receive, consume, handler, Republishing::default()).await
+}
+
+/// [`receive`], with a handler that may publish what it consumed again.
+pub async fn receive_republishing<H: Handler>(
+    ctx: &Context,
+    receive: Receive<'_>,
+    consume: &ConsumeArgs,
+    handler: &mut H,
+    republishing: Republishing<'_>,
+) -> Result<Exit> {
+    // Nothing printed could be seen: take nothing from the queue (Rust's stdout would drop
+    // every line silently).
+    if super::stdout_was_closed() {
+        return Err(Error::Output(io::Error::from_raw_os_error(libc::EBADF)));
+    }
     // Catch Ctrl-C from the start: an interrupt while connecting is a clean stop as well.
     let interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let signals = interrupts.clone();
@@ -52,6 +77,8 @@ pub async fn receive<H: Handler>(
         connection_name: receive.connection_name,
         topology: &receive.topology,
         prefetch: receive.prefetch,
+        republishes: republishing.retries,
+        parking: republishing.parking,
     };
     let limits = Limits {
         count: consume.count,
@@ -59,7 +86,8 @@ pub async fn receive<H: Handler>(
     };
     let ending = consume_all(ctx, &ctx.status, &source, limits, handler, interrupts).await?;
     Ok(match ending {
-        Ending::Finished => Exit::Success,
+        // A handler that gave up knows why, and says it.
+        Ending::Finished | Ending::GaveUp => Exit::Success,
         Ending::Interrupted => Exit::Stopped(signals.first().unwrap_or(Stop::Interrupt)),
     })
 }

@@ -2,33 +2,43 @@
 //! fair dispatch with a prefetch of 1.
 
 use super::{
+    exec::{self, Finished},
     named_queue,
-    receive::{Receive, announce, receive, stdout},
+    receive::{Receive, Republishing, announce, receive_republishing, stdout},
     send::{Send, send},
 };
 use crate::{
     amqp::{
         consume::{Handler, Outcome},
         publish::{Publication, Unroutable},
-        topology::Topology,
+        topology::{Queue, QueueType, Topology},
     },
-    cli::{OutputFormat, TaskCommand},
+    cli::{OnFailure, OutputFormat, TaskCommand, TaskWorkArgs},
     context::{Context, Status},
     error::{Error, Result},
     exit::Exit,
+    management::Api,
     output::{Received, write_received},
     signals::Interrupts,
 };
 use indicatif::ProgressBar;
-use lapin::message::Delivery;
+use lapin::{
+    message::Delivery,
+    types::{AMQPValue, FieldTable, ShortString},
+};
 use std::{
     future::Future,
     io::{BufWriter, Stdout, Write},
     pin::pin,
-    process::ExitStatus,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
-use tokio::io::AsyncWriteExt;
+
+/// The header that counts a task's failures: it travels with the task, whatever the queue type,
+/// and only rmqlab's own failures raise it (the broker's `redelivered` flag and a quorum queue's
+/// `x-delivery-count` also count a crashed worker or one stopped while holding tasks).
+pub const FAILURES_HEADER: &str = "x-rmqlab-failures";
+/// The header the broker itself keeps on quorum queue deliveries: never copied.
+const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
 pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
     match command {
@@ -46,21 +56,105 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
             };
             send(ctx, spec, &args.message).await
         }
-        TaskCommand::Work(args) => {
-            let spec = Receive {
-                connection_name: "rmqlab task work",
-                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
-                prefetch: args.prefetch,
-            };
-            let mut worker = Worker {
-                out: stdout(),
-                format: args.consume.output,
-                status: ctx.status,
-                dot_duration: args.dot_duration,
-                exec: args.exec,
-            };
-            receive(ctx, spec, &args.consume, &mut worker).await
+        TaskCommand::Work(args) => work(ctx, args).await,
+    }
+}
+
+async fn work(ctx: &Context, args: TaskWorkArgs) -> Result<Exit> {
+    let exec = match &args.exec {
+        None => None,
+        Some(command) => {
+            // Refused before any task is taken.
+            exec::check_startable(command).map_err(|reason| Error::ExecNotStarted {
+                command: command.clone(),
+                reason,
+            })?;
+            if args.on_failure == OnFailure::DeadLetter {
+                require_dead_letter_exchange(ctx, &args.queue).await?;
+            }
+            Some(Exec {
+                command: command.clone(),
+                queue: args.queue.clone(),
+                retries: args.retries,
+                on_failure: args.on_failure,
+                failure: None,
+                parked: 0,
+                dead_lettered: 0,
+                fatal: None,
+            })
         }
+    };
+    // Parked tasks go to a queue declared as every other: created durable quorum when absent,
+    // used as it is when present.
+    let parking = match &exec {
+        Some(exec) if exec.on_failure == OnFailure::Park => Some(Topology::queue(Queue::Named {
+            name: exec.parking_queue(),
+            queue_type: QueueType::Quorum,
+            explicit_type: false,
+        })),
+        _ => None,
+    };
+    let spec = Receive {
+        connection_name: "rmqlab task work",
+        topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+        prefetch: args.prefetch,
+    };
+    let republishing = Republishing {
+        retries: exec.is_some(),
+        parking: parking.as_ref(),
+    };
+    let mut worker = Worker {
+        out: stdout(),
+        format: args.consume.output,
+        status: ctx.status,
+        dot_duration: args.dot_duration,
+        exec,
+    };
+    let exit = receive_republishing(ctx, spec, &args.consume, &mut worker, republishing).await?;
+    let Some(exec) = worker.exec else {
+        return Ok(exit);
+    };
+    if let Some(fatal) = exec.fatal {
+        return Err(fatal);
+    }
+    if exec.parked + exec.dead_lettered == 0 {
+        return Ok(exit);
+    }
+    let failed = Error::TasksFailed {
+        parked: exec.parked,
+        dead_lettered: exec.dead_lettered,
+        parking_queue: exec.parking_queue(),
+    };
+    match exit {
+        // Stopped by a signal: rmqlab ends by it, and still tells what failed.
+        Exit::Stopped(_) => {
+            ctx.status.warn(format_args!(" [!] {failed}"));
+            Ok(exit)
+        }
+        Exit::Success => Err(failed),
+    }
+}
+
+/// `--on-failure dead-letter` rejects failed tasks to the queue's dead-letter exchange: without
+/// one they would be dropped. Only the management API shows a queue's policy, so it is asked.
+async fn require_dead_letter_exchange(ctx: &Context, queue: &str) -> Result<()> {
+    let api = Api::new(ctx)?;
+    match api.dead_letter_exchange(ctx.url.vhost(), queue).await {
+        Ok(Some(exchange)) => {
+            ctx.status.debug(format_args!(
+                "queue '{queue}' dead-letters to exchange '{exchange}'"
+            ));
+            Ok(())
+        }
+        Ok(None) => Err(Error::NoDeadLetterExchange {
+            queue: queue.to_string(),
+            exists: true,
+        }),
+        Err(Error::ApiNotFound { .. }) => Err(Error::NoDeadLetterExchange {
+            queue: queue.to_string(),
+            exists: false,
+        }),
+        Err(error) => Err(error),
     }
 }
 
@@ -70,7 +164,161 @@ struct Worker {
     format: OutputFormat,
     status: Status,
     dot_duration: Duration,
-    exec: Option<String>,
+    exec: Option<Exec>,
+}
+
+/// `--exec` and what became of its failures.
+struct Exec {
+    command: String,
+    queue: String,
+    retries: u32,
+    on_failure: OnFailure,
+    /// The failure whose outcome the engine is carrying out, for the report.
+    failure: Option<Failure>,
+    parked: u64,
+    dead_lettered: u64,
+    /// Why the run ends with an error once consuming stopped (the task is back in the queue).
+    fatal: Option<Error>,
+}
+
+struct Failure {
+    /// Failures of the task so far, this one included.
+    count: u32,
+    reason: String,
+}
+
+impl Exec {
+    fn parking_queue(&self) -> String {
+        format!("{}.failed", self.queue)
+    }
+
+    /// Decides what becomes of a task whose command failed.
+    fn failed(&mut self, delivery: &Delivery, finished: &Finished) -> Outcome {
+        let reason = finished.describe();
+        if finished.not_started() {
+            let what = match finished.status.code() {
+                Some(127) => "not found",
+                _ => "not executable",
+            };
+            self.fatal = Some(Error::ExecNotStarted {
+                command: self.command.clone(),
+                reason: format!("sh ended with {reason} ({what}); the task is back in the queue"),
+            });
+            return Outcome::GiveBack;
+        }
+        let mut headers = copied_headers(delivery);
+        let count = failures(delivery).saturating_add(1);
+        self.failure = Some(Failure {
+            count,
+            reason: reason.clone(),
+        });
+        headers.insert(FAILURES_HEADER.into(), AMQPValue::LongLongInt(count.into()));
+        if count <= self.retries {
+            return Outcome::Republish { headers };
+        }
+        match self.on_failure {
+            OnFailure::Park => {
+                let text = |value: &str| AMQPValue::LongString(value.into());
+                let mut put = |name: &str, value: AMQPValue| {
+                    headers.insert(ShortString::from(name), value);
+                };
+                put("x-rmqlab-reason", text(&reason));
+                match (
+                    finished.status.code(),
+                    std::os::unix::process::ExitStatusExt::signal(&finished.status),
+                ) {
+                    (Some(code), _) => {
+                        put("x-rmqlab-exit-status", AMQPValue::LongLongInt(code.into()))
+                    }
+                    (None, Some(signal)) => {
+                        put("x-rmqlab-signal", text(&exec::signal_name(signal)))
+                    }
+                    (None, None) => {}
+                }
+                put("x-rmqlab-stderr", text(&finished.stderr_tail));
+                put("x-rmqlab-command", text(&self.command));
+                put("x-rmqlab-queue", text(&self.queue));
+                put(
+                    "x-rmqlab-failed-at",
+                    text(&humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
+                );
+                Outcome::Park { headers }
+            }
+            OnFailure::DeadLetter => Outcome::Reject { requeue: false },
+            OnFailure::Requeue => Outcome::Reject { requeue: true },
+            OnFailure::Stop => {
+                self.fatal = Some(Error::TaskStopped {
+                    reason: format!("{count} tries, the last: {reason}"),
+                });
+                Outcome::GiveBack
+            }
+        }
+    }
+
+    /// Says what became of a failed task, once the engine did it.
+    fn report(&mut self, status: Status, outcome: &Outcome) {
+        let Some(Failure { count, reason }) = self.failure.take() else {
+            return;
+        };
+        let tries = self.retries + 1;
+        match outcome {
+            Outcome::Republish { .. } => status.info(format_args!(
+                " [!] Task failed (--exec command {reason}): queued again for try {} of {tries}",
+                count + 1
+            )),
+            Outcome::Park { .. } => {
+                self.parked += 1;
+                status.warn(format_args!(
+                    " [!] Task parked in queue '{}' after {count} tries (--exec command \
+                     {reason})",
+                    self.parking_queue()
+                ));
+            }
+            Outcome::Reject { requeue: false } => {
+                self.dead_lettered += 1;
+                status.warn(format_args!(
+                    " [!] Task dead-lettered after {count} tries (--exec command {reason})"
+                ));
+            }
+            Outcome::Reject { requeue: true } => status.info(format_args!(
+                " [!] Task failed again (--exec command {reason}): requeued as it is \
+                 (--on-failure requeue)"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// The task's headers, to publish it again: all but the broker's own delivery count.
+fn copied_headers(delivery: &Delivery) -> FieldTable {
+    let mut headers = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|headers| headers.inner().clone())
+        .unwrap_or_default();
+    headers.remove(DELIVERY_COUNT_HEADER);
+    FieldTable::from(headers)
+}
+
+/// How many times rmqlab saw this task fail before ([`FAILURES_HEADER`]).
+fn failures(delivery: &Delivery) -> u32 {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(FAILURES_HEADER).cloned());
+    let count = match value {
+        Some(AMQPValue::ShortShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortShortUInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortUInt(n)) => i64::from(n),
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(n),
+        Some(AMQPValue::LongLongInt(n)) => n,
+        _ => 0,
+    };
+    u32::try_from(count.max(0)).unwrap_or(u32::MAX)
 }
 
 impl Handler for Worker {
@@ -99,7 +347,7 @@ impl Handler for Worker {
         // The work takes a while: show what is being worked on first.
         self.flush()?;
         let status = self.status;
-        match self.exec.clone() {
+        match &mut self.exec {
             None => {
                 let bar = status.progress.working(dots);
                 let started = tokio::time::Instant::now();
@@ -116,28 +364,49 @@ impl Handler for Worker {
                     return Ok(Outcome::Aborted);
                 }
             }
-            Some(command) => {
+            Some(exec) => {
+                let env = [
+                    (
+                        "RMQLAB_REDELIVERED",
+                        u8::from(delivery.redelivered).to_string(),
+                    ),
+                    ("RMQLAB_ROUTING_KEY", delivery.routing_key.to_string()),
+                    ("RMQLAB_FAILURES", failures(delivery).to_string()),
+                ];
+                let mut running = match exec::start(&exec.command, &env) {
+                    Ok(running) => running,
+                    Err(source) => {
+                        exec.fatal = Some(Error::Exec {
+                            command: exec.command.clone(),
+                            source,
+                        });
+                        return Ok(Outcome::GiveBack);
+                    }
+                };
                 let bar = status.progress.running();
-                let done =
-                    unless_aborted(status, interrupts, run_exec(&command, delivery), &bar).await;
+                let run = running.finish(&delivery.data, &bar);
+                let done = unless_aborted(status, interrupts, run, &bar).await;
+                if done.is_none() {
+                    bar.suspend(|| {
+                        status.info(format_args!(
+                            " [*] Ending the --exec command (SIGTERM, then SIGKILL after {})",
+                            humantime::format_duration(exec::GRACE)
+                        ))
+                    });
+                    running.end_group(interrupts).await;
+                }
                 bar.finish_and_clear();
                 match done {
                     None => return Ok(Outcome::Aborted),
-                    Some(Ok(exit)) if exit.success() => {}
-                    Some(Ok(exit)) => {
-                        // Requeued on its first delivery, dropped when it fails again.
-                        let requeue = !delivery.redelivered;
-                        status.info(format_args!(
-                            " [!] Task failed (--exec command {exit}): {}",
-                            if requeue {
-                                "requeued for another try"
-                            } else {
-                                "failed twice, dropped (or dead-lettered)"
-                            }
-                        ));
-                        return Ok(Outcome::Reject { requeue });
+                    Some(Ok(finished)) if finished.status.success() => {}
+                    Some(Ok(finished)) => return Ok(exec.failed(delivery, &finished)),
+                    Some(Err(source)) => {
+                        exec.fatal = Some(Error::Exec {
+                            command: exec.command.clone(),
+                            source,
+                        });
+                        return Ok(Outcome::GiveBack);
                     }
-                    Some(Err(source)) => return Err(Error::Exec { command, source }),
                 }
             }
         }
@@ -147,6 +416,12 @@ impl Handler for Worker {
 
     fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(Error::Output)
+    }
+
+    fn carried_out(&mut self, outcome: &Outcome) {
+        if let Some(exec) = &mut self.exec {
+            exec.report(self.status, outcome);
+        }
     }
 }
 
@@ -186,27 +461,4 @@ async fn unless_aborted<T>(
             () = interrupts.wait_for(seen + 1) => {}
         }
     }
-}
-
-/// Runs `sh -c COMMAND` with the body on its stdin.
-async fn run_exec(command: &str, delivery: &Delivery) -> std::io::Result<ExitStatus> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env(
-            "RMQLAB_REDELIVERED",
-            if delivery.redelivered { "1" } else { "0" },
-        )
-        .env("RMQLAB_ROUTING_KEY", delivery.routing_key.as_str())
-        .stdin(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().expect("stdin was piped");
-    let feed = async {
-        // A command that does not read its stdin closes it early: that is not an error.
-        let _ = stdin.write_all(&delivery.data).await;
-        drop(stdin);
-    };
-    let (status, ()) = tokio::join!(child.wait(), feed);
-    status
 }

@@ -266,7 +266,8 @@ impl Running {
         (running, stdin)
     }
 
-    fn spawn(command: &mut Command) -> Running {
+    /// Starts `command` (rmqlab, made by [`rmqlab`]) with its stdout and stderr read.
+    pub fn spawn(command: &mut Command) -> Running {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

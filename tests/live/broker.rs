@@ -301,39 +301,6 @@ fn exec_gets_the_body_on_stdin_and_success_acks() {
 }
 
 #[test]
-fn exec_failure_requeues_once_then_drops() {
-    let q = TestQueue::new("exec_fail");
-    broker::publish(q.name(), &["doomed"]);
-    let worked = run(
-        &[
-            "task",
-            "work",
-            "--queue",
-            q.name(),
-            "--exec",
-            "cat >/dev/null; exit 3",
-            "--idle-timeout",
-            "2s",
-            "-o",
-            "json",
-        ],
-        None,
-    );
-    assert_code(&worked, 0);
-    let deliveries: Vec<serde_json::Value> = lines(&worked.stdout)
-        .iter()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    assert_eq!(deliveries.len(), 2, "delivered, then redelivered once");
-    assert_eq!(deliveries[0]["redelivered"], false);
-    assert_eq!(deliveries[1]["redelivered"], true);
-    let stderr = text(&worked.stderr);
-    assert!(stderr.contains("exit status: 3): requeued"), "{stderr}");
-    assert!(stderr.contains("failed twice, dropped"), "{stderr}");
-    assert_eq!(broker::queue_state(q.name()), Some((0, 0)));
-}
-
-#[test]
 fn count_stops_without_taking_more_messages() {
     let q = TestQueue::new("count");
     broker::publish(q.name(), &["1", "2", "3", "4", "5"]);
