@@ -57,7 +57,7 @@ const FRAME_END: usize = 1;
 const CHANNEL: u16 = 1;
 
 /// Connects, declares and publishes `body`, and returns once the broker confirmed it and the
-/// connection is closed.
+/// connection is closed. No confirm within `confirm_timeout` fails ([`Error::ConfirmTimeout`]).
 pub async fn publish(
     ctx: &Context,
     observer: &dyn Observer,
@@ -65,6 +65,7 @@ pub async fn publish(
     topology: &Topology,
     target: &Publication<'_>,
     body: &[u8],
+    confirm_timeout: Option<Duration>,
 ) -> Step<()> {
     let uri = ctx.url.amqp_uri();
     if uri
@@ -102,7 +103,19 @@ pub async fn publish(
                 after: ctx.connect_timeout,
             })
         })??;
-    send_and_confirm(wire, tune, ctx, topology, declarations, target, body).await
+    let message = Message {
+        target,
+        body,
+        confirm_timeout,
+    };
+    send_and_confirm(wire, tune, ctx, observer, topology, declarations, &message).await
+}
+
+/// The message of [`publish`], and how long its confirm may take.
+struct Message<'a> {
+    target: &'a Publication<'a>,
+    body: &'a [u8],
+    confirm_timeout: Option<Duration>,
 }
 
 /// The protocol header, connection.start/start-ok, up to the broker's tune.
@@ -144,11 +157,12 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
     mut wire: Wire<S>,
     tune: connection::Tune,
     ctx: &Context,
+    observer: &dyn Observer,
     topology: &Topology,
     declarations: Vec<AMQPClass>,
-    target: &Publication<'_>,
-    body: &[u8],
+    message: &Message<'_>,
 ) -> Step<()> {
+    let (target, body) = (message.target, message.body);
     let uri = ctx.url.amqp_uri();
     let ours = uri.query.frame_max.unwrap_or(DEFAULT_FRAME_MAX);
     let frame_max = match tune.frame_max {
@@ -216,8 +230,18 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
         0 => None,
         seconds => Some(Duration::from_secs(seconds.into())),
     };
-    let outcome = wire.await_confirm(silence, ctx, topology).await;
-    if !matches!(outcome, Err(Handover::Lost(_))) {
+    let confirmed = wire.await_confirm(silence, ctx, observer, topology);
+    let outcome = match message.confirm_timeout {
+        None => confirmed.await,
+        Some(after) => timeout(after, confirmed)
+            .await
+            .unwrap_or(Err(Handover::Failed(Error::ConfirmTimeout { after }))),
+    };
+    // A broker that holds the message (a resource alarm) would not answer a close either.
+    if !matches!(
+        outcome,
+        Err(Handover::Lost(_) | Handover::Failed(Error::ConfirmTimeout { .. }))
+    ) {
         wire.close().await;
     }
     outcome
@@ -381,6 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         &mut self,
         silence: Option<Duration>,
         ctx: &Context,
+        observer: &dyn Observer,
         topology: &Topology,
     ) -> Step<()> {
         let mut opened = false;
@@ -422,6 +447,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                     });
                 }
                 // Resource alarms and their end: the confirm comes once the broker goes on.
+                AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)),
+                ) => observer.observe(Event::Blocked {
+                    reason: blocked.reason.as_str(),
+                }),
+                AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)),
+                ) => {
+                    observer.observe(Event::Unblocked);
+                }
                 AMQPFrame::Method(0, AMQPClass::Connection(_)) => {}
                 AMQPFrame::Method(
                     CHANNEL,
@@ -673,7 +710,22 @@ mod tests {
         let outcome = async {
             let (wire, tune) = handshake(Wire::new(client), &ctx, "rmqlab test").await?;
             let declarations = topology.methods().unwrap();
-            send_and_confirm(wire, tune, &ctx, &topology, declarations, &TARGET, b"hi").await
+            let message = Message {
+                target: &TARGET,
+                body: b"hi",
+                confirm_timeout: None,
+            };
+            let observer = Status::silent();
+            send_and_confirm(
+                wire,
+                tune,
+                &ctx,
+                &observer,
+                &topology,
+                declarations,
+                &message,
+            )
+            .await
         }
         .await;
         (outcome, broker.await.unwrap())
