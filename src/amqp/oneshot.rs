@@ -704,6 +704,15 @@ mod tests {
 
     /// Publishes `body` over a scripted broker: the client's outcome and what the broker got.
     async fn publish_to(topology: Topology, script: Script) -> (Step<()>, Vec<AMQPFrame>) {
+        publish_observed(topology, script, &Status::silent()).await
+    }
+
+    /// [`publish_to`], telling `observer` what happens.
+    async fn publish_observed(
+        topology: Topology,
+        script: Script,
+        observer: &dyn Observer,
+    ) -> (Step<()>, Vec<AMQPFrame>) {
         let (client, server) = tokio::io::duplex(1 << 20);
         let broker = tokio::spawn(broker(server, script));
         let ctx = context();
@@ -715,12 +724,11 @@ mod tests {
                 body: b"hi",
                 confirm_timeout: None,
             };
-            let observer = Status::silent();
             send_and_confirm(
                 wire,
                 tune,
                 &ctx,
-                &observer,
+                observer,
                 &topology,
                 declarations,
                 &message,
@@ -764,6 +772,44 @@ mod tests {
             Some(&AMQPValue::LongString("quorum".into()))
         );
         assert!(matches!(received.last(), Some(AMQPFrame::Body(CHANNEL, body)) if body == b"hi"));
+    }
+
+    /// Records the resource-alarm events.
+    #[derive(Default)]
+    struct Alarms(std::cell::RefCell<Vec<String>>);
+
+    impl Observer for Alarms {
+        fn observe(&self, event: Event<'_>) {
+            match event {
+                Event::Blocked { reason } => self.0.borrow_mut().push(format!("blocked: {reason}")),
+                Event::Unblocked => self.0.borrow_mut().push("unblocked".into()),
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_connection_is_reported_and_so_is_its_end() {
+        let mut answers = open_ok();
+        answers.extend([
+            queue_declare_ok(),
+            select_ok(),
+            method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: "low on disk".into(),
+                })),
+            ),
+            method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            ),
+            ack(),
+        ]);
+        let alarms = Alarms::default();
+        let (outcome, _) = publish_observed(queue(false), Script::Answer(answers), &alarms).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(*alarms.0.borrow(), ["blocked: low on disk", "unblocked"]);
     }
 
     #[tokio::test]
