@@ -429,7 +429,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__send)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --max-message-size --confirm-timeout --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -448,6 +448,14 @@ _rmqlab() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-message-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --confirm-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -761,7 +769,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -776,6 +784,14 @@ _rmqlab() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-message-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --confirm-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1329,7 +1345,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__new)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --max-message-size --confirm-timeout --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1348,6 +1364,14 @@ _rmqlab() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-message-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --confirm-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

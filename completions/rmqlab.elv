@@ -66,8 +66,10 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;hello;send'= {
             cand --queue 'Queue to declare and publish to'
             cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
-            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
-            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --max-message-size 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB'
+            cand --confirm-timeout 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
             cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
@@ -141,8 +143,10 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;task;new'= {
             cand --queue 'Durable queue to declare and publish to'
             cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
-            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
-            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --max-message-size 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB'
+            cand --confirm-timeout 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
             cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
@@ -220,8 +224,10 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;pubsub;emit'= {
             cand --exchange 'Fanout exchange to declare and publish to (non-durable, as in the tutorial)'
-            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
-            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --max-message-size 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB'
+            cand --confirm-timeout 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]'
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
             cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
             cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'

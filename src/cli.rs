@@ -340,8 +340,10 @@ pub enum HelloCommand {
     /// Declare the queue and print the messages that arrive
     #[command(
         after_long_help = "Each message is acknowledged once it has been printed. (The \
-tutorial consumes with auto-ack; acking after printing means that --count, Ctrl-C or a closed \
-stdout never take a message from the queue that was not printed.)
+tutorial consumes with auto-ack; acking after printing means that --count and Ctrl-C never \
+take a message from the queue that was not printed.) A closed stdout (`| head -1`) ends the \
+run with exit 0, but the lines already written into the pipe are gone with it, and they were \
+acked: to take exactly N messages, use --count N.
 
 Examples:
   rmqlab hello recv
@@ -496,9 +498,49 @@ pub struct MessageArgs {
     /// info: Hello World!]
     #[arg(value_name = "WORDS", conflicts_with = "file")]
     pub words: Vec<String>,
-    /// Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise
+    /// Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise.
+    /// Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a
+    /// report, the messages are the work. A stdout that cannot be written for another reason
+    /// (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how
+    /// many messages were confirmed
     #[arg(short, long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is
+    /// published): a line with no newline is not read into memory without end. RabbitMQ 3.x
+    /// accepts messages up to 128 MiB by default, 4.x up to 16 MiB
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub max_message_size: u64,
+    /// Give up (exit 75, saying what was confirmed) when the broker takes or confirms no
+    /// message for this long, as while a resource alarm blocks publishers [default: no bound]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub confirm_timeout: Option<Duration>,
+}
+
+/// A size in bytes: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`, `G`), or in powers of
+/// ten, `16MB`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size: write bytes, or 64KiB, 16MiB, 1GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "k" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit '{other}': use KiB, MiB or GiB")),
+    };
+    match number.checked_mul(factor) {
+        Some(0) | None => Err(format!("'{text}' is not a size rmqlab can take")),
+        Some(size) => Ok(size),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -528,6 +570,17 @@ pub enum OutputFormat {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn sizes_parse_in_both_powers() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert_eq!(parse_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_size("16MB"), Ok(16_000_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
 
     #[test]
     fn verify_cli() {

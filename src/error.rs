@@ -109,6 +109,27 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    #[error(
+        "the broker confirmed no message within {} (--confirm-timeout)",
+        humantime::format_duration(*.after)
+    )]
+    ConfirmTimeout { after: Duration },
+
+    #[error(
+        "line {line} of {path} is longer than --max-message-size ({limit} bytes): not published"
+    )]
+    LineTooLong { path: String, line: u64, limit: u64 },
+
+    #[error(
+        "cannot write the report to standard output; all {confirmed} message(s) were still \
+         published and confirmed"
+    )]
+    ReportLost {
+        confirmed: u64,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("the broker cancelled the consumer of queue '{queue}' (was the queue deleted?)")]
     ConsumerCancelled { queue: String },
 
@@ -226,6 +247,9 @@ impl Error {
             Error::Broker { source, .. } => broker_exit_code(source),
             Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => Code::Temporary,
             Error::PublishInterrupted { source, .. } => source.exit_code(),
+            Error::ConfirmTimeout { .. } => Code::Temporary,
+            Error::LineTooLong { .. } => Code::Data,
+            Error::ReportLost { .. } => Code::Io,
             Error::ApiUnreachable { .. } => Code::Unavailable,
             Error::ApiTimeout { .. } => Code::Temporary,
             Error::ApiRefused { .. } => Code::NoPermission,
@@ -377,19 +401,18 @@ impl Error {
                     .into(),
             ),
             Error::PublishInterrupted {
-                confirmed,
-                input: Some(path),
-                ..
-            } => Some(format!(
-                "the first {confirmed} line(s) were confirmed; resume with \
-                 `tail -n +{} {} | rmqlab ... -f -`",
-                confirmed + 1,
-                shell_quote(path)
-            )),
-            Error::PublishInterrupted { confirmed, .. } => Some(format!(
-                "the first {confirmed} input line(s) were confirmed; resend from line {}",
-                confirmed + 1
-            )),
+                confirmed, input, ..
+            } => Some(resume_hint(*confirmed, input.as_deref())),
+            Error::ConfirmTimeout { .. } => Some(
+                "is the broker blocking publishers (a resource alarm: `rabbitmqctl status`)? \
+                 --confirm-timeout allows more time"
+                    .into(),
+            ),
+            Error::LineTooLong { .. } => Some(
+                "split the line, or raise --max-message-size (and the broker's \
+                 max_message_size) for it"
+                    .into(),
+            ),
             Error::ReconnectFailed { .. } => {
                 Some("is the broker running? --reconnect-timeout allows more time".into())
             }
@@ -444,6 +467,23 @@ fn tasks_failed(parked: u64, dead_lettered: u64, parking_queue: &str) -> String 
         parked + dead_lettered,
         fates.join(", ")
     )
+}
+
+/// What was confirmed of a publisher's input, and how to go on from there: `tail -n +K` for a
+/// file, the line to resend from otherwise.
+pub fn resume_hint(confirmed: u64, input: Option<&str>) -> String {
+    match input {
+        Some(path) => format!(
+            "the first {confirmed} line(s) were confirmed; resume with \
+             `tail -n +{} {} | rmqlab ... -f -`",
+            confirmed + 1,
+            shell_quote(path)
+        ),
+        None => format!(
+            "the first {confirmed} input line(s) were confirmed; resend from line {}",
+            confirmed + 1
+        ),
+    }
 }
 
 fn reason_suffix(reason: &str) -> String {

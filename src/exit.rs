@@ -79,10 +79,11 @@ impl Code {
             Code::Usage => "usage error: unknown option, bad URI, bad duration",
             Code::Data => {
                 "data error: an exchange of another kind, a queue that contradicts an explicit \
-                 --queue-type, a message nacked or returned unroutable, a queue or vhost not \
-                 found, a delete refused by --if-empty/--if-unused, tasks that failed on every \
-                 try (parked, dead-lettered, --on-failure stop), a queue with no dead-letter \
-                 exchange for --on-failure dead-letter"
+                 --queue-type, a message nacked or returned unroutable, an input line longer \
+                 than --max-message-size, a queue or vhost not found, a delete refused by \
+                 --if-empty/--if-unused, tasks that failed on every try (parked, dead-lettered, \
+                 --on-failure stop), a queue with no dead-letter exchange for --on-failure \
+                 dead-letter"
             }
             Code::NoInput => {
                 "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"
@@ -97,10 +98,13 @@ impl Code {
                 "the --exec command cannot be started (not found, not executable); the task is \
                  put back in the queue"
             }
-            Code::Io => "standard output cannot be written",
+            Code::Io => {
+                "standard output cannot be written (a publisher still publishes every line \
+                 first)"
+            }
             Code::Temporary => {
                 "temporary failure: connect timeout, connection lost and not recovered within \
-                 --reconnect-timeout"
+                 --reconnect-timeout, no confirm within --confirm-timeout"
             }
             Code::NoPermission => {
                 "access refused: credentials, vhost permissions, a user without the management tag"

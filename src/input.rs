@@ -19,9 +19,20 @@ const READ_BUFFER: usize = 256 * 1024;
 
 pub type Batch = Vec<Vec<u8>>;
 
+/// Why the input stopped before its end.
+#[derive(Debug)]
+pub enum ReadError {
+    Io(io::Error),
+    /// Line `line` (counting from 1) is longer than `limit` bytes; it was not read to its end.
+    TooLong {
+        line: u64,
+        limit: u64,
+    },
+}
+
 /// Messages arriving in order, in batches.
 pub struct Messages {
-    receiver: mpsc::Receiver<io::Result<Batch>>,
+    receiver: mpsc::Receiver<Result<Batch, ReadError>>,
     /// How to name the source in an error message.
     pub name: String,
     /// The input's size in bytes, when it is a regular file.
@@ -41,9 +52,9 @@ impl Messages {
         }
     }
 
-    /// One message per line of `path` (`-` for stdin). The file is opened now, so that a
-    /// missing file is reported before anything is sent.
-    pub fn lines_of(path: &Path) -> Result<Self> {
+    /// One message per line of `path` (`-` for stdin), each at most `limit` bytes. The file is
+    /// opened now, so that a missing file is reported before anything is sent.
+    pub fn lines_of(path: &Path, limit: u64) -> Result<Self> {
         let name = if path == Path::new("-") {
             "standard input".to_string()
         } else {
@@ -67,7 +78,13 @@ impl Messages {
         let (sender, receiver) = mpsc::channel(BATCHES_AHEAD);
         thread::Builder::new()
             .name("rmqlab-input".into())
-            .spawn(move || read_lines(BufReader::with_capacity(READ_BUFFER, reader), &sender))
+            .spawn(move || {
+                read_lines(
+                    BufReader::with_capacity(READ_BUFFER, reader),
+                    limit,
+                    &sender,
+                )
+            })
             .map_err(|source| Error::Input {
                 path: name.clone(),
                 source,
@@ -81,7 +98,7 @@ impl Messages {
 
     /// The next batch if one is ready now: `Ok(None)` means not yet; an empty batch means the
     /// input has ended.
-    pub fn try_next(&mut self) -> std::result::Result<Option<Batch>, io::Error> {
+    pub fn try_next(&mut self) -> std::result::Result<Option<Batch>, ReadError> {
         match self.receiver.try_recv() {
             Ok(batch) => batch.map(Some),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),
@@ -90,27 +107,59 @@ impl Messages {
     }
 
     /// The next batch, waiting for it; an empty batch means the input has ended.
-    pub async fn next(&mut self) -> io::Result<Batch> {
+    pub async fn next(&mut self) -> std::result::Result<Batch, ReadError> {
         match self.receiver.recv().await {
             Some(batch) => batch,
             None => Ok(Vec::new()),
         }
     }
+
+    /// The error to report for `error`, naming this input.
+    pub fn error(&self, error: ReadError) -> Error {
+        match error {
+            ReadError::Io(source) => Error::Input {
+                path: self.name.clone(),
+                source,
+            },
+            ReadError::TooLong { line, limit } => Error::LineTooLong {
+                path: self.name.clone(),
+                line,
+                limit,
+            },
+        }
+    }
 }
 
-/// Splits the input into lines (without `\n` or `\r\n`) and sends them in batches.
-fn read_lines<R: Read>(mut reader: BufReader<R>, sender: &mpsc::Sender<io::Result<Batch>>) {
+/// Splits the input into lines (without `\n` or `\r\n`) and sends them in batches. A line
+/// longer than `limit` bytes is not read further: the lines before it are sent, then the error.
+fn read_lines<R: Read>(
+    mut reader: BufReader<R>,
+    limit: u64,
+    sender: &mpsc::Sender<Result<Batch, ReadError>>,
+) {
     let mut batch = Vec::with_capacity(BATCH_LINES);
-    loop {
+    let mut number = 0u64;
+    let failure = loop {
         let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => break,
+        // Room for the longest line allowed and its `\r\n`: reading stops one byte past it.
+        match (&mut reader)
+            .take(limit.saturating_add(3))
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) => break None,
             Ok(_) => {
+                number += 1;
                 if line.last() == Some(&b'\n') {
                     line.pop();
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
+                }
+                if line.len() as u64 > limit {
+                    break Some(ReadError::TooLong {
+                        line: number,
+                        limit,
+                    });
                 }
                 batch.push(line);
                 // Hand over a full batch, or a partial one when no more input is buffered
@@ -123,14 +172,14 @@ fn read_lines<R: Read>(mut reader: BufReader<R>, sender: &mpsc::Sender<io::Resul
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                let _ = sender.blocking_send(Err(error));
-                return;
-            }
+            Err(error) => break Some(ReadError::Io(error)),
         }
+    };
+    if !batch.is_empty() && sender.blocking_send(Ok(batch)).is_err() {
+        return;
     }
-    if !batch.is_empty() {
-        let _ = sender.blocking_send(Ok(batch));
+    if let Some(failure) = failure {
+        let _ = sender.blocking_send(Err(failure));
     }
 }
 
@@ -138,15 +187,47 @@ fn read_lines<R: Read>(mut reader: BufReader<R>, sender: &mpsc::Sender<io::Resul
 mod tests {
     use super::*;
 
-    fn all_lines(input: &[u8]) -> Vec<Vec<u8>> {
+    /// The lines read with a limit, and the error that ended them, if any.
+    fn read_with(input: &[u8], limit: u64) -> (Vec<Vec<u8>>, Option<ReadError>) {
         let (sender, mut receiver) = mpsc::channel(1000);
-        read_lines(BufReader::with_capacity(7, input), &sender);
+        read_lines(BufReader::with_capacity(7, input), limit, &sender);
         drop(sender);
         let mut lines = Vec::new();
         while let Ok(batch) = receiver.try_recv() {
-            lines.extend(batch.unwrap());
+            match batch {
+                Ok(batch) => lines.extend(batch),
+                Err(error) => return (lines, Some(error)),
+            }
         }
+        (lines, None)
+    }
+
+    fn all_lines(input: &[u8]) -> Vec<Vec<u8>> {
+        let (lines, error) = read_with(input, 1 << 20);
+        assert!(error.is_none(), "{error:?}");
         lines
+    }
+
+    #[test]
+    fn a_line_past_the_limit_ends_the_input_after_the_lines_before_it() {
+        let (lines, error) = read_with(b"abc\r\nabcd\nabcde\nnever", 4);
+        assert_eq!(lines, vec![b"abc".to_vec(), b"abcd".to_vec()]);
+        assert!(
+            matches!(error, Some(ReadError::TooLong { line: 3, limit: 4 })),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn an_endless_line_is_not_read_to_its_end() {
+        // An input that never ends: the reader must stop on its own.
+        let endless = io::repeat(0);
+        let (sender, mut receiver) = mpsc::channel(10);
+        read_lines(BufReader::new(endless), 1024, &sender);
+        assert!(matches!(
+            receiver.try_recv(),
+            Ok(Err(ReadError::TooLong { line: 1, .. }))
+        ));
     }
 
     #[test]

@@ -110,3 +110,21 @@ fn words_and_file_do_not_mix() {
         .unwrap();
     assert_code(&output, 2);
 }
+
+/// `hello recv -o body | head -1` takes more than one message: the help must not promise that
+/// a closed stdout takes nothing unprinted, and must name the way to take exactly N.
+#[test]
+fn recv_help_tells_the_truth_about_a_closed_stdout() {
+    let help = rmqlab().args(["hello", "recv", "--help"]).output().unwrap();
+    assert_code(&help, 0);
+    let help = text(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!help.contains("or a closed stdout never take"), "{help}");
+    assert!(
+        help.contains("the lines already written into the pipe are gone with it"),
+        "{help}"
+    );
+    assert!(help.contains("use --count N"), "{help}");
+}

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    Running, TestExchange, TestQueue, broker, broker_address, eventually, management_api,
-    rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, text,
+    OwnNode, Running, TestExchange, TestQueue, assert_ended_by, broker, broker_address, eventually,
+    management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, scratch_dir, text,
 };
 use std::{
     collections::BTreeSet,
@@ -496,4 +496,142 @@ fn a_single_message_lost_with_its_connection_is_sent_again_and_said_so() {
     // The broker had routed the first copy before the connection went: at least once, here twice.
     assert_eq!(broker::ready(q.name()), 2);
     assert_eq!(broker::get(q.name()).unwrap().data, b"only once?");
+}
+
+/// rmqlab against the test's own node.
+fn on_node(node: &OwnNode, args: &[&str]) -> std::process::Command {
+    let mut command = rmqlab();
+    command.env("RMQLAB_URL", node.url()).args(args);
+    command
+}
+
+/// A resource alarm on a node of the test's own (never the shared one): publishers say at once
+/// that the broker blocks them and why, and when it lets them go; `--confirm-timeout` bounds
+/// the wait (75, saying what was confirmed); Ctrl-C stops a blocked publisher after the grace
+/// period, a second one at once, both ending by SIGINT; nothing is lost once the alarm lifts.
+#[test]
+fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() {
+    let node = OwnNode::start("alarm");
+    let dir = scratch_dir();
+    let file = dir.path().join("lines.txt");
+    let input: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&file, &input).unwrap();
+    let file = file.to_str().unwrap();
+
+    node.ctl(&["-q", "set_disk_free_limit", "100000GB"]);
+    eventually(WAIT, "the disk alarm", || node.alarms().contains("disk"));
+
+    // One message, the quick way.
+    let output = on_node(&node, &["hello", "send", "--confirm-timeout", "2s"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains(" [!] the broker is blocking publishers: low on disk"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rmqlab: error: the broker confirmed no message within 2s"),
+        "{stderr}"
+    );
+    assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
+
+    // Many messages, through lapin.
+    let output = on_node(
+        &node,
+        &[
+            "task",
+            "new",
+            "--queue",
+            "timeout",
+            "--confirm-timeout",
+            "2s",
+            "-f",
+            file,
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(
+        stderr.contains(" [!] the broker is blocking publishers: low on disk"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rmqlab: error: publishing stopped after 0 confirmed message(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "resume with `tail -n +1 {file} | rmqlab ... -f -`"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
+
+    // Ctrl-C while blocked: the grace period (here --confirm-timeout), then the end by SIGINT.
+    let blocked = |queue: &str, extra: &[&str]| {
+        let mut args = vec!["--url", "", "task", "new", "--queue", queue, "-f", file];
+        let url = node.url();
+        args[1] = &url;
+        args.extend(extra);
+        let publisher = Running::start(&args);
+        publisher.wait_for_stderr("blocking publishers", WAIT);
+        publisher
+    };
+    let publisher = blocked("grace", &["--confirm-timeout", "1s"]);
+    publisher.signal("INT");
+    let started = Instant::now();
+    let (status, lines, stderr) = publisher.finish_status(WAIT);
+    assert_ended_by(&status, "INT", &stderr);
+    assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+    assert!(
+        stderr.contains(&format!(
+            " [!] Stopped by Ctrl-C: the first 0 line(s) were confirmed; resume with `tail -n +1 \
+             {file} | rmqlab ... -f -`"
+        )),
+        "{stderr}"
+    );
+    // A second Ctrl-C does not wait for the grace period (5s without --confirm-timeout).
+    let publisher = blocked("abort", &[]);
+    publisher.signal("INT");
+    publisher.signal("INT");
+    let started = Instant::now();
+    let (status, _, stderr) = publisher.finish_status(WAIT);
+    assert_ended_by(&status, "INT", &stderr);
+    assert!(started.elapsed() < Duration::from_secs(4), "{stderr}");
+    assert!(stderr.contains(" [!] Stopped by Ctrl-C"), "{stderr}");
+
+    // Without a bound, the publisher waits, and goes on once the alarm lifts.
+    let publisher = blocked("resumes", &[]);
+    node.ctl(&["-q", "set_disk_free_limit", "50MB"]);
+    let (status, lines, stderr) = publisher.finish_status(WAIT);
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(" [*] the broker accepts publishers again"),
+        "{stderr}"
+    );
+    assert_eq!(lines.len(), 1000, "{stderr}");
+    let received = on_node(
+        &node,
+        &[
+            "hello", "recv", "--queue", "resumes", "--count", "1000", "-o", "body",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        received.status.code(),
+        Some(0),
+        "{}",
+        text(&received.stderr)
+    );
+    let distinct: BTreeSet<u32> = text(&received.stdout)
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    assert_eq!(distinct, (1..=1000).collect(), "every line arrived");
 }

@@ -45,6 +45,11 @@ pub enum Event<'a> {
     Reconnected,
     /// After reconnecting, a publisher sends again messages that were not confirmed.
     Resending { count: u64 },
+    /// The broker blocks this connection's publishes (`connection.blocked`: a resource alarm,
+    /// low on disk or memory); `reason` is the broker's own words.
+    Blocked { reason: &'a str },
+    /// The broker accepts publishes again (`connection.unblocked`).
+    Unblocked,
 }
 
 /// Told of each [`Event`].

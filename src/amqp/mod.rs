@@ -146,6 +146,11 @@ impl Session {
         Ok(channel)
     }
 
+    /// The connection's events (blocked by the broker, unblocked...), from now on.
+    pub fn events(&self) -> impl futures_lite::Stream<Item = lapin::Event> + use<'_> {
+        self.connection.events_listener()
+    }
+
     /// Whether the connection still stands (false once the broker closed it or it broke).
     pub fn is_connected(&self) -> bool {
         self.connection.status().connected()

@@ -57,7 +57,7 @@ const FRAME_END: usize = 1;
 const CHANNEL: u16 = 1;
 
 /// Connects, declares and publishes `body`, and returns once the broker confirmed it and the
-/// connection is closed.
+/// connection is closed. No confirm within `confirm_timeout` fails ([`Error::ConfirmTimeout`]).
 pub async fn publish(
     ctx: &Context,
     observer: &dyn Observer,
@@ -65,6 +65,7 @@ pub async fn publish(
     topology: &Topology,
     target: &Publication<'_>,
     body: &[u8],
+    confirm_timeout: Option<Duration>,
 ) -> Step<()> {
     let uri = ctx.url.amqp_uri();
     if uri
@@ -102,7 +103,19 @@ pub async fn publish(
                 after: ctx.connect_timeout,
             })
         })??;
-    send_and_confirm(wire, tune, ctx, topology, declarations, target, body).await
+    let message = Message {
+        target,
+        body,
+        confirm_timeout,
+    };
+    send_and_confirm(wire, tune, ctx, observer, topology, declarations, &message).await
+}
+
+/// The message of [`publish`], and how long its confirm may take.
+struct Message<'a> {
+    target: &'a Publication<'a>,
+    body: &'a [u8],
+    confirm_timeout: Option<Duration>,
 }
 
 /// The protocol header, connection.start/start-ok, up to the broker's tune.
@@ -144,11 +157,12 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
     mut wire: Wire<S>,
     tune: connection::Tune,
     ctx: &Context,
+    observer: &dyn Observer,
     topology: &Topology,
     declarations: Vec<AMQPClass>,
-    target: &Publication<'_>,
-    body: &[u8],
+    message: &Message<'_>,
 ) -> Step<()> {
+    let (target, body) = (message.target, message.body);
     let uri = ctx.url.amqp_uri();
     let ours = uri.query.frame_max.unwrap_or(DEFAULT_FRAME_MAX);
     let frame_max = match tune.frame_max {
@@ -216,8 +230,18 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
         0 => None,
         seconds => Some(Duration::from_secs(seconds.into())),
     };
-    let outcome = wire.await_confirm(silence, ctx, topology).await;
-    if !matches!(outcome, Err(Handover::Lost(_))) {
+    let confirmed = wire.await_confirm(silence, ctx, observer, topology);
+    let outcome = match message.confirm_timeout {
+        None => confirmed.await,
+        Some(after) => timeout(after, confirmed)
+            .await
+            .unwrap_or(Err(Handover::Failed(Error::ConfirmTimeout { after }))),
+    };
+    // A broker that holds the message (a resource alarm) would not answer a close either.
+    if !matches!(
+        outcome,
+        Err(Handover::Lost(_) | Handover::Failed(Error::ConfirmTimeout { .. }))
+    ) {
         wire.close().await;
     }
     outcome
@@ -381,6 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         &mut self,
         silence: Option<Duration>,
         ctx: &Context,
+        observer: &dyn Observer,
         topology: &Topology,
     ) -> Step<()> {
         let mut opened = false;
@@ -422,6 +447,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                     });
                 }
                 // Resource alarms and their end: the confirm comes once the broker goes on.
+                AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)),
+                ) => observer.observe(Event::Blocked {
+                    reason: blocked.reason.as_str(),
+                }),
+                AMQPFrame::Method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::Unblocked(_)),
+                ) => {
+                    observer.observe(Event::Unblocked);
+                }
                 AMQPFrame::Method(0, AMQPClass::Connection(_)) => {}
                 AMQPFrame::Method(
                     CHANNEL,
@@ -667,13 +704,36 @@ mod tests {
 
     /// Publishes `body` over a scripted broker: the client's outcome and what the broker got.
     async fn publish_to(topology: Topology, script: Script) -> (Step<()>, Vec<AMQPFrame>) {
+        publish_observed(topology, script, &Status::silent()).await
+    }
+
+    /// [`publish_to`], telling `observer` what happens.
+    async fn publish_observed(
+        topology: Topology,
+        script: Script,
+        observer: &dyn Observer,
+    ) -> (Step<()>, Vec<AMQPFrame>) {
         let (client, server) = tokio::io::duplex(1 << 20);
         let broker = tokio::spawn(broker(server, script));
         let ctx = context();
         let outcome = async {
             let (wire, tune) = handshake(Wire::new(client), &ctx, "rmqlab test").await?;
             let declarations = topology.methods().unwrap();
-            send_and_confirm(wire, tune, &ctx, &topology, declarations, &TARGET, b"hi").await
+            let message = Message {
+                target: &TARGET,
+                body: b"hi",
+                confirm_timeout: None,
+            };
+            send_and_confirm(
+                wire,
+                tune,
+                &ctx,
+                observer,
+                &topology,
+                declarations,
+                &message,
+            )
+            .await
         }
         .await;
         (outcome, broker.await.unwrap())
@@ -712,6 +772,44 @@ mod tests {
             Some(&AMQPValue::LongString("quorum".into()))
         );
         assert!(matches!(received.last(), Some(AMQPFrame::Body(CHANNEL, body)) if body == b"hi"));
+    }
+
+    /// Records the resource-alarm events.
+    #[derive(Default)]
+    struct Alarms(std::cell::RefCell<Vec<String>>);
+
+    impl Observer for Alarms {
+        fn observe(&self, event: Event<'_>) {
+            match event {
+                Event::Blocked { reason } => self.0.borrow_mut().push(format!("blocked: {reason}")),
+                Event::Unblocked => self.0.borrow_mut().push("unblocked".into()),
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_connection_is_reported_and_so_is_its_end() {
+        let mut answers = open_ok();
+        answers.extend([
+            queue_declare_ok(),
+            select_ok(),
+            method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Blocked(connection::Blocked {
+                    reason: "low on disk".into(),
+                })),
+            ),
+            method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            ),
+            ack(),
+        ]);
+        let alarms = Alarms::default();
+        let (outcome, _) = publish_observed(queue(false), Script::Answer(answers), &alarms).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(*alarms.0.borrow(), ["blocked: low on disk", "unblocked"]);
     }
 
     #[tokio::test]

@@ -11,9 +11,12 @@ use crate::{
     context::Context,
     error::{Error, Result},
     input::Messages,
+    signals::{Interrupts, Stop},
 };
+use futures_lite::StreamExt;
 use lapin::{BasicProperties, PublisherConfirm, options::BasicPublishOptions};
-use std::collections::VecDeque;
+use std::{collections::VecDeque, convert::Infallible, future::Future, pin::pin, time::Duration};
+use tokio::time::Instant;
 
 /// Publishes kept in flight before waiting for the oldest confirm.
 pub const CONFIRM_WINDOW: usize = 512;
@@ -58,6 +61,11 @@ pub struct Published {
     pub dropped: u64,
     /// Messages sent again after a lost connection (they may have arrived twice).
     pub republished: u64,
+    /// A signal stopped the run before the input's end.
+    pub stopped: bool,
+    /// Messages sent after the confirmed ones whose confirm did not come before the stop: they
+    /// may or may not have arrived.
+    pub in_doubt: u64,
 }
 
 /// Told of each message's fate, in input order.
@@ -77,6 +85,106 @@ pub struct Plan<'a> {
     pub target: &'a Publication<'a>,
 }
 
+/// How long a publisher stopped by a signal waits for the confirms of the messages in flight,
+/// unless `--confirm-timeout` says.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Watches a publisher's waits on the broker and its input: `--confirm-timeout`, and Ctrl-C or
+/// SIGTERM. The first signal stops the reading and leaves the messages in flight a grace period
+/// (`--confirm-timeout`, else [`STOP_GRACE`]) to be confirmed; the second stops at once.
+pub struct Watch<'a> {
+    interrupts: &'a mut Interrupts,
+    confirm_timeout: Option<Duration>,
+    /// Set by the first signal: when the wait for the confirms in flight ends.
+    stop_by: Option<Instant>,
+}
+
+/// What a wait is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The broker's answer, bounded by `--confirm-timeout`; after the first signal, by the
+    /// grace period.
+    Confirm,
+    /// The broker's answer, bounded elsewhere; after the first signal, by the grace period.
+    Answer,
+    /// Input or a connection, with nothing in flight: the first signal ends it.
+    Idle,
+}
+
+impl<'a> Watch<'a> {
+    pub fn new(interrupts: &'a mut Interrupts, confirm_timeout: Option<Duration>) -> Self {
+        Watch {
+            interrupts,
+            confirm_timeout,
+            stop_by: None,
+        }
+    }
+
+    /// Whether a signal asked to stop.
+    pub fn stopping(&self) -> bool {
+        self.stop_by.is_some()
+    }
+
+    /// The first signal received, if any.
+    pub fn signal(&self) -> Option<Stop> {
+        self.interrupts.first()
+    }
+
+    /// Awaits `work`, unless a stop comes first (`None`): a second signal, the end of the grace
+    /// period, or (for [`Wait::Idle`]) the first signal. `--confirm-timeout` passing first is
+    /// an error.
+    pub async fn wait<T>(&mut self, work: impl Future<Output = T>, how: Wait) -> Result<Option<T>> {
+        let mut work = pin!(work);
+        let started = Instant::now();
+        loop {
+            let received = self.interrupts.received();
+            if received >= 1 && self.stop_by.is_none() {
+                let grace = self.confirm_timeout.unwrap_or(STOP_GRACE);
+                self.stop_by = Some(Instant::now() + grace);
+            }
+            if received >= 2 || (received >= 1 && how == Wait::Idle) {
+                return Ok(None);
+            }
+            let (limit, signals) = match (self.stop_by, how) {
+                (Some(by), _) => (Some(by), 2),
+                (None, Wait::Confirm) => (self.confirm_timeout.map(|after| started + after), 1),
+                (None, _) => (None, 1),
+            };
+            let expired = async {
+                match limit {
+                    Some(limit) => tokio::time::sleep_until(limit).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                done = &mut work => return Ok(Some(done)),
+                () = self.interrupts.wait_for(signals) => {}
+                () = expired => match (self.stop_by, self.confirm_timeout) {
+                    (Some(_), _) => return Ok(None),
+                    (None, Some(after)) => return Err(Error::ConfirmTimeout { after }),
+                    (None, None) => unreachable!("no limit, nothing expires"),
+                },
+            }
+        }
+    }
+}
+
+/// Tells `observer` when the broker blocks the connection's publishes and when it lets them go
+/// again; never ends.
+async fn report_blocking(session: &Session, observer: &dyn Observer) -> Infallible {
+    let mut events = pin!(session.events());
+    while let Some(event) = events.next().await {
+        match event {
+            lapin::Event::ConnectionBlocked(reason) => {
+                observer.observe(Event::Blocked { reason: &reason });
+            }
+            lapin::Event::ConnectionUnblocked => observer.observe(Event::Unblocked),
+            _ => {}
+        }
+    }
+    std::future::pending().await
+}
+
 /// How a publish run begins.
 pub enum Start {
     /// Connect and declare first.
@@ -88,8 +196,10 @@ pub enum Start {
 
 /// Publishes every message of `messages` as `plan` says, keeping up to [`CONFIRM_WINDOW`] in
 /// flight. A lost connection is opened again within `--reconnect-timeout`, and every message not
-/// yet confirmed is sent again (at-least-once: some may arrive twice). On an error,
-/// `confirmations` has been told of every confirmed message.
+/// yet confirmed is sent again (at-least-once: some may arrive twice). A signal (see [`Watch`])
+/// ends the run early, [`Published::stopped`]. On an error, `confirmations` has been told of
+/// every confirmed message; an error that stops the input half-way (a line too long, an
+/// unreadable input, `--confirm-timeout`) says how many were confirmed.
 pub async fn publish_all<C: Confirmations>(
     ctx: &Context,
     observer: &dyn Observer,
@@ -97,10 +207,14 @@ pub async fn publish_all<C: Confirmations>(
     messages: &mut Messages,
     confirmations: &mut C,
     start: Start,
+    watch: &mut Watch<'_>,
 ) -> Result<Published> {
     let mut window = ConfirmWindow::new(plan.target, confirmations);
     let mut opened = match start {
-        Start::Connect => Ok(open(ctx, observer, plan).await?),
+        Start::Connect => match watch.wait(open(ctx, observer, plan), Wait::Idle).await? {
+            Some(session) => Ok(session?),
+            None => return window.stopped(watch),
+        },
         Start::AfterLoss(lost) => {
             window.published.republished += 1;
             window.resend_pending = 1;
@@ -109,27 +223,43 @@ pub async fn publish_all<C: Confirmations>(
     };
     loop {
         let lost = match opened {
-            Ok(session) => match window.publish(&session, messages).await {
-                Ok(()) => {
-                    session.close().await;
-                    return Ok(window.published);
+            Ok(session) => {
+                let outcome = tokio::select! {
+                    outcome = window.publish(&session, messages, watch) => outcome,
+                    never = report_blocking(&session, observer) => match never {},
+                };
+                match outcome {
+                    Ok(()) => {
+                        // A broker that holds the messages in flight would not answer a close
+                        // either.
+                        if window.in_doubt() == 0 {
+                            session.close().await;
+                        }
+                        return window.stopped(watch);
+                    }
+                    // Stopping: no reconnection, what was in flight stays in doubt.
+                    Err(lost) if lost.is_connection_loss() && watch.stopping() => {
+                        return window.stopped(watch);
+                    }
+                    Err(lost) if lost.is_connection_loss() => lost,
+                    Err(error) => return Err(window.interrupted(error)),
                 }
-                Err(lost) if lost.is_connection_loss() => lost,
-                Err(error) => return Err(error),
-            },
+            }
             Err(lost) => lost,
         };
-        let session = reconnect::reopen(ctx, observer, lost, None, |attempt| async move {
-            open(&attempt, observer, plan).await
-        })
+        let reopened = reconnect::reopen(
+            ctx,
+            observer,
+            lost,
+            Some(&mut *watch.interrupts),
+            |attempt| async move { open(&attempt, observer, plan).await },
+        )
         .await
-        .map_err(|source| Error::PublishInterrupted {
-            confirmed: window.published.confirmed,
-            // The command knows its input.
-            input: None,
-            source: Box::new(source),
-        })?;
-        opened = Ok(session.expect("publishers are not interruptible"));
+        .map_err(|source| window.stopped_by(source))?;
+        let Some(session) = reopened else {
+            return window.stopped(watch);
+        };
+        opened = Ok(session);
         let count = window.forget_sent() + std::mem::take(&mut window.resend_pending);
         observer.observe(Event::Resending { count });
     }
@@ -163,6 +293,10 @@ struct ConfirmWindow<'a, C> {
     /// Messages sent before this window existed (by the one-message path), to count as sent
     /// again after the next reconnection.
     resend_pending: u64,
+    /// A publish left unfinished by a stop: that message may have left.
+    abandoned: bool,
+    /// Why the input ended early, reported once what was read before it is confirmed.
+    input_error: Option<Error>,
     published: Published,
     target: &'a Publication<'a>,
     confirmations: &'a mut C,
@@ -175,6 +309,8 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             sent: 0,
             input_ended: false,
             resend_pending: 0,
+            abandoned: false,
+            input_error: None,
             published: Published::default(),
             target,
             confirmations,
@@ -182,70 +318,136 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
     }
 
     /// Publishes on `session`, which is in confirm mode, until the input ends and everything is
-    /// confirmed. Messages held unconfirmed from an earlier, lost connection are sent again
-    /// first. On error the window keeps every message not yet confirmed, for a retry.
-    async fn publish(&mut self, session: &Session, messages: &mut Messages) -> Result<()> {
+    /// confirmed, or a stop ends it. Messages held unconfirmed from an earlier, lost connection
+    /// are sent again first. On error the window keeps every message not yet confirmed, for a
+    /// retry.
+    async fn publish(
+        &mut self,
+        session: &Session,
+        messages: &mut Messages,
+        watch: &mut Watch<'_>,
+    ) -> Result<()> {
         let properties = self.target.properties();
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
         loop {
-            // Send what is queued, as far as the window allows.
-            while self.sent < self.queue.len() && self.sent < CONFIRM_WINDOW {
-                let entry = &mut self.queue[self.sent];
-                let confirm = session
-                    .channel
-                    .basic_publish(
-                        self.target.exchange.into(),
-                        self.target.routing_key.into(),
-                        options,
-                        &entry.body,
-                        properties.clone(),
-                    )
-                    .await
-                    .map_err(Error::broker("cannot publish"))?;
-                entry.confirm = Some(confirm);
+            // Send what is queued, as far as the window allows; nothing more after a signal.
+            while self.sent < self.queue.len() && self.sent < CONFIRM_WINDOW && !watch.stopping() {
+                let entry = &self.queue[self.sent];
+                let publish = session.channel.basic_publish(
+                    self.target.exchange.into(),
+                    self.target.routing_key.into(),
+                    options,
+                    &entry.body,
+                    properties.clone(),
+                );
+                let Some(confirm) = watch.wait(publish, Wait::Confirm).await? else {
+                    self.abandoned = true;
+                    return self.confirmations.flush();
+                };
+                let confirm = confirm.map_err(Error::broker("cannot publish"))?;
+                self.queue[self.sent].confirm = Some(confirm);
                 self.sent += 1;
             }
-            if self.sent == CONFIRM_WINDOW {
-                self.settle_oldest().await?;
+            if watch.stopping() {
+                // Stop reading: what was read and not sent is not sent.
+                self.queue.truncate(self.sent);
+                self.input_ended = true;
+            }
+            if self.sent == CONFIRM_WINDOW || (self.input_ended && self.sent > 0) {
+                match watch.wait(self.settle_oldest(), Wait::Confirm).await? {
+                    Some(settled) => settled?,
+                    None => return self.confirmations.flush(),
+                }
                 continue;
             }
             if self.input_ended {
-                if self.sent == 0 {
-                    break;
-                }
-                self.settle_oldest().await?;
-                continue;
+                break;
             }
             let batch = match messages.try_next() {
                 Ok(Some(batch)) => Ok(batch),
                 Ok(None) if self.sent == 0 => {
                     self.confirmations.flush()?;
-                    messages.next().await
+                    match watch.wait(messages.next(), Wait::Idle).await? {
+                        Some(batch) => batch,
+                        // A signal: the top of the loop stops the reading.
+                        None => continue,
+                    }
                 }
                 // Input is not ready: settle confirms while waiting for it.
-                Ok(None) => tokio::select! {
-                    biased;
-                    batch = messages.next() => batch,
-                    settled = self.settle_oldest() => { settled?; continue; }
-                },
+                Ok(None) => {
+                    let either = async {
+                        tokio::select! {
+                            biased;
+                            batch = messages.next() => Ok(batch),
+                            settled = self.settle_oldest() => Err(settled),
+                        }
+                    };
+                    match watch.wait(either, Wait::Confirm).await? {
+                        Some(Ok(batch)) => batch,
+                        Some(Err(settled)) => {
+                            settled?;
+                            continue;
+                        }
+                        None => return self.confirmations.flush(),
+                    }
+                }
                 Err(error) => Err(error),
+            };
+            match batch {
+                Ok(batch) if batch.is_empty() => self.input_ended = true,
+                Ok(batch) => self.queue.extend(batch.into_iter().map(|body| Entry {
+                    body,
+                    confirm: None,
+                })),
+                // Publish what came before it, then report it.
+                Err(error) => {
+                    self.input_error = Some(messages.error(error));
+                    self.input_ended = true;
+                }
             }
-            .map_err(|source| Error::Input {
-                path: messages.name.clone(),
-                source,
-            })?;
-            if batch.is_empty() {
-                self.input_ended = true;
-            }
-            self.queue.extend(batch.into_iter().map(|body| Entry {
-                body,
-                confirm: None,
-            }));
         }
-        self.confirmations.flush()
+        self.confirmations.flush()?;
+        match self.input_error.take() {
+            Some(error) if !watch.stopping() => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Messages that may have left without their confirm having come.
+    fn in_doubt(&self) -> u64 {
+        self.sent as u64 + u64::from(self.abandoned) + self.resend_pending
+    }
+
+    /// The end of a run: the input's end, or a stop.
+    fn stopped(mut self, watch: &Watch<'_>) -> Result<Published> {
+        self.confirmations.flush()?;
+        self.published.stopped = watch.stopping();
+        self.published.in_doubt = self.in_doubt();
+        Ok(self.published)
+    }
+
+    /// An error that ended the run half-way, with what was confirmed before it; errors that
+    /// name the message they are about stay as they are.
+    fn interrupted(&self, error: Error) -> Error {
+        match error {
+            Error::ConfirmTimeout { .. } | Error::LineTooLong { .. } | Error::Input { .. } => {
+                self.stopped_by(error)
+            }
+            other => other,
+        }
+    }
+
+    /// `error` with what was confirmed before it.
+    fn stopped_by(&self, error: Error) -> Error {
+        Error::PublishInterrupted {
+            confirmed: self.published.confirmed,
+            // The command knows its input.
+            input: None,
+            source: Box::new(error),
+        }
     }
 
     /// After a lost connection: every published but unconfirmed message must be sent again.

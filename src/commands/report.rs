@@ -44,6 +44,17 @@ impl Observer for Status {
             Event::Resending { count } => self.info(format_args!(
                 " [*] Sending again the {count} message(s) not confirmed before"
             )),
+            // Both said even with --quiet: a publisher that waits must say why, and when the
+            // wait ends.
+            Event::Blocked { reason } => self.warn(format_args!(
+                " [!] the broker is blocking publishers: {}",
+                if reason.is_empty() {
+                    "a resource alarm"
+                } else {
+                    reason
+                }
+            )),
+            Event::Unblocked => self.warn(" [*] the broker accepts publishers again"),
         }
     }
 }

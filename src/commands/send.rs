@@ -7,15 +7,16 @@ use crate::{
     amqp::{
         events::{Event, Observer},
         oneshot::{self, Handover},
-        publish::{Confirmations, Plan, Publication, Start, publish_all},
+        publish::{Confirmations, Plan, Publication, Start, Wait, Watch, publish_all},
         topology::Topology,
     },
     cli::MessageArgs,
     context::{Context, Status},
-    error::{Error, Result},
+    error::{Error, Result, resume_hint},
     exit::Exit,
     input::Messages,
     output::write_sent,
+    signals::{Interrupts, Stop},
     terminal::AroundProgress,
 };
 use indicatif::ProgressBar;
@@ -30,14 +31,25 @@ pub struct Send<'a> {
 }
 
 /// Declares what `send` describes, then publishes the command's message(s), printing
-/// ` [x] Sent` for each one the broker confirmed.
+/// ` [x] Sent` for each one the broker confirmed. Ctrl-C or SIGTERM stops the reading; the
+/// messages in flight are given a grace period to be confirmed, what was confirmed is said, and
+/// rmqlab ends by the signal.
 pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Result<Exit> {
+    // Catch signals from the start: one while connecting is a clean stop as well.
+    let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
+    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout);
     let observer = &ctx.status;
     let mut start = Start::Connect;
+    // `-f PATH`, to show how to resume; None for stdin and words.
+    let input = message
+        .file
+        .as_ref()
+        .filter(|path| path.as_os_str() != "-")
+        .map(|path| path.display().to_string());
     let mut messages = match &message.file {
         // Open the input before connecting: a missing file is reported without touching the
         // broker.
-        Some(path) => Messages::lines_of(path)?,
+        Some(path) => Messages::lines_of(path, message.max_message_size)?,
         None => {
             let body = single_message(message, send.default_message);
             // One message over plain TCP: first the quick way, which hands anything but
@@ -50,14 +62,27 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                     &send.topology,
                     &send.target,
                     &body,
+                    message.confirm_timeout,
                 );
-                match quick.await {
+                let Some(quick) = watch.wait(quick, Wait::Answer).await? else {
+                    return Ok(stopped(ctx, &watch, 0, 1, None));
+                };
+                match quick {
                     Ok(()) => {
                         let mut out = Vec::new();
                         write_sent(&mut out, &body).map_err(Error::Output)?;
                         super::print(&out)?;
                         ctx.status.debug("1 message(s) confirmed");
-                        return Ok(Exit::Success);
+                        return Ok(match watch.stopping() {
+                            true => stopped(ctx, &watch, 1, 0, None),
+                            false => Exit::Success,
+                        });
+                    }
+                    Err(Handover::Untouched(_)) if watch.stopping() => {
+                        return Ok(stopped(ctx, &watch, 0, 0, None));
+                    }
+                    Err(Handover::Lost(_)) if watch.stopping() => {
+                        return Ok(stopped(ctx, &watch, 0, 1, None));
                     }
                     Err(Handover::Untouched(reason)) => {
                         observer.observe(Event::HandedOver { reason: &reason });
@@ -82,24 +107,31 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         status: ctx.status,
         exchange: send.target.exchange,
         dropped: 0,
+        closed: false,
+        failed: None,
     };
     let plan = Plan {
         connection_name: send.connection_name,
         topology: &send.topology,
         target: &send.target,
     };
-    let published = publish_all(ctx, observer, &plan, &mut messages, &mut lines, start).await;
+    let published = publish_all(
+        ctx,
+        observer,
+        &plan,
+        &mut messages,
+        &mut lines,
+        start,
+        &mut watch,
+    )
+    .await;
     lines.progress.finish_and_clear();
     let published = published.map_err(|error| match error {
         Error::PublishInterrupted {
             confirmed, source, ..
         } => Error::PublishInterrupted {
             confirmed,
-            input: message
-                .file
-                .as_ref()
-                .filter(|path| path.as_os_str() != "-")
-                .map(|path| path.display().to_string()),
+            input: input.clone(),
             source,
         },
         other => other,
@@ -118,7 +150,56 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     }
     ctx.status
         .debug(format_args!("{} message(s) confirmed", published.confirmed));
-    Ok(Exit::Success)
+    if published.stopped {
+        let lines_input = message.file.is_some().then_some(input.as_deref());
+        return Ok(stopped(
+            ctx,
+            &watch,
+            published.confirmed,
+            published.in_doubt,
+            lines_input,
+        ));
+    }
+    match lines.failed {
+        Some(source) => Err(Error::ReportLost {
+            confirmed: published.confirmed,
+            source,
+        }),
+        None => Ok(Exit::Success),
+    }
+}
+
+/// Says what a publisher stopped by a signal had confirmed, and how to go on; rmqlab then ends
+/// by that signal. `input` is `Some` for `-f` (with the path of a file), None for one message.
+fn stopped(
+    ctx: &Context,
+    watch: &Watch<'_>,
+    confirmed: u64,
+    in_doubt: u64,
+    input: Option<Option<&str>>,
+) -> Exit {
+    let signal = watch.signal().unwrap_or(Stop::Interrupt);
+    let name = match signal {
+        Stop::Interrupt => "Ctrl-C",
+        Stop::Terminate => "SIGTERM",
+    };
+    let said = match input {
+        Some(input) => {
+            let doubt = match in_doubt {
+                0 => String::new(),
+                count => format!(" ({count} more sent without a confirm may have arrived)"),
+            };
+            format!("{}{doubt}", resume_hint(confirmed, input))
+        }
+        None if confirmed > 0 => "the message was confirmed".into(),
+        None if in_doubt > 0 => {
+            "the message was sent but not confirmed: it may have arrived".into()
+        }
+        None => "the message was not sent".into(),
+    };
+    ctx.status
+        .warn(format_args!(" [!] Stopped by {name}: {said}"));
+    Exit::Stopped(signal)
 }
 
 /// The one message of a command without `--file`: the words joined with spaces, else the
@@ -130,13 +211,34 @@ fn single_message(args: &MessageArgs, default: &str) -> Vec<u8> {
     }
 }
 
-/// ` [x] Sent` lines on stdout and the progress on stderr, as confirms come.
+/// ` [x] Sent` lines on stdout and the progress on stderr, as confirms come. The lines are a
+/// report, the messages are the work: a stdout that cannot be written ends the report, never
+/// the publishing. A closed pipe (`| head`) is not a failure, as for `tee`; any other write
+/// error is kept for the end (74).
 struct SentLines<'a, W: Write> {
     out: W,
     progress: ProgressBar,
     status: Status,
     exchange: &'a str,
     dropped: u64,
+    /// The reader of stdout went away.
+    closed: bool,
+    /// Writing stdout failed otherwise.
+    failed: Option<io::Error>,
+}
+
+impl<W: Write> SentLines<'_, W> {
+    /// Runs a write unless the report has ended, and ends it when the write fails.
+    fn report(&mut self, write: impl FnOnce(&mut W) -> io::Result<()>) {
+        if self.closed || self.failed.is_some() {
+            return;
+        }
+        match write(&mut self.out) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => self.closed = true,
+            Err(error) => self.failed = Some(error),
+        }
+    }
 }
 
 impl<W: Write> Confirmations for SentLines<'_, W> {
@@ -150,7 +252,8 @@ impl<W: Write> Confirmations for SentLines<'_, W> {
         } else {
             self.progress.inc(1);
         }
-        write_sent(&mut self.out, body).map_err(Error::Output)
+        self.report(|out| write_sent(out, body));
+        Ok(())
     }
 
     fn dropped(&mut self) {
@@ -167,6 +270,7 @@ impl<W: Write> Confirmations for SentLines<'_, W> {
     }
 
     fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(Error::Output)
+        self.report(Write::flush);
+        Ok(())
     }
 }

@@ -652,3 +652,148 @@ pub fn rabbitmqctl_cleanup(args: &[&str]) -> bool {
         .output()
         .is_ok_and(|output| output.status.success())
 }
+
+/// A RabbitMQ node of one test's own, for the faults that must never touch the shared nodes
+/// (a resource alarm): the machine's RabbitMQ (3.x) under its own node name, AMQP and
+/// distribution ports and directories, no plugins, run as the `rabbitmq` user (whose home holds
+/// the Erlang cookie the CLI tools share). Stopped, and its directories removed, when dropped.
+pub struct OwnNode {
+    pub name: String,
+    pub port: u16,
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// The machine's RabbitMQ server script, run directly (the wrapper in /usr/sbin would read the
+/// machine's environment file, which names the shared node).
+const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+
+impl OwnNode {
+    /// Starts the node and waits until RabbitMQ has booted (a minute at most).
+    pub fn start(test: &str) -> OwnNode {
+        assert!(
+            std::path::Path::new(RABBITMQ_SERVER).exists(),
+            "{RABBITMQ_SERVER} is missing: this test starts a RabbitMQ node of its own"
+        );
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let (port, dist_port) = (free_port(), free_port());
+        let name = format!("rmqlab-{test}-{}@localhost", std::process::id());
+        let dir = scratch_dir();
+        let path = dir.path();
+        std::fs::write(path.join("enabled_plugins"), "[].\n").unwrap();
+        std::fs::write(path.join("rabbitmq.conf"), "").unwrap();
+        std::fs::write(path.join("rabbitmq-env.conf"), "").unwrap();
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut command = if root {
+            let status = Command::new("chown")
+                .args(["-R", "rabbitmq:"])
+                .arg(path)
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown the node's directory to rabbitmq");
+            let mut command = Command::new("runuser");
+            command.args(["-u", "rabbitmq", "--", RABBITMQ_SERVER]);
+            command
+        } else {
+            Command::new(RABBITMQ_SERVER)
+        };
+        let home = if root {
+            "/var/lib/rabbitmq".to_string()
+        } else {
+            std::env::var("HOME").unwrap_or_default()
+        };
+        command
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", home)
+            .env("LANG", "C.UTF-8")
+            .env("RABBITMQ_NODENAME", &name)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_CONF_ENV_FILE", path.join("rabbitmq-env.conf"))
+            .env("RABBITMQ_CONFIG_FILE", path.join("rabbitmq.conf"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                path.join("enabled_plugins"),
+            )
+            .env("RABBITMQ_MNESIA_BASE", path.join("data"))
+            .env("RABBITMQ_LOG_BASE", path.join("log"))
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            )
+            .current_dir(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("start rabbitmq-server");
+        let node = OwnNode {
+            name,
+            port,
+            child: Some(child),
+            dir: Some(dir),
+        };
+        // await_startup fails while the node has not registered yet: poll.
+        eventually(
+            Duration::from_secs(90),
+            "the test's own node to boot",
+            || {
+                node.ctl_command(&["-q", "await_startup", "--timeout", "60"])
+                    .output()
+                    .is_ok_and(|output| output.status.success())
+            },
+        );
+        node
+    }
+
+    /// The node's AMQP URL.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The machine's rabbitmqctl for this node.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("rabbitmqctl");
+        command.args(["-n", &self.name]).args(args);
+        command
+    }
+
+    /// Runs rabbitmqctl on this node, failing the test when it fails; returns its stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let output = self.ctl_command(args).output().expect("run rabbitmqctl");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl -n {} {args:?} failed: {}",
+            self.name,
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// The resource alarms in effect on this node, as Erlang terms.
+    pub fn alarms(&self) -> String {
+        self.ctl(&["-q", "eval", "rabbit_alarm:get_alarms()."])
+    }
+}
+
+impl Drop for OwnNode {
+    fn drop(&mut self) {
+        let _ = self.ctl_command(&["-q", "stop"]).output();
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        drop(self.dir.take());
+    }
+}

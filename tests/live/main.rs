@@ -1,8 +1,5 @@
-//! rmqlab against a live broker, in one test binary: tutorials 1 and 2, acks, signals and exit
-//! codes (`broker`), the declaration rule and the official tutorial programs beside rmqlab
-//! (`declarations`), tutorial 3 (`pubsub`), the management API (`queues`) and what a terminal
-//! shows (`terminal`), and what `task work --exec` does with failures, signals and a closed stdout
-//! (`worker`). Filter by module: `cargo test --test live queues::`.
+//! rmqlab against a live broker, in one test binary with a module per area (see the `mod`
+//! lines below). Filter by module: `cargo test --test live queues::`.
 //!
 //! The broker under test is chosen by the environment (see the harness, `tests/common/mod.rs`):
 //! `RMQLAB_TEST_URL`, `RMQLAB_TEST_API_URL` and `RMQLAB_TEST_CTL`; unset, the local node on
@@ -19,6 +16,7 @@ mod common;
 
 mod broker;
 mod declarations;
+mod publisher;
 mod pubsub;
 mod queues;
 mod terminal;
