@@ -165,7 +165,7 @@ _rmqlab() {
 
     case "${cmd}" in
         rmqlab)
-            opts="-q -v -h -V --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help --version hello task pubsub queues completions help"
+            opts="-q -v -h -V --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help --version hello task pubsub queues completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -184,6 +184,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -211,7 +215,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__completions)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help bash elvish fish powershell zsh"
+            opts="-q -v -h --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,6 +234,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -257,7 +265,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -276,6 +284,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -359,7 +371,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__recv)
-            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -405,6 +417,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -429,7 +445,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__send)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -464,6 +480,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -715,7 +735,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -734,6 +754,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -761,7 +785,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -792,6 +816,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -875,7 +903,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__listen)
-            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -917,6 +945,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -941,7 +973,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -960,6 +992,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -987,7 +1023,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__delete)
-            opts="-q -v -h --vhost --if-empty --if-unused --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-q -v -h --vhost --if-empty --if-unused --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1010,6 +1046,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1107,7 +1147,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__list)
-            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1153,6 +1193,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1177,7 +1221,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__purge)
-            opts="-q -v -h --vhost --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-q -v -h --vhost --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1200,6 +1244,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1227,7 +1275,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task)
-            opts="-q -v -h --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help new work help"
+            opts="-q -v -h --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help new work help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1246,6 +1294,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1329,7 +1381,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__new)
-            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1367,6 +1419,10 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --reconnect-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1391,7 +1447,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__work)
-            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --count --idle-timeout --output --url --api-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1446,6 +1502,10 @@ _rmqlab() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

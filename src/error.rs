@@ -1,6 +1,6 @@
 //! The one error type of rmqlab, its exit codes (sysexits) and its hints.
 
-use crate::{exit::Code, uri::InvalidUrl};
+use crate::{exit::Code, signals::Stop, uri::InvalidUrl};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use std::{io, time::Duration};
 
@@ -67,6 +67,22 @@ pub enum Error {
         source: Box<lapin::Error>,
     },
 
+    #[error("TLS to {url} failed: the server did not answer TLS: is port {port} a TLS listener?")]
+    NotTls {
+        url: String,
+        port: u16,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("the broker at {url} has no virtual host '{vhost}'")]
+    VhostNotFound {
+        url: String,
+        vhost: String,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
     #[error("the broker at {url} refused access to virtual host '{vhost}'")]
     VhostRefused {
         url: String,
@@ -126,8 +142,29 @@ pub enum Error {
         source: reqwest::Error,
     },
 
-    #[error("no answer from the management API at {url} in time")]
-    ApiTimeout { url: String },
+    #[error(
+        "no answer from the management API at {url} within {} ({option})",
+        humantime::format_duration(*.after)
+    )]
+    ApiTimeout {
+        url: String,
+        after: Duration,
+        /// The option that set the limit: `--api-timeout`, or `--connect-timeout`.
+        option: &'static str,
+    },
+
+    #[error("{url} is not a RabbitMQ management API: {reason}")]
+    NotManagementApi { url: String, reason: String },
+
+    #[error(
+        "the management API failed for {} (--reconnect-timeout)",
+        humantime::format_duration(*.after)
+    )]
+    RefreshFailed {
+        after: Duration,
+        #[source]
+        source: Box<Error>,
+    },
 
     #[error("the management API at {url} refused user '{user}'{}", reason_suffix(.reason))]
     ApiRefused {
@@ -175,6 +212,11 @@ pub enum Error {
 
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
+
+    /// Ctrl-C or SIGTERM before anything was done (while connecting, waiting for the API):
+    /// rmqlab ends by that signal, saying nothing.
+    #[error("interrupted")]
+    Interrupted(Stop),
 }
 
 impl Error {
@@ -193,6 +235,8 @@ impl Error {
             Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
             Error::Tls { .. } => Code::Data,
             Error::ConnectTimeout { .. } => Code::Temporary,
+            Error::NotTls { .. } => Code::Unavailable,
+            Error::VhostNotFound { .. } => Code::Data,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => Code::NoPermission,
             Error::Mismatch { .. }
             | Error::Nacked { .. }
@@ -201,8 +245,8 @@ impl Error {
             Error::Broker { source, .. } => broker_exit_code(source),
             Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => Code::Temporary,
             Error::PublishInterrupted { source, .. } => source.exit_code(),
-            Error::ApiUnreachable { .. } => Code::Unavailable,
-            Error::ApiTimeout { .. } => Code::Temporary,
+            Error::ApiUnreachable { .. } | Error::NotManagementApi { .. } => Code::Unavailable,
+            Error::ApiTimeout { .. } | Error::RefreshFailed { .. } => Code::Temporary,
             Error::ApiRefused { .. } => Code::NoPermission,
             Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => Code::Data,
             Error::ApiStatus { status, .. } if *status >= 500 => Code::Unavailable,
@@ -211,6 +255,7 @@ impl Error {
             Error::Input { .. } => Code::NoInput,
             Error::Output(_) => Code::Io,
             Error::Exec { .. } | Error::Runtime(_) => Code::Os,
+            Error::Interrupted(stop) => crate::exit::Exit::Stopped(*stop).code(),
         }
     }
 
@@ -308,6 +353,16 @@ impl Error {
             Error::LoginRefused { .. } => {
                 Some("check the user and password in --url / RMQLAB_URL / AMQP_URL".into())
             }
+            Error::NotTls { .. } => Some(
+                "use amqp:// for a plain listener (5672 by default), or the port of the broker's \
+                 TLS listener (5671 by default) with amqps://"
+                    .into(),
+            ),
+            Error::VhostNotFound { .. } => Some(
+                "the virtual host is the URI's path, percent-encoded: the default vhost '/' is \
+                 written %2f (amqp://host:5672/%2f); `rabbitmqctl list_vhosts` lists them"
+                    .into(),
+            ),
             Error::VhostRefused { .. } => Some(
                 "the virtual host is the URI's path, percent-encoded: the default vhost '/' is \
                  written %2f (amqp://host:5672/%2f); `rabbitmqctl list_vhosts` lists them and \
@@ -324,6 +379,14 @@ impl Error {
                  queue as it is, or give the type it has"
                     .into(),
             ),
+            Error::Mismatch {
+                kind: ObjectKind::Exchange,
+                name,
+                ..
+            } if name.starts_with("amq.") => Some(format!(
+                "'{name}' is one of RabbitMQ's built-in exchanges: it cannot be deleted or \
+                 changed; use another --exchange"
+            )),
             Error::Mismatch {
                 kind: ObjectKind::Exchange,
                 ..
@@ -347,6 +410,15 @@ impl Error {
                 "the API takes the user and password of --url, or those written in --api-url"
                     .into(),
             ),
+            Error::NotManagementApi { .. } => Some(
+                "point --api-url / RMQLAB_API_URL at the management plugin's base URL, such as \
+                 http://HOST:15672 (with its path prefix, if the plugin is configured with one)"
+                    .into(),
+            ),
+            Error::ApiTimeout {
+                option: "--api-timeout",
+                ..
+            } => Some("the broker may be overloaded; allow more time with --api-timeout".into()),
             Error::PublishInterrupted {
                 confirmed,
                 input: Some(path),
@@ -363,6 +435,19 @@ impl Error {
             )),
             Error::ReconnectFailed { .. } => {
                 Some("is the broker running? --reconnect-timeout allows more time".into())
+            }
+            Error::Broker { context, source }
+                if context.starts_with("cannot declare exchange 'amq.")
+                    && amqp_error(source).is_some_and(|e| {
+                        *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                    }) =>
+            {
+                Some(
+                    "exchange names starting with 'amq.' are reserved: the broker refuses to \
+                     declare one (ACCESS_REFUSED) unless it is a built-in exchange of the same \
+                     kind; use another --exchange"
+                        .into(),
+                )
             }
             Error::Broker { source, .. }
                 if amqp_error(source).is_some_and(|e| {

@@ -16,7 +16,7 @@ use crate::{
     exit::Exit,
     input::Messages,
     output::write_sent,
-    terminal::AroundProgress,
+    terminal::{self, AroundProgress, TerminalText},
 };
 use indicatif::ProgressBar;
 use std::io::{self, BufWriter, Write};
@@ -55,7 +55,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                     Ok(()) => {
                         let mut out = Vec::new();
                         write_sent(&mut out, &body).map_err(Error::Output)?;
-                        super::print(&out)?;
+                        super::print_text(&out)?;
                         ctx.status.debug("1 message(s) confirmed");
                         return Ok(Exit::Success);
                     }
@@ -71,17 +71,18 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     };
     let progress = ctx.status.progress.publishing(messages.size);
     let mut lines = SentLines {
-        out: BufWriter::with_capacity(
+        out: TerminalText::new(BufWriter::with_capacity(
             STDOUT_BUFFER,
             AroundProgress {
                 bar: progress.clone(),
                 inner: io::stdout(),
             },
-        ),
+        )),
         progress,
         status: ctx.status,
         exchange: send.target.exchange,
         dropped: 0,
+        confirmed: 0,
     };
     let plan = Plan {
         connection_name: send.connection_name,
@@ -89,7 +90,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         target: &send.target,
     };
     let published = publish_all(ctx, observer, &plan, &mut messages, &mut lines, start).await;
-    lines.progress.finish_and_clear();
+    terminal::finish_publishing(&lines.progress, lines.confirmed);
     let published = published.map_err(|error| match error {
         Error::PublishInterrupted {
             confirmed, source, ..
@@ -137,18 +138,21 @@ struct SentLines<'a, W: Write> {
     status: Status,
     exchange: &'a str,
     dropped: u64,
+    /// Confirmed so far: the progress's count.
+    confirmed: u64,
 }
 
 impl<W: Write> Confirmations for SentLines<'_, W> {
     fn confirmed(&mut self, number: u64, body: &[u8]) -> Result<()> {
+        self.confirmed = number;
         if self.progress.length().is_some() {
             // The bar measures the input's bytes: the line and its newline.
             self.progress.inc(body.len() as u64 + 1);
-            if number.is_multiple_of(256) {
-                self.progress.set_message(number.to_string());
-            }
         } else {
             self.progress.inc(1);
+        }
+        if number.is_multiple_of(256) {
+            terminal::show_confirmed(&self.progress, number);
         }
         write_sent(&mut self.out, body).map_err(Error::Output)
     }

@@ -3,7 +3,7 @@
 
 use super::{
     named_queue,
-    receive::{Receive, announce, receive, stdout},
+    receive::{Out, Receive, announce, receive, stdout},
     send::{Send, send},
 };
 use crate::{
@@ -21,13 +21,7 @@ use crate::{
 };
 use indicatif::ProgressBar;
 use lapin::message::Delivery;
-use std::{
-    future::Future,
-    io::{BufWriter, Stdout, Write},
-    pin::pin,
-    process::ExitStatus,
-    time::Duration,
-};
+use std::{future::Future, io::Write, pin::pin, process::ExitStatus, time::Duration};
 use tokio::io::AsyncWriteExt;
 
 pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
@@ -53,7 +47,7 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
                 prefetch: args.prefetch,
             };
             let mut worker = Worker {
-                out: stdout(),
+                out: stdout(args.consume.output),
                 format: args.consume.output,
                 status: ctx.status,
                 dot_duration: args.dot_duration,
@@ -66,7 +60,7 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
 
 /// Tutorial 2's worker: print, work (sleep per `.` or run a command), then ack.
 struct Worker {
-    out: BufWriter<Stdout>,
+    out: Out,
     format: OutputFormat,
     status: Status,
     dot_duration: Duration,

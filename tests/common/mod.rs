@@ -266,7 +266,7 @@ impl Running {
         (running, stdin)
     }
 
-    fn spawn(command: &mut Command) -> Running {
+    pub fn spawn(command: &mut Command) -> Running {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

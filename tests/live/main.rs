@@ -18,6 +18,7 @@ mod common;
 
 mod broker;
 mod declarations;
+mod hardening;
 mod pubsub;
 mod queues;
 mod terminal;
