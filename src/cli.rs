@@ -28,6 +28,25 @@ pub const EXAMPLES: &[&str] = &[
     "rmqlab queues list --watch 2s",
 ];
 
+/// The help of a publishing command's WORDS, with its own default message.
+fn words_help(default: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+    move |arg| {
+        arg.help(format!(
+            "The message: the words joined with single spaces [default: {default}]"
+        ))
+    }
+}
+
+/// The help of a consuming command's `--output`, naming its own text line.
+fn output_help(text_line: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+    move |arg| {
+        arg.help(format!(
+            "How to print each message: the tutorial's line (text: {text_line}), the body \
+             alone, or one JSON object a line"
+        ))
+    }
+}
+
 fn exit_status_help() -> String {
     let mut help = String::from("Examples:\n");
     for example in EXAMPLES {
@@ -59,25 +78,15 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL]
     /// [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ's default user]
-    #[arg(
-        long,
-        global = true,
-        value_name = "URI",
-        env = "RMQLAB_URL",
-        hide_env = true
-    )]
+    // RMQLAB_URL is read with AMQP_URL where the settings are made, not by clap: clap would name
+    // an option taken from the environment in its usage lines, as if it had been typed.
+    #[arg(long, global = true, value_name = "URI")]
     pub url: Option<String>,
 
     /// Base URL of the management HTTP API, for `queues` and `task work --on-failure
     /// dead-letter` [env: RMQLAB_API_URL] [default:
     /// http://<host of --url>:15672, with the user and password of --url unless it has its own]
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "RMQLAB_API_URL",
-        hide_env = true
-    )]
+    #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
 
     /// When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)
@@ -93,6 +102,16 @@ pub struct GlobalArgs {
         value_parser = humantime::parse_duration
     )]
     pub connect_timeout: Duration,
+
+    /// Give up waiting for an answer of the management API after this long (`queues`)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        default_value = "60s",
+        value_parser = humantime::parse_duration
+    )]
+    pub api_timeout: Duration,
 
     /// After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never
     /// reconnect)
@@ -112,7 +131,8 @@ pub struct GlobalArgs {
         global = true,
         value_name = "PATH",
         env = "RMQLAB_TLS_CA_FILE",
-        hide_env = true
+        hide_env = true,
+        hide_env_values = true
     )]
     pub tls_ca_file: Option<PathBuf>,
 
@@ -123,6 +143,7 @@ pub struct GlobalArgs {
         value_name = "PATH",
         env = "RMQLAB_TLS_CERT_FILE",
         hide_env = true,
+        hide_env_values = true,
         requires = "tls_key_file"
     )]
     pub tls_cert_file: Option<PathBuf>,
@@ -134,13 +155,20 @@ pub struct GlobalArgs {
         value_name = "PATH",
         env = "RMQLAB_TLS_KEY_FILE",
         hide_env = true,
+        hide_env_values = true,
         requires = "tls_cert_file"
     )]
     pub tls_key_file: Option<PathBuf>,
 
     /// Do not verify the server's certificate: for tests only, never in production
     /// [env: RMQLAB_TLS_INSECURE]
-    #[arg(long, global = true, env = "RMQLAB_TLS_INSECURE", hide_env = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "RMQLAB_TLS_INSECURE",
+        hide_env = true,
+        hide_env_values = true
+    )]
     pub tls_insecure: bool,
 
     /// Print no status lines on stderr
@@ -189,6 +217,7 @@ pub enum ColorChoice {
 pub enum PubsubCommand {
     /// Declare the fanout exchange and publish one message (or one per line of -f) to it
     #[command(
+        mut_arg("words", words_help("info: Hello World!")),
         after_long_help = "Every listener bound to the exchange gets every message. A \
 message published while no listener is bound is dropped by the broker: that is how fan-out \
 works, so rmqlab notes it on stderr and still exits 0.
@@ -201,6 +230,7 @@ Examples:
     Emit(PubsubEmitArgs),
     /// Bind an exclusive, server-named queue to the exchange and print what arrives
     #[command(
+        mut_arg("output", output_help("` [x] MESSAGE`")),
         after_long_help = "The queue is this listener's own: the broker deletes it when \
 the listener exits, and messages emitted while no listener ran are not kept.
 
@@ -215,7 +245,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct PubsubEmitArgs {
     /// Fanout exchange to declare and publish to (non-durable, as in the tutorial)
-    #[arg(long, value_name = "NAME", default_value = "logs")]
+    #[arg(long, value_name = "NAME", default_value = "logs", value_parser = name)]
     pub exchange: String,
     #[command(flatten)]
     pub message: MessageArgs,
@@ -224,7 +254,7 @@ pub struct PubsubEmitArgs {
 #[derive(Debug, Args)]
 pub struct PubsubListenArgs {
     /// Fanout exchange to declare and listen to
-    #[arg(long, value_name = "NAME", default_value = "logs")]
+    #[arg(long, value_name = "NAME", default_value = "logs", value_parser = name)]
     pub exchange: String,
     #[command(flatten)]
     pub consume: ConsumeArgs,
@@ -260,10 +290,10 @@ Examples:
 #[derive(Debug, Args)]
 pub struct QueuesListArgs {
     /// List the queues of this vhost only [default: every vhost]
-    #[arg(long, value_name = "VHOST")]
+    #[arg(long, value_name = "VHOST", value_parser = name)]
     pub vhost: Option<String>,
     /// Only queues whose name matches this regular expression (matched by the broker)
-    #[arg(long, value_name = "REGEX")]
+    #[arg(long, value_name = "REGEX", value_parser = regex)]
     pub filter: Option<String>,
     /// Sort by this column [default: vhost, then name]
     #[arg(long, value_enum, value_name = "COLUMN")]
@@ -278,17 +308,17 @@ pub struct QueuesListArgs {
     #[arg(long)]
     pub no_headers: bool,
     /// Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = watch_interval)]
     pub watch: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
 pub struct QueueNameArgs {
     /// The queue's name
-    #[arg(value_name = "NAME")]
+    #[arg(value_name = "NAME", value_parser = name)]
     pub name: String,
     /// The queue's vhost [default: the vhost of --url]
-    #[arg(long, value_name = "VHOST")]
+    #[arg(long, value_name = "VHOST", value_parser = name)]
     pub vhost: Option<String>,
 }
 
@@ -332,13 +362,17 @@ pub enum TableFormat {
 #[derive(Debug, Subcommand)]
 pub enum HelloCommand {
     /// Declare the queue and publish one message (or one per line of -f), confirmed by the broker
-    #[command(after_long_help = "Examples:
+    #[command(
+        mut_arg("words", words_help("Hello World!")),
+        after_long_help = "Examples:
   rmqlab hello send
   rmqlab hello send Hi there
-  seq 3 | rmqlab hello send -f -")]
+  seq 3 | rmqlab hello send -f -"
+    )]
     Send(HelloSendArgs),
     /// Declare the queue and print the messages that arrive
     #[command(
+        mut_arg("output", output_help("` [x] Received MESSAGE`")),
         after_long_help = "Each message is acknowledged once it has been printed. (The \
 tutorial consumes with auto-ack; acking after printing means that --count and Ctrl-C never \
 take a message from the queue that was not printed.) A closed stdout (`| head -1`) ends the \
@@ -356,13 +390,18 @@ Examples:
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Declare the durable queue and publish persistent tasks, confirmed by the broker
-    #[command(after_long_help = "Examples:
+    #[command(
+        mut_arg("words", words_help("Hello World!")),
+        after_long_help = "Examples:
   rmqlab task new First message.
   rmqlab task new A very heavy task.........
-  seq 100 | rmqlab task new -f -")]
+  seq 100 | rmqlab task new -f -"
+    )]
     New(TaskNewArgs),
     /// Work through tasks: one interval per `.` in the body, ack after the work
-    #[command(after_long_help = "Examples:
+    #[command(
+        mut_arg("output", output_help("` [x] Received MESSAGE`, then ` [x] Done`")),
+        after_long_help = "Examples:
   rmqlab task work
   rmqlab task work --prefetch 1 --exec ./handle.sh
   rmqlab task work --exec ./handle.sh --retries 3 --on-failure dead-letter
@@ -383,14 +422,15 @@ stderr), x-rmqlab-command, x-rmqlab-queue and x-rmqlab-failed-at. Every park is 
 with -q, and a run that parked or dead-lettered tasks ends with exit 65 and their number. A
 command that cannot be started (not found, not executable: sh's 126 and 127) puts the task back
 and exits 71; an --exec whose first word is no executable is refused (71) before any task is
-taken.")]
+taken."
+    )]
     Work(TaskWorkArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct HelloSendArgs {
     /// Queue to declare and publish to
-    #[arg(long, value_name = "NAME", default_value = "hello")]
+    #[arg(long, value_name = "NAME", default_value = "hello", value_parser = name)]
     pub queue: String,
     #[command(flatten)]
     pub queue_type: QueueTypeArg,
@@ -401,7 +441,7 @@ pub struct HelloSendArgs {
 #[derive(Debug, Args)]
 pub struct HelloRecvArgs {
     /// Queue to declare and consume from
-    #[arg(long, value_name = "NAME", default_value = "hello")]
+    #[arg(long, value_name = "NAME", default_value = "hello", value_parser = name)]
     pub queue: String,
     #[command(flatten)]
     pub queue_type: QueueTypeArg,
@@ -412,7 +452,7 @@ pub struct HelloRecvArgs {
 #[derive(Debug, Args)]
 pub struct TaskNewArgs {
     /// Durable queue to declare and publish to
-    #[arg(long, value_name = "NAME", default_value = "task_queue")]
+    #[arg(long, value_name = "NAME", default_value = "task_queue", value_parser = name)]
     pub queue: String,
     #[command(flatten)]
     pub queue_type: QueueTypeArg,
@@ -423,7 +463,7 @@ pub struct TaskNewArgs {
 #[derive(Debug, Args)]
 pub struct TaskWorkArgs {
     /// Durable queue to declare and take tasks from
-    #[arg(long, value_name = "NAME", default_value = "task_queue")]
+    #[arg(long, value_name = "NAME", default_value = "task_queue", value_parser = name)]
     pub queue: String,
     #[command(flatten)]
     pub queue_type: QueueTypeArg,
@@ -494,8 +534,7 @@ pub enum QueueType {
 
 #[derive(Debug, Args)]
 pub struct MessageArgs {
-    /// The message: the words joined with single spaces [default: Hello World!; pubsub emit:
-    /// info: Hello World!]
+    /// The message: the words joined with single spaces [default: the tutorial's message]
     #[arg(value_name = "WORDS", conflicts_with = "file")]
     pub words: Vec<String>,
     /// Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise.
@@ -546,7 +585,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// Exit 0 after N messages
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = positive)]
     pub count: Option<u64>,
     /// Exit 0 after this long without a message (500ms, 5s, 1m)
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -558,12 +597,83 @@ pub struct ConsumeArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// ` [x] Received MESSAGE`, as the tutorial prints
+    /// the tutorial's line for each message (named above)
     Text,
     /// each body exactly, then a newline
     Body,
     /// one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties
     Json,
+}
+
+/// The longest name RabbitMQ takes (an AMQP short string): queues, exchanges, vhosts, routing
+/// keys.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// A queue, exchange or vhost name: not empty (an empty queue name asks the broker to make one
+/// up), at most 255 bytes.
+pub fn name(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("a name cannot be empty".into());
+    }
+    short_string(value)
+}
+
+/// A routing key or other AMQP short string: at most 255 bytes, may be empty.
+pub fn short_string(value: &str) -> Result<String, String> {
+    match value.len() {
+        len if len > MAX_NAME_BYTES => Err(format!(
+            "it is {len} bytes long; RabbitMQ takes at most {MAX_NAME_BYTES} bytes"
+        )),
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// A count of 1 or more.
+fn positive(value: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Err("it must be 1 or more".into()),
+        Ok(count) => Ok(count),
+        Err(error) => Err(format!("{error} (expected a whole number, 1 or more)")),
+    }
+}
+
+/// The shortest `--watch` interval: each refresh costs the broker an API call per page.
+pub const MIN_WATCH: Duration = Duration::from_millis(100);
+
+fn watch_interval(value: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if interval < MIN_WATCH {
+        return Err(format!(
+            "refreshing more often than every {} would only load the broker",
+            humantime::format_duration(MIN_WATCH)
+        ));
+    }
+    Ok(interval)
+}
+
+/// A `--filter` pattern, checked here because the broker answers a broken one with an empty
+/// list (3.x) or a puzzling 400. The broker uses Erlang's `re` (PCRE): only errors that are
+/// errors there too are refused; what PCRE has and this parser lacks (look-around,
+/// backreferences, possessive or atomic forms) is left to the broker.
+fn regex(value: &str) -> Result<String, String> {
+    use regex_syntax::ast::{ErrorKind, parse::Parser};
+    match Parser::new().parse(value) {
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::GroupUnclosed
+                    | ErrorKind::GroupUnopened
+                    | ErrorKind::ClassUnclosed
+                    | ErrorKind::ClassRangeInvalid
+                    | ErrorKind::EscapeUnexpectedEof
+                    | ErrorKind::RepetitionCountUnclosed
+                    | ErrorKind::RepetitionCountInvalid
+            ) =>
+        {
+            Err(format!("not a regular expression: {}", error.kind()))
+        }
+        _ => Ok(value.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -580,6 +690,31 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn names_are_short_strings_and_not_empty() {
+        assert!(name("").is_err());
+        assert!(name(&"q".repeat(255)).is_ok());
+        let error = name(&"é".repeat(128)).unwrap_err();
+        assert!(error.contains("256 bytes"), "{error}");
+        assert!(short_string("").is_ok());
+    }
+
+    #[test]
+    fn counts_start_at_one() {
+        assert_eq!(positive("1"), Ok(1));
+        assert_eq!(positive("0").unwrap_err(), "it must be 1 or more");
+        assert!(positive("-3").unwrap_err().contains("1 or more"));
+    }
+
+    #[test]
+    fn broken_patterns_are_refused_and_pcre_ones_left_to_the_broker() {
+        assert!(regex("([").is_err());
+        assert!(regex("a)").is_err());
+        assert!(regex("^task\\.").is_ok());
+        assert!(regex("(?=x)y").is_ok(), "look-ahead is PCRE's");
+        assert!(regex("(a)\\1").is_ok(), "backreferences are PCRE's");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::{
     cli::GlobalArgs,
     error::{Error, Result},
-    terminal::{self, paint_marker},
+    terminal::{self, escape_controls, paint_marker, write_stderr},
     tls::TlsSettings,
     uri::{BrokerUrl, DEFAULT_URL},
 };
@@ -20,6 +20,8 @@ pub struct Context {
     /// `--api-url`, parsed only by the commands that use the management API.
     pub api_url: Option<String>,
     pub connect_timeout: Duration,
+    /// `--api-timeout`: how long one management API request may take.
+    pub api_timeout: Duration,
     pub status: Status,
 }
 
@@ -27,15 +29,21 @@ impl Context {
     /// Turns the global options into plain settings, once, for the commands that talk to a
     /// broker.
     pub fn new(global: &GlobalArgs) -> Result<Context> {
-        // clap already read RMQLAB_URL into `url`; AMQP_URL is the conventional fallback.
+        // The options first, then RMQLAB_URL, then AMQP_URL, the conventional one.
+        let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
         let raw = global
             .url
             .clone()
-            .or_else(|| std::env::var("AMQP_URL").ok().filter(|url| !url.is_empty()))
+            .or_else(|| from_env("RMQLAB_URL"))
+            .or_else(|| from_env("AMQP_URL"))
             .unwrap_or_else(|| DEFAULT_URL.to_string());
         Ok(Context {
             url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
-            api_url: global.api_url.clone().filter(|url| !url.is_empty()),
+            api_url: global
+                .api_url
+                .clone()
+                .filter(|url| !url.is_empty())
+                .or_else(|| from_env("RMQLAB_API_URL")),
             tls: TlsSettings {
                 ca_file: global.tls_ca_file.clone(),
                 cert_file: global.tls_cert_file.clone(),
@@ -43,6 +51,7 @@ impl Context {
                 insecure: global.tls_insecure,
             },
             connect_timeout: global.connect_timeout,
+            api_timeout: global.api_timeout,
             reconnect_timeout: global.reconnect_timeout,
             status: Status {
                 quiet: global.quiet,
@@ -85,12 +94,15 @@ impl Status {
 
     /// A warning: something the user should know even with `--quiet`.
     pub fn warn(&self, line: impl std::fmt::Display) {
-        eprintln!("{}", paint_marker(&line.to_string(), self.color));
+        let line = line.to_string();
+        let line = escape_controls(&line, false);
+        write_stderr(&format!("{}\n", paint_marker(&line, self.color)));
     }
 
     pub fn debug(&self, line: impl std::fmt::Display) {
         if self.verbose {
-            eprintln!("rmqlab: {line}");
+            let line = line.to_string();
+            write_stderr(&format!("rmqlab: {}\n", escape_controls(&line, false)));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The one error type of rmqlab, its exit codes (sysexits) and its hints.
 
-use crate::{exit::Code, uri::InvalidUrl};
+use crate::{exit::Code, signals::Stop, uri::InvalidUrl};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use std::{io, time::Duration};
 
@@ -63,6 +63,22 @@ pub enum Error {
         user: String,
         /// `guest` connecting to a broker on another host: RabbitMQ refuses that by default.
         guest_from_afar: bool,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("TLS to {url} failed: the server did not answer TLS: is port {port} a TLS listener?")]
+    NotTls {
+        url: String,
+        port: u16,
+        #[source]
+        source: Box<lapin::Error>,
+    },
+
+    #[error("the broker at {url} has no virtual host '{vhost}'")]
+    VhostNotFound {
+        url: String,
+        vhost: String,
         #[source]
         source: Box<lapin::Error>,
     },
@@ -147,8 +163,29 @@ pub enum Error {
         source: reqwest::Error,
     },
 
-    #[error("no answer from the management API at {url} in time")]
-    ApiTimeout { url: String },
+    #[error(
+        "no answer from the management API at {url} within {} ({option})",
+        humantime::format_duration(*.after)
+    )]
+    ApiTimeout {
+        url: String,
+        after: Duration,
+        /// The option that set the limit: `--api-timeout`, or `--connect-timeout`.
+        option: &'static str,
+    },
+
+    #[error("{url} is not a RabbitMQ management API: {reason}")]
+    NotManagementApi { url: String, reason: String },
+
+    #[error(
+        "the management API failed for {} (--reconnect-timeout)",
+        humantime::format_duration(*.after)
+    )]
+    RefreshFailed {
+        after: Duration,
+        #[source]
+        source: Box<Error>,
+    },
 
     #[error("the management API at {url} refused user '{user}'{}", reason_suffix(.reason))]
     ApiRefused {
@@ -221,6 +258,11 @@ pub enum Error {
 
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
+
+    /// Ctrl-C or SIGTERM before anything was done (while connecting, waiting for the API):
+    /// rmqlab ends by that signal, saying nothing.
+    #[error("interrupted")]
+    Interrupted(Stop),
 }
 
 impl Error {
@@ -239,6 +281,8 @@ impl Error {
             Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
             Error::Tls { .. } => Code::Data,
             Error::ConnectTimeout { .. } => Code::Temporary,
+            Error::NotTls { .. } => Code::Unavailable,
+            Error::VhostNotFound { .. } => Code::Data,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => Code::NoPermission,
             Error::Mismatch { .. }
             | Error::Nacked { .. }
@@ -250,8 +294,8 @@ impl Error {
             Error::ConfirmTimeout { .. } => Code::Temporary,
             Error::LineTooLong { .. } => Code::Data,
             Error::ReportLost { .. } => Code::Io,
-            Error::ApiUnreachable { .. } => Code::Unavailable,
-            Error::ApiTimeout { .. } => Code::Temporary,
+            Error::ApiUnreachable { .. } | Error::NotManagementApi { .. } => Code::Unavailable,
+            Error::ApiTimeout { .. } | Error::RefreshFailed { .. } => Code::Temporary,
             Error::ApiRefused { .. } => Code::NoPermission,
             Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => Code::Data,
             Error::ApiStatus { status, .. } if *status >= 500 => Code::Unavailable,
@@ -264,6 +308,7 @@ impl Error {
             | Error::TasksFailed { .. }
             | Error::TaskStopped { .. }
             | Error::NoDeadLetterExchange { .. } => Code::Data,
+            Error::Interrupted(stop) => crate::exit::Exit::Stopped(*stop).code(),
         }
     }
 
@@ -361,6 +406,16 @@ impl Error {
             Error::LoginRefused { .. } => {
                 Some("check the user and password in --url / RMQLAB_URL / AMQP_URL".into())
             }
+            Error::NotTls { .. } => Some(
+                "use amqp:// for a plain listener (5672 by default), or the port of the broker's \
+                 TLS listener (5671 by default) with amqps://"
+                    .into(),
+            ),
+            Error::VhostNotFound { .. } => Some(
+                "the virtual host is the URI's path, percent-encoded: the default vhost '/' is \
+                 written %2f (amqp://host:5672/%2f); `rabbitmqctl list_vhosts` lists them"
+                    .into(),
+            ),
             Error::VhostRefused { .. } => Some(
                 "the virtual host is the URI's path, percent-encoded: the default vhost '/' is \
                  written %2f (amqp://host:5672/%2f); `rabbitmqctl list_vhosts` lists them and \
@@ -377,6 +432,14 @@ impl Error {
                  queue as it is, or give the type it has"
                     .into(),
             ),
+            Error::Mismatch {
+                kind: ObjectKind::Exchange,
+                name,
+                ..
+            } if name.starts_with("amq.") => Some(format!(
+                "'{name}' is one of RabbitMQ's built-in exchanges: it cannot be deleted or \
+                 changed; use another --exchange"
+            )),
             Error::Mismatch {
                 kind: ObjectKind::Exchange,
                 ..
@@ -400,6 +463,15 @@ impl Error {
                 "the API takes the user and password of --url, or those written in --api-url"
                     .into(),
             ),
+            Error::NotManagementApi { .. } => Some(
+                "point --api-url / RMQLAB_API_URL at the management plugin's base URL, such as \
+                 http://HOST:15672 (with its path prefix, if the plugin is configured with one)"
+                    .into(),
+            ),
+            Error::ApiTimeout {
+                option: "--api-timeout",
+                ..
+            } => Some("the broker may be overloaded; allow more time with --api-timeout".into()),
             Error::PublishInterrupted {
                 confirmed, input, ..
             } => Some(resume_hint(*confirmed, input.as_deref())),
@@ -415,6 +487,19 @@ impl Error {
             ),
             Error::ReconnectFailed { .. } => {
                 Some("is the broker running? --reconnect-timeout allows more time".into())
+            }
+            Error::Broker { context, source }
+                if context.starts_with("cannot declare exchange 'amq.")
+                    && amqp_error(source).is_some_and(|e| {
+                        *e.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                    }) =>
+            {
+                Some(
+                    "exchange names starting with 'amq.' are reserved: the broker refuses to \
+                     declare one (ACCESS_REFUSED) unless it is a built-in exchange of the same \
+                     kind; use another --exchange"
+                        .into(),
+                )
             }
             Error::Broker { source, .. }
                 if amqp_error(source).is_some_and(|e| {

@@ -1,11 +1,23 @@
-use clap::Parser;
-use rmqlab::{Error, Exit, cli::Cli};
-use std::process::ExitCode;
+use clap::{Parser, error::ErrorKind};
+use rmqlab::{
+    Error, Exit,
+    cli::{Cli, ColorChoice},
+    exit::Code,
+    terminal::{render_error, render_panic, stderr_color, write_stderr},
+};
+use std::{
+    io::{self, Write},
+    process::ExitCode,
+};
 
 fn main() -> ExitCode {
     rmqlab::commands::guard_stdout();
-    let cli = Cli::parse();
-    let color = rmqlab::terminal::stderr_color(cli.global.color);
+    report_panics_as_internal_errors();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return parse_failure(&error),
+    };
+    let color = stderr_color(cli.global.color);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -14,11 +26,56 @@ fn main() -> ExitCode {
     match result {
         Ok(Exit::Stopped(signal)) => end_by(signal.number(), Exit::Stopped(signal)),
         Ok(exit) => ExitCode::from(exit.code().value()),
+        Err(Error::Interrupted(signal)) => end_by(signal.number(), Exit::Stopped(signal)),
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Err(error) => {
-            eprint!("{}", rmqlab::terminal::render_error(&error, color));
+            write_stderr(&render_error(&error, color));
             ExitCode::from(error.exit_code().value())
         }
+    }
+}
+
+/// `--help` and `--version` go to stdout, checked like any output (74 when it cannot be
+/// written); anything else clap reports is a usage error on stderr, which clap writes without
+/// ever panicking.
+fn parse_failure(error: &clap::Error) -> ExitCode {
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            match error.print().and_then(|()| io::stdout().flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(source) if source.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(source) => {
+                    let color = stderr_color(ColorChoice::Auto);
+                    write_stderr(&render_error(&Error::Output(source), color));
+                    ExitCode::from(Code::Io.value())
+                }
+            }
+        }
+        _ => {
+            let _ = error.print();
+            ExitCode::from(error.exit_code().clamp(0, 255) as u8)
+        }
+    }
+}
+
+/// A panic is a bug: say so in rmqlab's words, ask for a report, and exit 70 (not Rust's 101).
+fn report_panics_as_internal_errors() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        let location = info.location().map(ToString::to_string);
+        let color = stderr_color(ColorChoice::Auto);
+        write_stderr(&render_panic(&message, location, color));
+        std::process::exit(Code::Software.value().into());
+    }));
+    #[cfg(debug_assertions)]
+    if std::env::var_os("RMQLAB_DEBUG_PANIC").is_some() {
+        // Debug builds only: lets the tests see the hook at work.
+        panic!("RMQLAB_DEBUG_PANIC is set");
     }
 }
 

@@ -8,6 +8,7 @@
 use crate::{
     context::Context,
     error::{Error, Result},
+    signals::unless_interrupted,
     tls::INSECURE_WARNING,
     uri::InvalidUrl,
 };
@@ -21,8 +22,6 @@ use url::Url;
 const API_PORT: u16 = 15672;
 /// Queues asked for per request.
 pub const PAGE_SIZE: u32 = 500;
-/// How long one API request may take once connected.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One queue as `queues list` shows it; the field names are the API's.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -92,7 +91,7 @@ impl Api {
         }
         let client = client
             .connect_timeout(ctx.connect_timeout)
-            .timeout(REQUEST_TIMEOUT + ctx.connect_timeout)
+            .timeout(ctx.api_timeout)
             .user_agent(concat!("rmqlab/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| Error::Api {
@@ -101,15 +100,27 @@ impl Api {
             })?;
         ctx.status.debug(format_args!("management API at {base}"));
         let user = user.unwrap_or_else(|| ctx.url.user().to_string());
+        let password = password.unwrap_or_else(|| ctx.url.password().to_string());
+        let mut overview = base.clone();
+        overview
+            .path_segments_mut()
+            .expect("http(s) URLs have a path")
+            .pop_if_empty()
+            .extend(["api", "overview"]);
         Ok(Api {
-            client,
             caller: ApiCaller {
                 base: base.as_str().into(),
                 user: user.as_str().into(),
+                password: password.as_str().into(),
+                client: client.clone(),
+                overview,
+                api_timeout: ctx.api_timeout,
+                connect_timeout: ctx.connect_timeout,
             },
+            client,
             base,
             user,
-            password: password.unwrap_or_else(|| ctx.url.password().to_string()),
+            password,
         })
     }
 
@@ -253,6 +264,12 @@ impl Api {
 struct ApiCaller {
     base: Arc<str>,
     user: Arc<str>,
+    password: Arc<str>,
+    client: Client,
+    /// `/api/overview`, asked when an answer makes rmqlab doubt it is talking to RabbitMQ.
+    overview: Url,
+    api_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl ApiCaller {
@@ -262,30 +279,66 @@ impl ApiCaller {
         what: &str,
     ) -> Result<T> {
         let response = self.send(request, what).await?;
-        response.json().await.map_err(|source| Error::Api {
+        let decoded = unless_interrupted(response.json()).await;
+        match decoded.map_err(Error::Interrupted)? {
+            Ok(decoded) => Ok(decoded),
+            Err(source) => {
+                self.is_rabbitmq().await?;
+                Err(Error::Api {
+                    url: self.base.to_string(),
+                    source: source.without_url(),
+                })
+            }
+        }
+    }
+
+    /// `Ok` when `/api/overview` describes a RabbitMQ broker, else [`Error::NotManagementApi`].
+    async fn is_rabbitmq(&self) -> Result<()> {
+        let not_rabbitmq = |reason: String| Error::NotManagementApi {
             url: self.base.to_string(),
-            source: source.without_url(),
-        })
+            reason,
+        };
+        let request = self
+            .client
+            .get(self.overview.clone())
+            .basic_auth(&*self.user, Some(&*self.password));
+        let response = self.send_only(request).await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(not_rabbitmq(format!(
+                "{} answered {status}",
+                self.overview.path()
+            )));
+        }
+        let overview: serde_json::Value = unless_interrupted(response.json())
+            .await
+            .map_err(Error::Interrupted)?
+            .unwrap_or_default();
+        match overview
+            .get("management_version")
+            .or(overview.get("rabbitmq_version"))
+        {
+            Some(_) => Ok(()),
+            None => Err(not_rabbitmq(format!(
+                "{} does not describe a RabbitMQ broker",
+                self.overview.path()
+            ))),
+        }
     }
 
     async fn send(&self, request: RequestBuilder, what: &str) -> Result<Response> {
-        let response = request.send().await.map_err(|source| {
-            if source.is_timeout() {
-                Error::ApiTimeout {
-                    url: self.base.to_string(),
-                }
-            } else {
-                Error::ApiUnreachable {
-                    url: self.base.to_string(),
-                    source: source.without_url(),
-                }
-            }
-        })?;
+        let response = self.send_only(request).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
-        let body: ApiError = response.json().await.unwrap_or_default();
+        let body = unless_interrupted(response.bytes()).await;
+        let body = body.map_err(Error::Interrupted)?.unwrap_or_default();
+        let body: ApiError = serde_json::from_slice(&body).unwrap_or_default();
+        if status == StatusCode::NOT_FOUND {
+            // A path that is not the API's (a wrong --api-url) is a 404 as well.
+            self.is_rabbitmq().await?;
+        }
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::ApiRefused {
                 url: self.base.to_string(),
@@ -304,6 +357,29 @@ impl ApiCaller {
                     body.reason
                 },
             },
+        })
+    }
+
+    /// Sends a request and waits for the answer's head, unless Ctrl-C comes first.
+    async fn send_only(&self, request: RequestBuilder) -> Result<Response> {
+        let sent = unless_interrupted(request.send()).await;
+        sent.map_err(Error::Interrupted)?.map_err(|source| {
+            if source.is_timeout() {
+                let (after, option) = match source.is_connect() {
+                    true => (self.connect_timeout, "--connect-timeout"),
+                    false => (self.api_timeout, "--api-timeout"),
+                };
+                Error::ApiTimeout {
+                    url: self.base.to_string(),
+                    after,
+                    option,
+                }
+            } else {
+                Error::ApiUnreachable {
+                    url: self.base.to_string(),
+                    source: source.without_url(),
+                }
+            }
         })
     }
 }

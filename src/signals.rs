@@ -1,6 +1,7 @@
 //! Ctrl-C and SIGTERM, counted: the first asks for a clean stop, the second aborts the work.
 //! The first one is remembered, so that rmqlab can end by it after the clean stop.
 
+use std::{cell::RefCell, future::Future};
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::watch,
@@ -25,16 +26,27 @@ impl Stop {
     }
 }
 
+thread_local! {
+    /// The listener, once installed: tokio keeps its signal handler for the rest of the
+    /// process, so from then on a signal stops nothing by itself and every wait must watch it.
+    /// (rmqlab runs on one thread.)
+    static INSTALLED: RefCell<Option<Interrupts>> = const { RefCell::new(None) };
+}
+
 /// Counts the interrupt signals (SIGINT, SIGTERM) received since it was installed.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Interrupts {
     /// How many arrived, and which came first.
     state: watch::Receiver<(u32, Option<Stop>)>,
 }
 
 impl Interrupts {
-    /// Starts listening. Must be called inside the runtime.
+    /// Starts listening (or returns the listener already started). Must be called inside the
+    /// runtime.
     pub fn install() -> std::io::Result<Self> {
+        if let Some(installed) = Interrupts::installed() {
+            return Ok(installed);
+        }
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         let (sender, state) = watch::channel((0, None));
@@ -51,7 +63,14 @@ impl Interrupts {
                 });
             }
         });
-        Ok(Interrupts { state })
+        let interrupts = Interrupts { state };
+        INSTALLED.set(Some(interrupts.clone()));
+        Ok(interrupts)
+    }
+
+    /// The listener, if a command installed one; without it a signal ends rmqlab by itself.
+    pub fn installed() -> Option<Interrupts> {
+        INSTALLED.with_borrow(Clone::clone)
     }
 
     pub fn received(&self) -> u32 {
@@ -69,5 +88,21 @@ impl Interrupts {
             // The listener is gone (runtime shutting down): no signal will ever come.
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Runs `work` unless an interrupt comes first (or came already): then `Err` with the first
+/// signal. For waits on the broker or the API before anything is done (connecting, a request),
+/// where stopping at once is the clean stop. Without an installed listener it only runs `work`:
+/// a signal then ends rmqlab by itself.
+pub async fn unless_interrupted<T>(work: impl Future<Output = T>) -> Result<T, Stop> {
+    let Some(interrupts) = Interrupts::installed() else {
+        return Ok(work.await);
+    };
+    let mut waiting = interrupts.clone();
+    tokio::select! {
+        biased;
+        () = waiting.wait_for(1) => Err(interrupts.first().unwrap_or(Stop::Interrupt)),
+        done = work => Ok(done),
     }
 }

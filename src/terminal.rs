@@ -2,7 +2,7 @@
 //! bars on stderr. Neither ever reaches stdout, a pipe or a file.
 
 use crate::{cli::ColorChoice, error::Error};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::{
     borrow::Cow,
     io::{self, IsTerminal, Write},
@@ -59,14 +59,65 @@ pub fn paint_error_label(label: &str, color: bool) -> Cow<'_, str> {
 /// The whole report of an error: `rmqlab: error: ...`, one `caused by:` line per source, then a
 /// hint.
 pub fn render_error(error: &Error, color: bool) -> String {
-    let mut report = format!("{} {error}\n", paint_error_label("rmqlab: error:", color));
+    let text = |text: String| escape_controls(&text, false).into_owned();
+    let mut report = format!(
+        "{} {}\n",
+        paint_error_label("rmqlab: error:", color),
+        text(error.to_string())
+    );
     for cause in error.causes() {
-        report.push_str(&format!("  caused by: {cause}\n"));
+        report.push_str(&format!("  caused by: {}\n", text(cause)));
     }
     if let Some(hint) = error.hint() {
-        report.push_str(&format!("  {} {hint}\n", paint_error_label("hint:", color)));
+        report.push_str(&format!(
+            "  {} {}\n",
+            paint_error_label("hint:", color),
+            text(hint)
+        ));
     }
     report
+}
+
+/// What a panic shows: rmqlab has a bug; the user should report it.
+pub fn render_panic(message: &str, location: Option<String>, color: bool) -> String {
+    let at = location.map(|at| format!(" (at {at})")).unwrap_or_default();
+    format!(
+        "{} internal error: {}{at}\n  {} this is a bug in rmqlab {}: please report it, with the \
+         command line that led to it and this message\n",
+        paint_error_label("rmqlab: error:", color),
+        escape_controls(message, false),
+        paint_error_label("hint:", color),
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// `text` with its control characters shown as escapes (`\x1b`, `\a`, `\r`...), so that a name
+/// or body from the broker cannot drive the terminal it is shown on (retitle it, clear it, move
+/// the cursor, fake a line). Tabs stay; newlines stay only when `newlines` allows.
+pub fn escape_controls(text: &str, newlines: bool) -> Cow<'_, str> {
+    let kept = |c: char| c == '\t' || (newlines && c == '\n');
+    if !text.chars().any(|c| c.is_control() && !kept(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !c.is_control() || kept(c) => escaped.push(c),
+            '\x07' => escaped.push_str("\\a"),
+            '\x08' => escaped.push_str("\\b"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            c if (c as u32) < 0x100 => escaped.push_str(&format!("\\x{:02x}", c as u32)),
+            c => escaped.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// Writes to stderr and never fails: a stderr that cannot be written (`2>/dev/full`, a closed
+/// descriptor) loses the text, but must not stop (or panic) rmqlab as `eprintln!` would.
+pub fn write_stderr(text: &str) {
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// Progress bars, or nothing at all when they are not allowed.
@@ -92,17 +143,18 @@ impl Progress {
     }
 
     /// Confirmed messages while publishing: a bar with ETA over the input's bytes when its size
-    /// is known, else a counter with the rate.
+    /// is known, else a counter; both with the count and the rate in messages per second (see
+    /// [`show_confirmed`]).
     pub fn publishing(&self, input_bytes: Option<u64>) -> ProgressBar {
-        match input_bytes {
-            Some(bytes) => self
-                .bar(
-                    Some(bytes),
-                    "{spinner} [{bar:30}] {percent:>3}%  {msg} confirmed  {binary_bytes_per_sec}  eta {eta}",
-                )
-                .with_message("0"),
-            None => self.bar(None, "{spinner} {human_pos} confirmed  {per_sec}  {elapsed}"),
-        }
+        let bar = match input_bytes {
+            Some(bytes) => self.bar(
+                Some(bytes),
+                "{spinner} [{bar:30}] {percent:>3}%  {msg}  eta {eta}",
+            ),
+            None => self.bar(None, "{spinner} {msg}  {elapsed}"),
+        };
+        show_confirmed(&bar, 0);
+        bar
     }
 
     /// A task being worked on: elapsed time and dots done.
@@ -123,6 +175,77 @@ impl Progress {
         self.bar(None, "{spinner} {msg} {elapsed}")
             .with_message(what)
     }
+}
+
+/// Text for stdout that shows control characters escaped when stdout is a terminal (see
+/// [`escape_controls`]; newlines and tabs stay), so that a message cannot drive the terminal;
+/// into a pipe or a file it passes bytes as they are. Each write must be whole UTF-8 text, as
+/// the tutorial's lines are written: it sits in front of any buffer.
+pub struct TerminalText<W> {
+    inner: W,
+    escape: bool,
+}
+
+impl<W: Write> TerminalText<W> {
+    /// Escapes when stdout is a terminal.
+    pub fn new(inner: W) -> Self {
+        TerminalText {
+            inner,
+            escape: io::stdout().is_terminal(),
+        }
+    }
+
+    /// Never escapes: for output that must stay byte-exact (`-o body`, JSON).
+    pub fn exact(inner: W) -> Self {
+        TerminalText {
+            inner,
+            escape: false,
+        }
+    }
+}
+
+impl<W: Write> Write for TerminalText<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !self.escape {
+            return self.inner.write(buf);
+        }
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        if !self.escape {
+            return self.inner.write_all(buf);
+        }
+        let text = String::from_utf8_lossy(buf);
+        self.inner
+            .write_all(escape_controls(&text, true).as_bytes())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Shows `count` confirmed messages and their rate on a publishing bar (the bar's position may
+/// count bytes).
+pub fn show_confirmed(bar: &ProgressBar, count: u64) {
+    if bar.is_hidden() {
+        return;
+    }
+    let seconds = bar.elapsed().as_secs_f64();
+    let rate = match seconds > 0.0 {
+        true => HumanCount((count as f64 / seconds) as u64).to_string(),
+        false => "-".into(),
+    };
+    bar.set_message(format!("{} confirmed  {rate} msg/s", HumanCount(count)));
+}
+
+/// Ends a publishing bar: its last frame shows the real total, then it is cleared.
+pub fn finish_publishing(bar: &ProgressBar, count: u64) {
+    show_confirmed(bar, count);
+    bar.force_draw();
+    bar.finish_and_clear();
 }
 
 /// A writer that hides the progress bar while it writes, so lines on a terminal stdout do not
@@ -161,6 +284,28 @@ mod tests {
             "\x1b[33m [!]\x1b[0m dropped"
         );
         assert_eq!(paint_marker("plain", true), "plain");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let hostile = "a\x1b]0;PWNED\x07\x1b[2Jb\tc\nd\r\u{9b}e\x7f";
+        assert_eq!(
+            escape_controls(hostile, false),
+            "a\\x1b]0;PWNED\\a\\x1b[2Jb\tc\\nd\\r\\x9be\\x7f"
+        );
+        assert_eq!(escape_controls("x\ny", true), "x\ny");
+        assert!(matches!(escape_controls("plain", false), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_panic_is_reported_as_an_internal_error() {
+        let shown = render_panic("boom\x1b[2J", Some("src/x.rs:1:2".into()), false);
+        assert!(
+            shown.starts_with("rmqlab: error: internal error: boom\\x1b[2J (at src/x.rs:1:2)\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("hint: this is a bug in rmqlab"), "{shown}");
+        assert!(shown.contains("please report it"), "{shown}");
     }
 
     #[test]

@@ -70,6 +70,15 @@ impl BrokerUrl {
             ));
         }
         let mut uri = AMQPUri::from_str(raw).map_err(invalid)?;
+        if uri.vhost.is_empty() {
+            return Err(invalid(
+                "the vhost (the URI's path) is empty: write the default vhost '/' as %2f \
+                 (amqp://host:5672/%2f), or leave the path out"
+                    .into(),
+            ));
+        }
+        crate::cli::short_string(&uri.vhost)
+            .map_err(|reason| invalid(format!("the vhost is too long: {reason}")))?;
         // amq-protocol takes the host from `Url::domain()`, which is empty for IP addresses and
         // would silently send `amqp://10.0.0.1` to localhost; the URL's host is the right one.
         let host = url.host_str().unwrap_or_default();
@@ -141,20 +150,24 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
-/// Masks the password of a `scheme://user:password@host...` string, even a malformed one.
-/// Returns `None` when the input has no recognisable authority: then it is not shown at all.
+/// Masks the password of a `scheme://user:password@host...` string, even a malformed one: an
+/// input that did not parse may hold a password with an unencoded `/`, `?`, `#` or `@`, so
+/// everything between `://` and the last `@` counts as user and password. Returns `None` when
+/// the input has no recognisable authority: then it is not shown at all.
 pub fn mask_password(raw: &str) -> Option<String> {
     let (scheme, rest) = raw.split_once("://")?;
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return Some(raw.to_string());
     };
     let user = match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{user}:{MASK}"),
+        // A user name that holds a delimiter is not surely a user name: hide it as well.
+        Some((user, _password)) if !user.contains(['/', '?', '#', '@']) => {
+            format!("{user}:{MASK}")
+        }
+        Some(_) => MASK.to_string(),
         None => userinfo.to_string(),
     };
-    Some(format!("{scheme}://{user}@{host}{tail}"))
+    Some(format!("{scheme}://{user}@{host}"))
 }
 
 /// Removes the raw input, and so its password, from a library's message that echoes it.
@@ -167,10 +180,10 @@ fn scrub(message: &str, raw: &str) -> String {
     message
 }
 
+/// Everything between `://` and the last `@`.
 fn userinfo_of(raw: &str) -> Option<&str> {
     let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    authority.rsplit_once('@').map(|(userinfo, _)| userinfo)
+    rest.rsplit_once('@').map(|(userinfo, _)| userinfo)
 }
 
 #[cfg(test)]
@@ -193,7 +206,7 @@ mod tests {
         assert_eq!(url.host(), "10.1.2.3");
         assert_eq!(url.amqp_uri().authority.port, 5673);
         assert!(!url.is_loopback());
-        let url = BrokerUrl::parse("amqp://[::1]/").unwrap();
+        let url = BrokerUrl::parse("amqp://[::1]/%2f").unwrap();
         assert_eq!(url.host(), "::1");
         assert!(url.is_loopback());
     }
@@ -257,5 +270,45 @@ mod tests {
             Some("amqp://host/x")
         );
         assert_eq!(mask_password("amqp:secret"), None);
+    }
+
+    #[test]
+    fn passwords_with_delimiters_are_masked_up_to_the_last_at() {
+        for (raw, shown) in [
+            (
+                "amqp://user:pa/ss@127.0.0.1:5672/%2f",
+                "amqp://user:****@127.0.0.1:5672/%2f",
+            ),
+            ("http://u:SEC/RET@h:15672/", "http://u:****@h:15672/"),
+            ("amqp://u:a?b#c@h/", "amqp://u:****@h/"),
+        ] {
+            assert_eq!(mask_password(raw).as_deref(), Some(shown));
+            let err = BrokerUrl::parse(raw).unwrap_err().to_string();
+            for secret in ["pa/ss", "SEC/RET", "a?b#c", "pw"] {
+                assert!(!err.contains(secret), "{raw} -> {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_user_name_with_a_delimiter_is_masked_too() {
+        assert_eq!(
+            mask_password("amqp://us/er:pw@h:x/").as_deref(),
+            Some("amqp://****@h:x/")
+        );
+    }
+
+    #[test]
+    fn an_empty_vhost_is_refused() {
+        let err = BrokerUrl::parse("amqp://u:p@h:5672/").unwrap_err();
+        assert!(err.reason.contains("%2f"), "{err}");
+        assert_eq!(BrokerUrl::parse("amqp://u:p@h:5672").unwrap().vhost(), "/");
+    }
+
+    #[test]
+    fn a_vhost_over_255_bytes_is_refused() {
+        let raw = format!("amqp://u:p@h/{}", "v".repeat(256));
+        let err = BrokerUrl::parse(&raw).unwrap_err();
+        assert!(err.reason.contains("256 bytes"), "{err}");
     }
 }

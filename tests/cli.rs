@@ -2,7 +2,446 @@
 
 mod common;
 
-use common::{assert_code, rmqlab, text};
+use common::{Running, assert_code, assert_ended_by, rmqlab, text};
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Output, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+/// A broker address where nothing listens: a command that got past its usage checks would
+/// exit 69 there, not 2.
+const NOWHERE: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+fn rmqlab_nowhere(args: &[&str]) -> Output {
+    rmqlab()
+        .env("RMQLAB_URL", NOWHERE)
+        .env("RMQLAB_API_URL", "http://127.0.0.1:1/")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Every option and argument that names a queue, an exchange or a vhost, in a command line
+/// with `{}` where the name goes.
+const NAME_PLACES: &[&[&str]] = &[
+    &["hello", "send", "--queue", "{}"],
+    &["hello", "recv", "--queue", "{}"],
+    &["task", "new", "--queue", "{}"],
+    &["task", "work", "--queue", "{}"],
+    &["pubsub", "emit", "--exchange", "{}"],
+    &["pubsub", "listen", "--exchange", "{}"],
+    &["queues", "list", "--vhost", "{}"],
+    &["queues", "purge", "{}"],
+    &["queues", "purge", "q", "--vhost", "{}"],
+    &["queues", "delete", "{}"],
+    &["queues", "delete", "q", "--vhost", "{}"],
+];
+
+fn with_name(place: &[&str], name: &str) -> Vec<String> {
+    place
+        .iter()
+        .map(|arg| arg.replace("{}", name))
+        .collect::<Vec<_>>()
+}
+
+#[test]
+fn names_over_255_bytes_are_usage_errors_before_connecting() {
+    // 128 two-byte characters: 256 bytes, 128 characters.
+    let long = "é".repeat(128);
+    for place in NAME_PLACES {
+        let args = with_name(place, &long);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = rmqlab_nowhere(&args);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("256 bytes"), "{place:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{place:?}: {stderr}");
+    }
+    let output = rmqlab()
+        .args(["--url", &format!("amqp://guest:guest@127.0.0.1:1/{long}")])
+        .args(["hello", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    assert!(text(&output.stderr).contains("256 bytes"));
+    // 255 bytes pass the check and meet the (absent) broker.
+    let output = rmqlab_nowhere(&["hello", "send", "--queue", &"q".repeat(255)]);
+    assert_code(&output, 69);
+}
+
+#[test]
+fn empty_names_are_usage_errors_before_connecting() {
+    for place in NAME_PLACES {
+        let args = with_name(place, "");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = rmqlab_nowhere(&args);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("a name cannot be empty"),
+            "{place:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn passwords_with_delimiters_are_masked_in_unparsable_urls() {
+    let output = rmqlab_nowhere(&[
+        "--url",
+        "amqp://user:pa/ss@127.0.0.1:5672/%2f",
+        "hello",
+        "send",
+    ]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("pa/ss") && !stderr.contains("ss@"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("'amqp://user:****@127.0.0.1:5672/%2f'"),
+        "{stderr}"
+    );
+
+    let output = rmqlab_nowhere(&[
+        "--api-url",
+        "http://u:SEC/RET@127.0.0.1:15672/",
+        "queues",
+        "list",
+    ]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        !stderr.contains("SEC") && !stderr.contains("RET"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("'http://u:****@127.0.0.1:15672/'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unwritable_stderr_never_panics() {
+    for args in [
+        &["-v", "hello", "send"][..],
+        &["-v", "queues", "list"][..],
+        &["hello", "recv", "--count", "0"][..],
+    ] {
+        let output = rmqlab()
+            .env("RMQLAB_URL", NOWHERE)
+            .env("RMQLAB_API_URL", "http://127.0.0.1:1/")
+            .args(args)
+            .stderr(Stdio::from(
+                File::options().write(true).open("/dev/full").unwrap(),
+            ))
+            .output()
+            .unwrap();
+        let expected = if args.contains(&"0") { 2 } else { 69 };
+        assert_eq!(output.status.code(), Some(expected), "{args:?}");
+    }
+}
+
+#[test]
+fn a_panic_is_an_internal_error_70() {
+    // Debug builds only: RMQLAB_DEBUG_PANIC panics on purpose, for this test.
+    let output = rmqlab()
+        .env("RMQLAB_DEBUG_PANIC", "1")
+        .args(["hello", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 70);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("rmqlab: error: internal error: RMQLAB_DEBUG_PANIC is set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("please report it"), "{stderr}");
+    assert!(!stderr.contains("panicked at"), "{stderr}");
+}
+
+#[test]
+fn help_and_version_to_a_full_stdout_are_74() {
+    for args in [
+        &["--help"][..],
+        &["--version"][..],
+        &["hello", "send", "--help"][..],
+    ] {
+        let output = rmqlab()
+            .args(args)
+            .stdout(Stdio::from(
+                File::options().write(true).open("/dev/full").unwrap(),
+            ))
+            .output()
+            .unwrap();
+        assert_code(&output, 74);
+        assert!(
+            text(&output.stderr).contains("cannot write to standard output"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn count_zero_names_a_sane_range() {
+    let output = rmqlab_nowhere(&["hello", "recv", "--count", "0"]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("it must be 1 or more"), "{stderr}");
+    assert!(!stderr.contains("18446744073709551615"), "{stderr}");
+}
+
+#[test]
+fn a_broken_filter_is_a_usage_error() {
+    let output = rmqlab_nowhere(&["queues", "list", "--filter", "(["]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("not a regular expression: unclosed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn watching_more_often_than_100ms_is_a_usage_error() {
+    for interval in ["0s", "99ms"] {
+        let output = rmqlab_nowhere(&["queues", "list", "--watch", interval]);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains("100ms"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn usage_lines_do_not_show_options_from_the_environment() {
+    let output = rmqlab()
+        .env("RMQLAB_URL", "amqp://u:Sekr1t@127.0.0.1:1/%2f")
+        .env("RMQLAB_API_URL", "http://u:Sekr1t@127.0.0.1:1/")
+        .args(["-q", "-v", "hello", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("Usage: rmqlab --quiet"), "{stderr}");
+    assert!(
+        !stderr.contains("--url") && !stderr.contains("--api-url"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t"), "{stderr}");
+}
+
+#[test]
+fn help_texts_name_each_commands_own_lines() {
+    let help = |args: &[&str]| {
+        let output = rmqlab().args(args).arg("--help").output().unwrap();
+        assert_code(&output, 0);
+        text(&output.stdout)
+    };
+    let listen = help(&["pubsub", "listen"]);
+    assert!(listen.contains("(text: ` [x] MESSAGE`)"), "{listen}");
+    assert!(!listen.contains("Received"), "{listen}");
+    assert!(help(&["hello", "recv"]).contains("(text: ` [x] Received MESSAGE`)"));
+    for command in [["hello", "send"], ["task", "new"]] {
+        let shown = help(&command);
+        assert!(!shown.contains("pubsub emit"), "{command:?}: {shown}");
+        assert!(
+            shown.contains("[default: Hello World!]"),
+            "{command:?}: {shown}"
+        );
+    }
+    assert!(help(&["pubsub", "emit"]).contains("[default: info: Hello World!]"));
+}
+
+/// A local HTTP server for the management API's failures: each request gets `answer(path,
+/// n)` (n counts the requests whose path holds `page=1`, or all others), `None` meaning no
+/// answer at all (the connection stays open). Returns its base URL.
+fn fake_api(
+    answer: impl Fn(&str, usize) -> Option<(u16, String)> + Send + Sync + 'static,
+) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let answer = Arc::new(answer);
+    let counter = Arc::new(AtomicUsize::new(0));
+    thread::spawn(move || {
+        let mut silent: Vec<TcpStream> = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8_lossy(&request).into_owned();
+            let path = request
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            let n = match path.contains("page=1&") || !path.contains("page=") {
+                true => counter.fetch_add(1, Ordering::SeqCst),
+                false => usize::MAX,
+            };
+            match answer(&path, n) {
+                None => silent.push(stream),
+                Some((status, body)) => {
+                    let kind = if body.starts_with('<') {
+                        "text/html"
+                    } else {
+                        "application/json"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status} X\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\
+                         connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            }
+        }
+    });
+    base
+}
+
+const ONE_QUEUE_PAGE: &str = r#"{"items":[{"vhost":"/","name":"q","messages_ready":3,"messages_unacknowledged":0,"consumers":0}],"page_count":1,"page":1,"page_size":500,"item_count":1,"filtered_count":1,"total_count":1}"#;
+const PAGE_OUT_OF_RANGE: &str = r#"{"error":"bad_request","reason":"page out of range"}"#;
+
+#[test]
+fn a_server_that_is_not_the_management_api_is_named_so() {
+    let base = fake_api(|_, _| Some((404, "<html><body>Not Found</body></html>".into())));
+    let output = rmqlab()
+        .args(["--api-url", &base, "queues", "list"])
+        .output()
+        .unwrap();
+    assert_code(&output, 69);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("is not a RabbitMQ management API"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--api-url"), "{stderr}");
+}
+
+#[test]
+fn the_api_timeout_bounds_a_request_and_is_named() {
+    let base = fake_api(|_, _| None);
+    let started = Instant::now();
+    let output = rmqlab()
+        .args(["--api-url", &base, "--api-timeout", "1s", "queues", "list"])
+        .output()
+        .unwrap();
+    assert_code(&output, 75);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("within 1s (--api-timeout)"), "{stderr}");
+}
+
+#[test]
+fn watch_keeps_going_through_failed_refreshes_within_the_reconnect_timeout() {
+    // Refreshes: a page, a failure, a page, then failures only.
+    let base = fake_api(|path, n| match (path.contains("page=1&"), n) {
+        (false, _) => Some((400, PAGE_OUT_OF_RANGE.into())),
+        (true, 0 | 2) => Some((200, ONE_QUEUE_PAGE.into())),
+        (true, _) => Some((
+            503,
+            r#"{"error":"unavailable","reason":"overloaded"}"#.into(),
+        )),
+    });
+    let output = rmqlab()
+        .args(["--api-url", &base, "--reconnect-timeout", "1s"])
+        .args(["queues", "list", "--watch", "200ms", "-o", "json"])
+        .output()
+        .unwrap();
+    assert_code(&output, 75);
+    let stdout = text(&output.stdout);
+    let stderr = text(&output.stderr);
+    // One JSON document per successful refresh, nothing else on stdout.
+    let documents: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(documents.len(), 2, "{stdout}");
+    assert_eq!(documents[1][0]["messages_ready"], 3);
+    assert!(!stdout.contains('#'), "{stdout}");
+    assert_eq!(
+        stderr.matches("\n# ").count() + usize::from(stderr.starts_with("# ")),
+        2,
+        "{stderr}"
+    );
+    let failures = stderr.matches(" [!] refresh failed").count();
+    assert!(failures >= 3, "one line per failed refresh: {stderr}");
+    assert!(stderr.contains("answered 503"), "{stderr}");
+    assert!(
+        stderr.contains("rmqlab: error: the management API failed for 1s (--reconnect-timeout)"),
+        "{stderr}"
+    );
+}
+
+/// A TCP server that accepts connections and never says a word.
+fn silent_server() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (listener, port)
+}
+
+#[test]
+fn ctrl_c_while_connecting_stops_at_once() {
+    let (_listener, port) = silent_server();
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let api = format!("http://127.0.0.1:{port}/");
+    for args in [
+        &["hello", "recv"][..],
+        &["task", "work"][..],
+        &["hello", "send"][..],
+        &["queues", "list", "--watch", "1s"][..],
+    ] {
+        let running = Running::spawn(
+            rmqlab()
+                .args([
+                    "-v",
+                    "--url",
+                    &url,
+                    "--api-url",
+                    &api,
+                    "--connect-timeout",
+                    "30s",
+                ])
+                .args(args),
+        );
+        let waiting = if args[0] == "queues" {
+            "management API at"
+        } else {
+            "connecting to"
+        };
+        running.wait_for_stderr(waiting, Duration::from_secs(10));
+        // Let the connection attempt start waiting for the server.
+        thread::sleep(Duration::from_millis(300));
+        running.signal("INT");
+        let started = Instant::now();
+        let (status, _, stderr) = running.finish_status(Duration::from_secs(10));
+        assert_ended_by(&status, "INT", &stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+        assert!(!stderr.contains("rmqlab: error"), "{args:?}: {stderr}");
+    }
+}
 
 #[test]
 fn readme_usage_matches_help() {

@@ -13,6 +13,7 @@ pub mod topology;
 use crate::{
     context::Context,
     error::{Error, Result, amqp_error},
+    signals,
     uri::BrokerUrl,
 };
 use events::{Event, Observer};
@@ -58,8 +59,10 @@ impl Session {
             .with_connection_name(name.into())
             .with_client_property("product".into(), "rmqlab".into())
             .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
-        let attempt = connect(ctx, properties, observer);
-        let connection = match tokio::time::timeout(ctx.connect_timeout, attempt).await {
+        let attempt = tokio::time::timeout(ctx.connect_timeout, connect(ctx, properties, observer));
+        // Nothing is done yet: Ctrl-C stops at once, not after --connect-timeout.
+        let attempt = signals::unless_interrupted(attempt).await;
+        let connection = match attempt.map_err(Error::Interrupted)? {
             Err(_elapsed) => {
                 return Err(Error::ConnectTimeout {
                     url: ctx.url.to_string(),
@@ -232,9 +235,22 @@ pub fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
             amqp.get_message().as_str().contains("vhost"),
         )
     });
+    // "NOT_ALLOWED - vhost nosuch not found" (no such vhost) vs. "access to vhost 'v' refused
+    // for user 'u'" (no permission).
+    let vhost_missing = amqp_error(&source).is_some_and(|amqp| {
+        let text = amqp.get_message().as_str();
+        text.contains("vhost") && text.ends_with("not found")
+    });
     let source = Box::new(source);
     let url_shown = url.to_string();
     match kind {
+        Some((AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED), true)) if vhost_missing => {
+            Error::VhostNotFound {
+                url: url_shown,
+                vhost: url.vhost().to_string(),
+                source,
+            }
+        }
         Some((
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
             | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED),
@@ -252,6 +268,13 @@ pub fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
         },
         Some(_) => Error::Broker {
             context: format!("the broker at {url_shown} closed the connection"),
+            source,
+        },
+        // A plain AMQP listener answers a TLS ClientHello with its protocol header: rustls reads
+        // it as a corrupt record.
+        None if url.is_tls() && is_plain_answer(&source) => Error::NotTls {
+            url: url_shown,
+            port: url.amqp_uri().authority.port,
             source,
         },
         None if url.is_tls() && is_certificate_problem(&source) => Error::TlsRefused {
@@ -277,6 +300,12 @@ pub fn connect_error(source: lapin::Error, url: &BrokerUrl) -> Error {
 fn is_certificate_problem(source: &lapin::Error) -> bool {
     let text = source.to_string().to_lowercase();
     text.contains("certificate") || text.contains("invalidcertificate")
+}
+
+/// The TLS layer received something that is not TLS.
+fn is_plain_answer(source: &lapin::Error) -> bool {
+    let text = source.to_string();
+    text.contains("InvalidContentType") || text.contains("corrupt message")
 }
 
 fn is_reset(source: &lapin::Error) -> bool {

@@ -95,14 +95,16 @@ pub async fn publish(
             .map_err(|error| Handover::Untouched(format!("cannot set TCP_NODELAY: {error}")))?;
         handshake(Wire::new(stream), ctx, connection_name).await
     };
-    let (wire, tune) = timeout(ctx.connect_timeout, connected)
+    // Nothing is sent yet: Ctrl-C stops at once, not after --connect-timeout.
+    let connected = crate::signals::unless_interrupted(timeout(ctx.connect_timeout, connected))
         .await
-        .map_err(|_elapsed| {
-            Handover::Failed(Error::ConnectTimeout {
-                url: ctx.url.to_string(),
-                after: ctx.connect_timeout,
-            })
-        })??;
+        .map_err(|stop| Handover::Failed(Error::Interrupted(stop)))?;
+    let (wire, tune) = connected.map_err(|_elapsed| {
+        Handover::Failed(Error::ConnectTimeout {
+            url: ctx.url.to_string(),
+            after: ctx.connect_timeout,
+        })
+    })??;
     let message = Message {
         target,
         body,
@@ -559,6 +561,7 @@ mod tests {
             tls: TlsSettings::default(),
             api_url: None,
             connect_timeout: Duration::from_secs(5),
+            api_timeout: Duration::from_secs(5),
             status: Status::silent(),
         }
     }
@@ -824,6 +827,15 @@ mod tests {
     #[tokio::test]
     async fn a_refused_vhost_is_reported_without_a_second_try() {
         let refusal = connection_close(530, "NOT_ALLOWED - vhost nowhere not found");
+        let (outcome, _) = publish_to(queue(false), Script::Answer(vec![refusal])).await;
+        assert!(
+            matches!(outcome, Err(Handover::Failed(Error::VhostNotFound { .. }))),
+            "{outcome:?}"
+        );
+        let refusal = connection_close(
+            530,
+            "NOT_ALLOWED - access to vhost '/' refused for user 'guest'",
+        );
         let (outcome, _) = publish_to(queue(false), Script::Answer(vec![refusal])).await;
         assert!(
             matches!(outcome, Err(Handover::Failed(Error::VhostRefused { .. }))),

@@ -88,6 +88,15 @@ pub fn print(bytes: &[u8]) -> Result<()> {
         .map_err(Error::Output)
 }
 
+/// Writes a piece of the tutorial's text to stdout at once, and flushes it; control characters
+/// are shown escaped on a terminal.
+pub fn print_text(bytes: &[u8]) -> Result<()> {
+    let mut out = crate::terminal::TerminalText::new(io::stdout().lock());
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(Error::Output)
+}
+
 /// The durable queue `--queue NAME` names, of the type `--queue-type` asks for (quorum unless
 /// given).
 fn named_queue(name: &str, queue_type: &QueueTypeArg) -> Queue {

@@ -1,6 +1,6 @@
 //! `queues list/purge/delete`: queue depth and housekeeping through the management HTTP API.
 
-use super::print;
+use super::{print, print_text};
 use crate::{
     amqp::Session,
     cli::{QueueColumn, QueuesCommand, QueuesListArgs, TableFormat},
@@ -10,17 +10,19 @@ use crate::{
     management::{Api, QueueRow},
     output::{QueueTable, render_queues, sort_queues},
     signals::{Interrupts, Stop},
+    terminal::escape_controls,
 };
 use std::{
     collections::HashMap,
     io::{self, IsTerminal},
     time::SystemTime,
 };
+use tokio::time::Instant;
 
 pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
     let api = Api::new(ctx)?;
     match command {
-        QueuesCommand::List(args) => list(&api, &args).await,
+        QueuesCommand::List(args) => list(ctx, &api, &args).await,
         QueuesCommand::Purge(args) => {
             let vhost = args.vhost.as_deref().unwrap_or(ctx.url.vhost());
             let spinner = ctx.status.progress.waiting("purging");
@@ -96,7 +98,7 @@ async fn delete_quorum_queue_if(
 
 /// The one confirmation line of purge and delete: data, so it goes to stdout.
 fn confirm(line: &str) -> Result<Exit> {
-    print(format!("{line}\n").as_bytes())?;
+    print_text(format!("{line}\n").as_bytes())?;
     Ok(Exit::Success)
 }
 
@@ -115,7 +117,7 @@ fn refusal(error: Error, queue: &str) -> Error {
     }
 }
 
-async fn list(api: &Api, args: &QueuesListArgs) -> Result<Exit> {
+async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let on_terminal = io::stdout().is_terminal();
     let table = QueueTable {
         show_vhost: args.vhost.is_none(),
@@ -129,6 +131,13 @@ async fn list(api: &Api, args: &QueuesListArgs) -> Result<Exit> {
             .list_queues(args.vhost.as_deref(), args.filter.as_deref())
             .await?;
         sort_queues(&mut rows, args.sort, args.reverse);
+        if on_terminal && args.output != TableFormat::Json {
+            // Names are the broker's data: they must not drive the terminal.
+            for row in &mut rows {
+                row.vhost = escape_controls(&row.vhost, false).into_owned();
+                row.name = escape_controls(&row.name, false).into_owned();
+            }
+        }
         Ok::<_, Error>(rows)
     };
     let Some(interval) = args.watch else {
@@ -137,34 +146,64 @@ async fn list(api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     };
 
+    // Before the first request: Ctrl-C during any request or wait is a clean stop.
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
+    let every = humantime::format_duration(interval);
     let mut previous: Option<HashMap<(String, String), u64>> = None;
+    // When refreshing started to fail: it may for up to --reconnect-timeout.
+    let mut failing_since: Option<Instant> = None;
     loop {
-        let rows = fetch().await?;
-        let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
-        let current: HashMap<(String, String), u64> = rows
-            .iter()
-            .map(|row| (key(row), row.messages_ready.unwrap_or(0)))
-            .collect();
-        let change = |row: &QueueRow| {
-            let before = previous.as_ref()?.get(&key(row))?;
-            Some(row.messages_ready.unwrap_or(0) as i64 - *before as i64)
-        };
-        let changes: Vec<Option<i64>> = rows.iter().map(change).collect();
-        let table = QueueTable {
-            ready_change: (table.format != TableFormat::Json).then_some(changes.as_slice()),
-            ..table
-        };
-        let block = render_queues(&rows, &table);
-        let every = humantime::format_duration(interval);
-        let screen = if on_terminal {
-            // Home the cursor and clear the screen: redraw in place, as watch(1) does.
-            format!("\x1b[H\x1b[2JEvery {every}: rmqlab queues list    {stamp}\n\n{block}")
-        } else {
-            format!("# {stamp}\n{block}\n")
-        };
-        print(screen.as_bytes())?;
-        previous = Some(current);
+        match fetch().await {
+            Ok(rows) => {
+                failing_since = None;
+                let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
+                let current: HashMap<(String, String), u64> = rows
+                    .iter()
+                    .map(|row| (key(row), row.messages_ready.unwrap_or(0)))
+                    .collect();
+                let change = |row: &QueueRow| {
+                    let before = previous.as_ref()?.get(&key(row))?;
+                    Some(row.messages_ready.unwrap_or(0) as i64 - *before as i64)
+                };
+                let changes: Vec<Option<i64>> = rows.iter().map(change).collect();
+                let table = QueueTable {
+                    ready_change: (table.format != TableFormat::Json).then_some(changes.as_slice()),
+                    ..table
+                };
+                let block = render_queues(&rows, &table);
+                let screen = match (on_terminal, table.format) {
+                    // Home the cursor and clear the screen: redraw in place, as watch(1) does.
+                    (true, _) => format!(
+                        "\x1b[H\x1b[2JEvery {every}: rmqlab queues list    {stamp}\n\n{block}"
+                    ),
+                    // One JSON document per refresh, for `jq` and the like.
+                    (false, TableFormat::Json) => block,
+                    (false, _) => format!("{block}\n"),
+                };
+                if !on_terminal {
+                    // The time of each refresh is not data: stdout stays parseable.
+                    ctx.status.info(format_args!("# {stamp}"));
+                }
+                print(screen.as_bytes())?;
+                previous = Some(current);
+            }
+            // The first answer tells whether the API is there at all; after it, like a
+            // consumer, keep going through failures for up to --reconnect-timeout.
+            Err(error) if previous.is_some() && error.is_transient() => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ctx.reconnect_timeout {
+                    return Err(Error::RefreshFailed {
+                        after: ctx.reconnect_timeout,
+                        source: Box::new(error),
+                    });
+                }
+                ctx.status.warn(format_args!(
+                    " [!] refresh failed: {}; trying again in {every}",
+                    error.one_line()
+                ));
+            }
+            Err(error) => return Err(error),
+        }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             () = interrupts.wait_for(1) => {

@@ -13,6 +13,7 @@ use crate::{
     exit::Exit,
     output::{Received, write_received},
     signals::{Interrupts, Stop},
+    terminal::TerminalText,
 };
 use lapin::message::Delivery;
 use std::io::{self, BufWriter, Stdout, Write};
@@ -92,14 +93,22 @@ pub async fn receive_republishing<H: Handler>(
     })
 }
 
-/// Starts the stdout writer consumers print through.
-pub fn stdout() -> BufWriter<Stdout> {
-    BufWriter::with_capacity(STDOUT_BUFFER, io::stdout())
+/// The stdout writer consumers print through.
+pub type Out = TerminalText<BufWriter<Stdout>>;
+
+/// Starts the stdout writer consumers print through: the text format shows control characters
+/// escaped on a terminal; the others are exact.
+pub fn stdout(format: OutputFormat) -> Out {
+    let out = BufWriter::with_capacity(STDOUT_BUFFER, io::stdout());
+    match format {
+        OutputFormat::Text => TerminalText::new(out),
+        OutputFormat::Body | OutputFormat::Json => TerminalText::exact(out),
+    }
 }
 
 /// Prints each message, and has it acked once the output is flushed (tutorials 1, 3, 4, 5).
 pub struct Printer {
-    pub out: BufWriter<Stdout>,
+    pub out: Out,
     pub format: OutputFormat,
     /// The tutorial's marker before the body in text mode.
     pub text_prefix: &'static str,
@@ -116,7 +125,7 @@ impl Printer {
         exchange: Option<&str>,
     ) -> Printer {
         Printer {
-            out: stdout(),
+            out: stdout(consume.output),
             format: consume.output,
             text_prefix,
             status: ctx.status,

@@ -17,7 +17,7 @@ use crate::{
     input::Messages,
     output::write_sent,
     signals::{Interrupts, Stop},
-    terminal::AroundProgress,
+    terminal::{self, AroundProgress, TerminalText},
 };
 use indicatif::ProgressBar;
 use std::io::{self, BufWriter, Write};
@@ -71,7 +71,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                     Ok(()) => {
                         let mut out = Vec::new();
                         write_sent(&mut out, &body).map_err(Error::Output)?;
-                        super::print(&out)?;
+                        super::print_text(&out)?;
                         ctx.status.debug("1 message(s) confirmed");
                         return Ok(match watch.stopping() {
                             true => stopped(ctx, &watch, 1, 0, None),
@@ -96,19 +96,20 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     };
     let progress = ctx.status.progress.publishing(messages.size);
     let mut lines = SentLines {
-        out: BufWriter::with_capacity(
+        out: TerminalText::new(BufWriter::with_capacity(
             STDOUT_BUFFER,
             AroundProgress {
                 bar: progress.clone(),
                 inner: io::stdout(),
             },
-        ),
+        )),
         progress,
         status: ctx.status,
         exchange: send.target.exchange,
         dropped: 0,
         closed: false,
         failed: None,
+        confirmed: 0,
     };
     let plan = Plan {
         connection_name: send.connection_name,
@@ -125,7 +126,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         &mut watch,
     )
     .await;
-    lines.progress.finish_and_clear();
+    terminal::finish_publishing(&lines.progress, lines.confirmed);
     let published = published.map_err(|error| match error {
         Error::PublishInterrupted {
             confirmed, source, ..
@@ -225,6 +226,8 @@ struct SentLines<'a, W: Write> {
     closed: bool,
     /// Writing stdout failed otherwise.
     failed: Option<io::Error>,
+    /// Confirmed so far: the progress's count.
+    confirmed: u64,
 }
 
 impl<W: Write> SentLines<'_, W> {
@@ -243,14 +246,15 @@ impl<W: Write> SentLines<'_, W> {
 
 impl<W: Write> Confirmations for SentLines<'_, W> {
     fn confirmed(&mut self, number: u64, body: &[u8]) -> Result<()> {
+        self.confirmed = number;
         if self.progress.length().is_some() {
             // The bar measures the input's bytes: the line and its newline.
             self.progress.inc(body.len() as u64 + 1);
-            if number.is_multiple_of(256) {
-                self.progress.set_message(number.to_string());
-            }
         } else {
             self.progress.inc(1);
+        }
+        if number.is_multiple_of(256) {
+            terminal::show_confirmed(&self.progress, number);
         }
         self.report(|out| write_sent(out, body));
         Ok(())

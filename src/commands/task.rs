@@ -4,7 +4,7 @@
 use super::{
     exec::{self, Finished},
     named_queue,
-    receive::{Receive, Republishing, announce, receive_republishing, stdout},
+    receive::{Out, Receive, Republishing, announce, receive_republishing, stdout},
     send::{Send, send},
 };
 use crate::{
@@ -28,7 +28,7 @@ use lapin::{
 };
 use std::{
     future::Future,
-    io::{BufWriter, Stdout, Write},
+    io::Write,
     pin::pin,
     time::{Duration, SystemTime},
 };
@@ -104,7 +104,7 @@ async fn work(ctx: &Context, args: TaskWorkArgs) -> Result<Exit> {
         parking: parking.as_ref(),
     };
     let mut worker = Worker {
-        out: stdout(),
+        out: stdout(args.consume.output),
         format: args.consume.output,
         status: ctx.status,
         dot_duration: args.dot_duration,
@@ -160,7 +160,7 @@ async fn require_dead_letter_exchange(ctx: &Context, queue: &str) -> Result<()> 
 
 /// Tutorial 2's worker: print, work (sleep per `.` or run a command), then ack.
 struct Worker {
-    out: BufWriter<Stdout>,
+    out: Out,
     format: OutputFormat,
     status: Status,
     dot_duration: Duration,

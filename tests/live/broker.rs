@@ -658,26 +658,42 @@ fn assert_no_secret(output: &std::process::Output) {
 }
 
 #[test]
-fn empty_and_unknown_vhosts_exit_77_with_the_percent_2f_hint() {
-    for (url, vhost) in [
-        (format!("amqp://guest:guest@{}/", broker_address()), ""),
-        (
-            format!(
-                "amqp://guest:guest@{}/rmqlab-no-such-vhost",
-                broker_address()
-            ),
-            "rmqlab-no-such-vhost",
-        ),
+fn an_empty_vhost_is_a_usage_error_and_an_unknown_one_65_with_the_percent_2f_hint() {
+    let output = rmqlab()
+        .env(
+            "RMQLAB_URL",
+            format!("amqp://guest:guest@{}/", broker_address()),
+        )
+        .args(["hello", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("the vhost (the URI's path) is empty"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("%2f"), "{stderr}");
+
+    let vhost = "rmqlab-no-such-vhost";
+    for command in [
+        &["hello", "send"][..],
+        &["hello", "recv", "--count", "1"][..],
     ] {
         let output = rmqlab()
-            .env("RMQLAB_URL", &url)
-            .args(["hello", "send"])
+            .env(
+                "RMQLAB_URL",
+                format!("amqp://guest:guest@{}/{vhost}", broker_address()),
+            )
+            .args(command)
             .output()
             .unwrap();
-        assert_code(&output, 77);
+        // A vhost that does not exist is a data error, as over the API; one the user may not
+        // use would be 77.
+        assert_code(&output, 65);
         let stderr = text(&output.stderr);
         assert!(
-            stderr.contains(&format!("refused access to virtual host '{vhost}'")),
+            stderr.contains(&format!("has no virtual host '{vhost}'")),
             "{stderr}"
         );
         assert!(stderr.contains("is written %2f"), "{stderr}");

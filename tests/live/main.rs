@@ -16,6 +16,7 @@ mod common;
 
 mod broker;
 mod declarations;
+mod hardening;
 mod publisher;
 mod pubsub;
 mod queues;

@@ -6,7 +6,7 @@ use crate::common::{BIN, TestQueue, broker, command, rmqlab, scratch_dir, text};
 /// Runs `shell` under a pseudo-terminal (util-linux `script`); returns what the terminal
 /// showed. Redirections inside `shell` still apply. The rmqlab it starts gets the harness's
 /// clean environment, then `envs`.
-fn on_terminal(shell: &str, envs: &[(&str, &str)]) -> String {
+pub(crate) fn on_terminal(shell: &str, envs: &[(&str, &str)]) -> String {
     let output = command("script")
         .args(["-qec", shell, "/dev/null"])
         .envs(envs.iter().copied())
@@ -135,7 +135,7 @@ fn status_markers_are_coloured_on_a_terminal_unless_no_color() {
 #[test]
 fn errors_are_coloured_only_on_a_terminal() {
     let shown = on_terminal(
-        &format!("{BIN} --url amqp://guest:guest@127.0.0.1:1/ hello send || true"),
+        &format!("{BIN} --url amqp://guest:guest@127.0.0.1:1/%2f hello send || true"),
         &[],
     );
     assert!(
@@ -143,7 +143,12 @@ fn errors_are_coloured_only_on_a_terminal() {
         "{shown:?}"
     );
     let output = rmqlab()
-        .args(["--url", "amqp://guest:guest@127.0.0.1:1/", "hello", "send"])
+        .args([
+            "--url",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            "hello",
+            "send",
+        ])
         .output()
         .unwrap();
     assert!(text(&output.stderr).starts_with("rmqlab: error: cannot reach"));
