@@ -42,6 +42,8 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('hello', 'hello', [CompletionResultType]::ParameterValue, 'Tutorial 1: send and receive through the default exchange (queue `hello`)')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch')
             [CompletionResult]::new('pubsub', 'pubsub', [CompletionResultType]::ParameterValue, 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)')
+            [CompletionResult]::new('routing', 'routing', [CompletionResultType]::ParameterValue, 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)')
+            [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -294,6 +296,196 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;pubsub;help;help' {
             break
         }
+        'rmqlab;routing' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the direct exchange once per SEVERITY and print what arrives')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;routing;emit' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Direct exchange to declare and publish to (non-durable, as in the tutorial)')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;routing;listen' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Direct exchange to declare and listen to')
+            [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;routing;help' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the direct exchange once per SEVERITY and print what arrives')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;routing;help;emit' {
+            break
+        }
+        'rmqlab;routing;help;listen' {
+            break
+        }
+        'rmqlab;routing;help;help' {
+            break
+        }
+        'rmqlab;topics' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives')
+            [CompletionResult]::new('match', 'match', [CompletionResultType]::ParameterValue, 'Say whether binding key PATTERN matches each routing key, without a broker')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;topics;emit' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Topic exchange to declare and publish to (non-durable, as in the tutorial)')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;topics;listen' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Topic exchange to declare and listen to')
+            [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;topics;match' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Test the routing keys on the lines of PATH (`-` reads stdin)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Test the routing keys on the lines of PATH (`-` reads stdin)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--live', '--live', [CompletionResultType]::ParameterName, 'Ask the broker as well (a temporary topic exchange and queue) and report any disagreement')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;topics;help' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives')
+            [CompletionResult]::new('match', 'match', [CompletionResultType]::ParameterValue, 'Say whether binding key PATTERN matches each routing key, without a broker')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;topics;help;emit' {
+            break
+        }
+        'rmqlab;topics;help;listen' {
+            break
+        }
+        'rmqlab;topics;help;match' {
+            break
+        }
+        'rmqlab;topics;help;help' {
+            break
+        }
         'rmqlab;queues' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
@@ -423,6 +615,8 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('hello', 'hello', [CompletionResultType]::ParameterValue, 'Tutorial 1: send and receive through the default exchange (queue `hello`)')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch')
             [CompletionResult]::new('pubsub', 'pubsub', [CompletionResultType]::ParameterValue, 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)')
+            [CompletionResult]::new('routing', 'routing', [CompletionResultType]::ParameterValue, 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)')
+            [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -459,6 +653,32 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;help;pubsub;listen' {
+            break
+        }
+        'rmqlab;help;routing' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the direct exchange once per SEVERITY and print what arrives')
+            break
+        }
+        'rmqlab;help;routing;emit' {
+            break
+        }
+        'rmqlab;help;routing;listen' {
+            break
+        }
+        'rmqlab;help;topics' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives')
+            [CompletionResult]::new('match', 'match', [CompletionResultType]::ParameterValue, 'Say whether binding key PATTERN matches each routing key, without a broker')
+            break
+        }
+        'rmqlab;help;topics;emit' {
+            break
+        }
+        'rmqlab;help;topics;listen' {
+            break
+        }
+        'rmqlab;help;topics;match' {
             break
         }
         'rmqlab;help;queues' {

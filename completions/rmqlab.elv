@@ -39,6 +39,8 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand hello 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
             cand task 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
             cand pubsub 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+            cand routing 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+            cand topics 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
             cand queues 'Queue depth, purge and delete, through the management HTTP API'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -269,6 +271,180 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;pubsub;help;help'= {
         }
+        &'rmqlab;routing'= {
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand emit 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+            cand listen 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;routing;emit'= {
+            cand --exchange 'Direct exchange to declare and publish to (non-durable, as in the tutorial)'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;routing;listen'= {
+            cand --exchange 'Direct exchange to declare and listen to'
+            cand --queue 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present'
+            cand --queue-type 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)'
+            cand --count 'Exit 0 after N messages'
+            cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
+            cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;routing;help'= {
+            cand emit 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+            cand listen 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;routing;help;emit'= {
+        }
+        &'rmqlab;routing;help;listen'= {
+        }
+        &'rmqlab;routing;help;help'= {
+        }
+        &'rmqlab;topics'= {
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand emit 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+            cand listen 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+            cand match 'Say whether binding key PATTERN matches each routing key, without a broker'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;topics;emit'= {
+            cand --exchange 'Topic exchange to declare and publish to (non-durable, as in the tutorial)'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;topics;listen'= {
+            cand --exchange 'Topic exchange to declare and listen to'
+            cand --queue 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present'
+            cand --queue-type 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)'
+            cand --count 'Exit 0 after N messages'
+            cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
+            cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;topics;match'= {
+            cand -f 'Test the routing keys on the lines of PATH (`-` reads stdin)'
+            cand --file 'Test the routing keys on the lines of PATH (`-` reads stdin)'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --live 'Ask the broker as well (a temporary topic exchange and queue) and report any disagreement'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;topics;help'= {
+            cand emit 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+            cand listen 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+            cand match 'Say whether binding key PATTERN matches each routing key, without a broker'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;topics;help;emit'= {
+        }
+        &'rmqlab;topics;help;listen'= {
+        }
+        &'rmqlab;topics;help;match'= {
+        }
+        &'rmqlab;topics;help;help'= {
+        }
         &'rmqlab;queues'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
             cand --api-url 'Base URL of the management HTTP API, for `queues` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
@@ -388,6 +564,8 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand hello 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
             cand task 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
             cand pubsub 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+            cand routing 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+            cand topics 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
             cand queues 'Queue depth, purge and delete, through the management HTTP API'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -415,6 +593,25 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;help;pubsub;emit'= {
         }
         &'rmqlab;help;pubsub;listen'= {
+        }
+        &'rmqlab;help;routing'= {
+            cand emit 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+            cand listen 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+        }
+        &'rmqlab;help;routing;emit'= {
+        }
+        &'rmqlab;help;routing;listen'= {
+        }
+        &'rmqlab;help;topics'= {
+            cand emit 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+            cand listen 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+            cand match 'Say whether binding key PATTERN matches each routing key, without a broker'
+        }
+        &'rmqlab;help;topics;emit'= {
+        }
+        &'rmqlab;help;topics;listen'= {
+        }
+        &'rmqlab;help;topics;match'= {
         }
         &'rmqlab;help;queues'= {
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'

@@ -44,14 +44,7 @@ impl Context {
             },
             connect_timeout: global.connect_timeout,
             reconnect_timeout: global.reconnect_timeout,
-            status: Status {
-                quiet: global.quiet,
-                verbose: global.verbose,
-                color: terminal::stderr_color(global.color),
-                progress: terminal::Progress {
-                    allowed: terminal::progress_allowed(global.quiet),
-                },
-            },
+            status: Status::new(global),
         })
     }
 }
@@ -67,6 +60,18 @@ pub struct Status {
 }
 
 impl Status {
+    /// The reporter the global options ask for.
+    pub fn new(global: &GlobalArgs) -> Status {
+        Status {
+            quiet: global.quiet,
+            verbose: global.verbose,
+            color: terminal::stderr_color(global.color),
+            progress: terminal::Progress {
+                allowed: terminal::progress_allowed(global.quiet),
+            },
+        }
+    }
+
     /// No status lines, no colour, no progress.
     pub fn silent() -> Status {
         Status {

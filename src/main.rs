@@ -1,9 +1,8 @@
-use clap::Parser;
-use rmqlab::{Error, Exit, cli::Cli};
+use rmqlab::{Error, Exit};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = rmqlab::cli::parse();
     let color = rmqlab::terminal::stderr_color(cli.global.color);
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()

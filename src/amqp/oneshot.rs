@@ -189,7 +189,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
             CHANNEL,
             AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
                 exchange: target.exchange.into(),
-                routing_key: target.routing_key.into(),
+                routing_key: target.routing_key_of(body).as_ref().into(),
                 mandatory: true,
                 immediate: false,
             })),
@@ -506,7 +506,7 @@ mod tests {
     use super::*;
     use crate::{
         amqp::{
-            publish::Unroutable,
+            publish::{RoutingKey, Unroutable},
             topology::{Exchange, ExchangeKind, ObjectKind, Queue, QueueType},
         },
         context::Status,
@@ -536,7 +536,7 @@ mod tests {
 
     const TARGET: Publication<'static> = Publication {
         exchange: "",
-        routing_key: "hello",
+        routing_key: RoutingKey::Fixed("hello"),
         persistent: false,
         unroutable: Unroutable::Fails,
     };
@@ -761,11 +761,7 @@ mod tests {
     async fn a_refusal_is_matched_to_the_object_it_is_about() {
         // An exchange declared fine, then the queue after it refused.
         let topology = Topology {
-            exchanges: vec![Exchange {
-                name: "logs".into(),
-                kind: ExchangeKind::Fanout,
-                durable: false,
-            }],
+            exchanges: vec![Exchange::tutorial("logs", ExchangeKind::Fanout)],
             ..queue(true)
         };
         let mut answers = open_ok();

@@ -9,14 +9,14 @@ use super::{
 use crate::{
     amqp::{
         consume::{Handler, Outcome},
-        publish::{Publication, Unroutable},
+        publish::{Publication, RoutingKey, Unroutable},
         topology::Topology,
     },
     cli::{OutputFormat, TaskCommand},
     context::{Context, Status},
     error::{Error, Result},
     exit::Exit,
-    output::{Received, write_received},
+    output::{Received, TextLine, write_received},
     signals::Interrupts,
 };
 use indicatif::ProgressBar;
@@ -35,21 +35,22 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
         TaskCommand::New(args) => {
             let spec = Send {
                 connection_name: "rmqlab task new",
-                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                topology: Topology::queue(named_queue(&args.queue, args.queue_type.queue_type)),
                 target: Publication {
                     exchange: "",
-                    routing_key: &args.queue,
+                    routing_key: RoutingKey::Fixed(&args.queue),
                     persistent: true,
                     unroutable: Unroutable::Fails,
                 },
                 default_message: "Hello World!",
+                show_key: false,
             };
             send(ctx, spec, &args.message).await
         }
         TaskCommand::Work(args) => {
             let spec = Receive {
                 connection_name: "rmqlab task work",
-                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                topology: Topology::queue(named_queue(&args.queue, args.queue_type.queue_type)),
                 prefetch: args.prefetch,
             };
             let mut worker = Worker {
@@ -86,7 +87,7 @@ impl Handler for Worker {
         write_received(
             &mut self.out,
             self.format,
-            " [x] Received ",
+            TextLine::Body(" [x] Received "),
             &Received::from(delivery),
         )
         .map_err(Error::Output)?;
