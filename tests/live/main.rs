@@ -1,7 +1,8 @@
 //! rmqlab against a live broker, in one test binary: tutorials 1 and 2, acks, signals and exit
 //! codes (`broker`), the declaration rule and the official tutorial programs beside rmqlab
-//! (`declarations`), tutorial 3 (`pubsub`), the management API (`queues`) and what a terminal
-//! shows (`terminal`). Filter by module: `cargo test --test live queues::`.
+//! (`declarations`), tutorials 3, 4 and 5 (`pubsub`, `routing`, `topics`), the management API
+//! (`queues`) and what a terminal shows (`terminal`). Filter by module:
+//! `cargo test --test live queues::`, or several: `cargo test --test live -- routing:: topics::`.
 //!
 //! The broker under test is chosen by the environment (see the harness, `tests/common/mod.rs`):
 //! `RMQLAB_TEST_URL`, `RMQLAB_TEST_API_URL` and `RMQLAB_TEST_CTL`; unset, the local node on
@@ -20,4 +21,6 @@ mod broker;
 mod declarations;
 mod pubsub;
 mod queues;
+mod routing;
 mod terminal;
+mod topics;
