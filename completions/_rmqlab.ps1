@@ -43,6 +43,8 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('hello', 'hello', [CompletionResultType]::ParameterValue, 'Tutorial 1: send and receive through the default exchange (queue `hello`)')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch')
             [CompletionResult]::new('pubsub', 'pubsub', [CompletionResultType]::ParameterValue, 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)')
+            [CompletionResult]::new('routing', 'routing', [CompletionResultType]::ParameterValue, 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)')
+            [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -312,6 +314,207 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;pubsub;help;help' {
             break
         }
+        'rmqlab;routing' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the direct exchange once per SEVERITY and print what arrives')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;routing;emit' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Direct exchange to declare and publish to (non-durable, as in the tutorial)')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed')
+            [CompletionResult]::new('--max-message-size', '--max-message-size', [CompletionResultType]::ParameterName, 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB')
+            [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;routing;listen' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Direct exchange to declare and listen to')
+            [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;routing;help' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the direct exchange once per SEVERITY and print what arrives')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;routing;help;emit' {
+            break
+        }
+        'rmqlab;routing;help;listen' {
+            break
+        }
+        'rmqlab;routing;help;help' {
+            break
+        }
+        'rmqlab;topics' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives')
+            [CompletionResult]::new('match', 'match', [CompletionResultType]::ParameterValue, 'Say whether binding key PATTERN matches each routing key, without a broker')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;topics;emit' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Topic exchange to declare and publish to (non-durable, as in the tutorial)')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed')
+            [CompletionResult]::new('--max-message-size', '--max-message-size', [CompletionResultType]::ParameterName, 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB')
+            [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;topics;listen' {
+            [CompletionResult]::new('--exchange', '--exchange', [CompletionResultType]::ParameterName, 'Topic exchange to declare and listen to')
+            [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;topics;match' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Test the routing keys on the lines of PATH (`-` reads stdin)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Test the routing keys on the lines of PATH (`-` reads stdin)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--live', '--live', [CompletionResultType]::ParameterName, 'Ask the broker as well (a temporary topic exchange and queue) and report any disagreement')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;topics;help' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives')
+            [CompletionResult]::new('match', 'match', [CompletionResultType]::ParameterValue, 'Say whether binding key PATTERN matches each routing key, without a broker')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;topics;help;emit' {
+            break
+        }
+        'rmqlab;topics;help;listen' {
+            break
+        }
+        'rmqlab;topics;help;match' {
+            break
+        }
+        'rmqlab;topics;help;help' {
+            break
+        }
         'rmqlab;queues' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
@@ -446,6 +649,8 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('hello', 'hello', [CompletionResultType]::ParameterValue, 'Tutorial 1: send and receive through the default exchange (queue `hello`)')
             [CompletionResult]::new('task', 'task', [CompletionResultType]::ParameterValue, 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch')
             [CompletionResult]::new('pubsub', 'pubsub', [CompletionResultType]::ParameterValue, 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)')
+            [CompletionResult]::new('routing', 'routing', [CompletionResultType]::ParameterValue, 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)')
+            [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -482,6 +687,32 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;help;pubsub;listen' {
+            break
+        }
+        'rmqlab;help;routing' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the direct exchange once per SEVERITY and print what arrives')
+            break
+        }
+        'rmqlab;help;routing;emit' {
+            break
+        }
+        'rmqlab;help;routing;listen' {
+            break
+        }
+        'rmqlab;help;topics' {
+            [CompletionResult]::new('emit', 'emit', [CompletionResultType]::ParameterValue, 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY')
+            [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives')
+            [CompletionResult]::new('match', 'match', [CompletionResultType]::ParameterValue, 'Say whether binding key PATTERN matches each routing key, without a broker')
+            break
+        }
+        'rmqlab;help;topics;emit' {
+            break
+        }
+        'rmqlab;help;topics;listen' {
+            break
+        }
+        'rmqlab;help;topics;match' {
             break
         }
         'rmqlab;help;queues' {

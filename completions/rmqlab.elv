@@ -40,6 +40,8 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand hello 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
             cand task 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
             cand pubsub 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+            cand routing 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+            cand topics 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
             cand queues 'Queue depth, purge and delete, through the management HTTP API'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -287,6 +289,191 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;pubsub;help;help'= {
         }
+        &'rmqlab;routing'= {
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand emit 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+            cand listen 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;routing;emit'= {
+            cand --exchange 'Direct exchange to declare and publish to (non-durable, as in the tutorial)'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --max-message-size 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB'
+            cand --confirm-timeout 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;routing;listen'= {
+            cand --exchange 'Direct exchange to declare and listen to'
+            cand --queue 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present'
+            cand --queue-type 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)'
+            cand --count 'Exit 0 after N messages'
+            cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
+            cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;routing;help'= {
+            cand emit 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+            cand listen 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;routing;help;emit'= {
+        }
+        &'rmqlab;routing;help;listen'= {
+        }
+        &'rmqlab;routing;help;help'= {
+        }
+        &'rmqlab;topics'= {
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand emit 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+            cand listen 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+            cand match 'Say whether binding key PATTERN matches each routing key, without a broker'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;topics;emit'= {
+            cand --exchange 'Topic exchange to declare and publish to (non-durable, as in the tutorial)'
+            cand -f 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --file 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed'
+            cand --max-message-size 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB'
+            cand --confirm-timeout 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;topics;listen'= {
+            cand --exchange 'Topic exchange to declare and listen to'
+            cand --queue 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present'
+            cand --queue-type 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)'
+            cand --count 'Exit 0 after N messages'
+            cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
+            cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;topics;match'= {
+            cand -f 'Test the routing keys on the lines of PATH (`-` reads stdin)'
+            cand --file 'Test the routing keys on the lines of PATH (`-` reads stdin)'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --live 'Ask the broker as well (a temporary topic exchange and queue) and report any disagreement'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;topics;help'= {
+            cand emit 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+            cand listen 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+            cand match 'Say whether binding key PATTERN matches each routing key, without a broker'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;topics;help;emit'= {
+        }
+        &'rmqlab;topics;help;listen'= {
+        }
+        &'rmqlab;topics;help;match'= {
+        }
+        &'rmqlab;topics;help;help'= {
+        }
         &'rmqlab;queues'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
             cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
@@ -411,6 +598,8 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand hello 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
             cand task 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
             cand pubsub 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+            cand routing 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+            cand topics 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
             cand queues 'Queue depth, purge and delete, through the management HTTP API'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -438,6 +627,25 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;help;pubsub;emit'= {
         }
         &'rmqlab;help;pubsub;listen'= {
+        }
+        &'rmqlab;help;routing'= {
+            cand emit 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+            cand listen 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+        }
+        &'rmqlab;help;routing;emit'= {
+        }
+        &'rmqlab;help;routing;listen'= {
+        }
+        &'rmqlab;help;topics'= {
+            cand emit 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+            cand listen 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+            cand match 'Say whether binding key PATTERN matches each routing key, without a broker'
+        }
+        &'rmqlab;help;topics;emit'= {
+        }
+        &'rmqlab;help;topics;listen'= {
+        }
+        &'rmqlab;help;topics;match'= {
         }
         &'rmqlab;help;queues'= {
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'

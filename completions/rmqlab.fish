@@ -44,6 +44,8 @@ complete -c rmqlab -n "__fish_rmqlab_needs_command" -s V -l version -d 'Print ve
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "hello" -d 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "task" -d 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "pubsub" -d 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "routing" -d 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "topics" -d 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -246,6 +248,153 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from help" -f -a "emit" -d 'Declare the fanout exchange and publish one message (or one per line of -f) to it'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Bind an exclusive, server-named queue to the exchange and print what arrives'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand pubsub; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -s h -l help -d 'Print help'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -f -a "emit" -d 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -f -a "listen" -d 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and not __fish_seen_subcommand_from emit listen help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l exchange -d 'Direct exchange to declare and publish to (non-durable, as in the tutorial)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l max-message-size -d 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l confirm-timeout -d 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from emit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l exchange -d 'Direct exchange to declare and listen to' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l queue -d 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l queue-type -d 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)' -r -f -a "classic\t''
+quorum\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l count -d 'Exit 0 after N messages' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l idle-timeout -d 'Exit 0 after this long without a message (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -s o -l output -d 'How to print each message: the tutorial\'s lines, the body alone, or one JSON object a line' -r -f -a "text\t'the tutorial\'s line for each message (named above)'
+body\t'each body exactly, then a newline'
+json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from help" -f -a "emit" -d 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand routing; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -s h -l help -d 'Print help'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -f -a "emit" -d 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -f -a "listen" -d 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -f -a "match" -d 'Say whether binding key PATTERN matches each routing key, without a broker'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and not __fish_seen_subcommand_from emit listen match help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l exchange -d 'Topic exchange to declare and publish to (non-durable, as in the tutorial)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -s f -l file -d 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l max-message-size -d 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l confirm-timeout -d 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from emit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l exchange -d 'Topic exchange to declare and listen to' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l queue -d 'Bind this durable queue instead of an exclusive one, so that nothing is lost while no listener runs; created when absent, used as it is when present' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l queue-type -d 'Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts an existing queue is an error (65)' -r -f -a "classic\t''
+quorum\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l count -d 'Exit 0 after N messages' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l idle-timeout -d 'Exit 0 after this long without a message (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -s o -l output -d 'How to print each message: the tutorial\'s lines, the body alone, or one JSON object a line' -r -f -a "text\t'the tutorial\'s line for each message (named above)'
+body\t'each body exactly, then a newline'
+json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from listen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -s f -l file -d 'Test the routing keys on the lines of PATH (`-` reads stdin)' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l live -d 'Ask the broker as well (a temporary topic exchange and queue) and report any disagreement'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from match" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "emit" -d 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "match" -d 'Say whether binding key PATTERN matches each routing key, without a broker'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
@@ -346,18 +495,25 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l tls-insecu
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -s q -l quiet -d 'Print no status lines on stderr'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub queues completions help" -f -a "hello" -d 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub queues completions help" -f -a "task" -d 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub queues completions help" -f -a "pubsub" -d 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub queues completions help" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub queues completions help" -f -a "completions" -d 'Print the completion script for a shell'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub queues completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "hello" -d 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "task" -d 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "pubsub" -d 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "routing" -d 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "topics" -d 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "completions" -d 'Print the completion script for a shell'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from hello" -f -a "send" -d 'Declare the queue and publish one message (or one per line of -f), confirmed by the broker'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from hello" -f -a "recv" -d 'Declare the queue and print the messages that arrive'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "new" -d 'Declare the durable queue and publish persistent tasks, confirmed by the broker'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "work" -d 'Work through tasks: one interval per `.` in the body, ack after the work'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from pubsub" -f -a "emit" -d 'Declare the fanout exchange and publish one message (or one per line of -f) to it'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from pubsub" -f -a "listen" -d 'Bind an exclusive, server-named queue to the exchange and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from routing" -f -a "emit" -d 'Declare the direct exchange and publish one message (or one per line of -f) with routing key SEVERITY'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from routing" -f -a "listen" -d 'Bind a queue to the direct exchange once per SEVERITY and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from topics" -f -a "emit" -d 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from topics" -f -a "listen" -d 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from topics" -f -a "match" -d 'Say whether binding key PATTERN matches each routing key, without a broker'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "list" -d 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "purge" -d 'Remove every ready message of a queue'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "delete" -d 'Delete a queue and the messages in it'

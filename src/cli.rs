@@ -1,6 +1,10 @@
 //! Every clap type of rmqlab, in one place. The interface is fixed in CLI.md.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::topic::{self, KeyTooLong};
+use clap::{
+    Args, Parser, Subcommand, ValueEnum,
+    error::{ContextKind, ContextValue, ErrorKind},
+};
 use std::{path::PathBuf, time::Duration};
 
 /// The environment variables rmqlab reads, for the man page's ENVIRONMENT.
@@ -25,6 +29,7 @@ pub const EXAMPLES: &[&str] = &[
     "rmqlab hello send && rmqlab hello recv --count 1",
     "seq 100 | rmqlab task new -f -",
     "rmqlab task work --prefetch 1 --exec ./handle.sh",
+    "rmqlab topics match 'lazy.#' lazy.orange.elephant quick.orange.fox",
     "rmqlab queues list --watch 2s",
 ];
 
@@ -55,6 +60,52 @@ fn exit_status_help() -> String {
     help.push('\n');
     help.push_str(&crate::exit::help_list());
     help
+}
+
+/// For a command whose required arguments are missing, an example that has them: (the
+/// argument as clap names it in the error, the example).
+const MISSING_ARGUMENT_EXAMPLES: &[(&str, &str)] = &[
+    ("<SEVERITY>", "rmqlab routing listen warning error"),
+    (
+        "<BINDING_KEY>",
+        "rmqlab topics listen 'kern.*' '*.critical'",
+    ),
+    (
+        "<PATTERN>",
+        "rmqlab topics match 'lazy.#' lazy.orange.elephant",
+    ),
+    ("<KEY>", "rmqlab topics match 'lazy.#' lazy.orange.elephant"),
+];
+
+/// Parses the command line; a usage error for missing required arguments also shows an example
+/// with them.
+pub fn try_parse() -> Result<Cli, clap::Error> {
+    Cli::try_parse().map_err(with_example)
+}
+
+fn with_example(mut error: clap::Error) -> clap::Error {
+    if error.kind() != ErrorKind::MissingRequiredArgument {
+        return error;
+    }
+    let example = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::Strings(missing)) => MISSING_ARGUMENT_EXAMPLES
+            .iter()
+            .find(|(name, _)| missing.iter().any(|arg| arg.starts_with(name)))
+            .map(|(_, example)| *example),
+        _ => None,
+    };
+    if let Some(example) = example {
+        error.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![format!("for example: {example}").into()]),
+        );
+    }
+    error
+}
+
+/// A routing or binding key given on the command line: at most 255 bytes.
+fn key(value: &str) -> Result<String, KeyTooLong> {
+    topic::check_length(value).map(|()| value.to_string())
 }
 
 #[derive(Debug, Parser)]
@@ -191,6 +242,12 @@ pub enum Command {
     /// Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)
     #[command(subcommand)]
     Pubsub(PubsubCommand),
+    /// Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)
+    #[command(subcommand)]
+    Routing(RoutingCommand),
+    /// Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)
+    #[command(subcommand)]
+    Topics(TopicsCommand),
     /// Queue depth, purge and delete, through the management HTTP API
     #[command(subcommand)]
     Queues(QueuesCommand),
@@ -258,6 +315,170 @@ pub struct PubsubListenArgs {
     pub exchange: String,
     #[command(flatten)]
     pub consume: ConsumeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoutingCommand {
+    /// Declare the direct exchange and publish one message (or one per line of -f) with routing
+    /// key SEVERITY
+    #[command(
+        after_long_help = "The first word is the severity (the routing key) and the rest is \
+the message: `rmqlab routing emit error Run.` sends `Run.` with key `error`. Only the queues \
+bound with that exact key get the message; with none, the broker drops it, and rmqlab notes \
+that on stderr and still exits 0.
+
+Examples:
+  rmqlab routing emit error \"Run. Run. Or it will explode.\"
+  rmqlab routing emit warning disk almost full
+  tail -f app.log | rmqlab routing emit info -f -"
+    )]
+    Emit(RoutingEmitArgs),
+    /// Bind a queue to the direct exchange once per SEVERITY and print what arrives
+    #[command(
+        after_long_help = "By default the queue is this listener's own (exclusive, named by the \
+broker, deleted when it exits); --queue NAME binds a durable queue instead, which keeps what \
+arrives while no listener runs.
+
+Examples:
+  rmqlab routing listen warning error
+  rmqlab routing listen info warning error --count 10 -o json
+  rmqlab routing listen error --queue errors"
+    )]
+    Listen(RoutingListenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoutingEmitArgs {
+    /// Direct exchange to declare and publish to (non-durable, as in the tutorial)
+    #[arg(long, value_name = "NAME", default_value = "direct_logs")]
+    pub exchange: String,
+    /// The routing key: the message's severity, at most 255 bytes
+    #[arg(value_name = "SEVERITY", default_value = "info", value_parser = key)]
+    pub severity: String,
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RoutingListenArgs {
+    /// Direct exchange to declare and listen to
+    #[arg(long, value_name = "NAME", default_value = "direct_logs")]
+    pub exchange: String,
+    /// The severities to receive: one binding each, with that routing key
+    #[arg(value_name = "SEVERITY", required = true, value_parser = key)]
+    pub severities: Vec<String>,
+    #[command(flatten)]
+    pub queue: ListenQueueArgs,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Declare the topic exchange and publish one message (or one per line of -f) with
+    /// ROUTING_KEY
+    #[command(
+        after_long_help = "A routing key is a list of words separated by dots \
+(`kern.critical`, `quick.orange.rabbit`), at most 255 bytes. The first word on the command line \
+is the key and the rest is the message. With no queue bound by a matching pattern, the broker \
+drops the message, and rmqlab notes that on stderr and still exits 0.
+
+Examples:
+  rmqlab topics emit kern.critical \"A critical kernel error\"
+  rmqlab topics emit quick.orange.rabbit
+  journalctl -f -o cat | rmqlab topics emit host1.syslog.info -f -"
+    )]
+    Emit(TopicsEmitArgs),
+    /// Bind a queue to the topic exchange once per BINDING_KEY and print what arrives
+    #[command(
+        after_long_help = "In a binding key, `*` stands for exactly one word and `#` for zero or \
+more words; `*` or `#` inside a word (`a*b`) is a literal character, and rmqlab warns about it. \
+Quote the patterns for the shell. A message that several binding keys match arrives once. By \
+default the queue is this listener's own (exclusive, deleted when it exits); --queue NAME binds a \
+durable queue instead.
+
+Examples:
+  rmqlab topics listen '#'
+  rmqlab topics listen 'kern.*'
+  rmqlab topics listen 'kern.*' '*.critical'
+  rmqlab topics listen '*.orange.*' --queue Q1 -o json"
+    )]
+    Listen(TopicsListenArgs),
+    /// Say whether binding key PATTERN matches each routing key, without a broker
+    #[command(
+        after_long_help = "One line per key on stdout. Exit 0 when PATTERN matches every key, 1 \
+when it does not match some key (as grep(1) does), 2 for a key or pattern over 255 bytes. Words \
+are what lies between dots, empty ones included: `a.*.b` matches `a..b`, `#` matches the empty \
+key and `*` does not. --live asks the broker too, through a temporary topic exchange and queue, \
+and reports any key where the two disagree (exit 70).
+
+Examples:
+  rmqlab topics match '*.orange.*' quick.orange.rabbit lazy.brown.fox
+  rmqlab topics match 'lazy.#' lazy
+  cut -f1 keys.tsv | rmqlab topics match 'app.*.error' -f -
+  rmqlab topics match --live 'a.*.b' a..b"
+    )]
+    Match(TopicsMatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsEmitArgs {
+    /// Topic exchange to declare and publish to (non-durable, as in the tutorial)
+    #[arg(long, value_name = "NAME", default_value = "topic_logs")]
+    pub exchange: String,
+    /// The routing key: words separated by dots, at most 255 bytes
+    #[arg(value_name = "ROUTING_KEY", default_value = "anonymous.info", value_parser = key)]
+    pub routing_key: String,
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsListenArgs {
+    /// Topic exchange to declare and listen to
+    #[arg(long, value_name = "NAME", default_value = "topic_logs")]
+    pub exchange: String,
+    /// The patterns to receive: `*` stands for one word, `#` for zero or more; one binding each
+    #[arg(value_name = "BINDING_KEY", required = true, value_parser = key)]
+    pub binding_keys: Vec<String>,
+    #[command(flatten)]
+    pub queue: ListenQueueArgs,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TopicsMatchArgs {
+    /// The binding key: `*` stands for one word, `#` for zero or more
+    #[arg(value_name = "PATTERN", value_parser = key)]
+    pub pattern: String,
+    /// The routing keys to test
+    #[arg(
+        value_name = "KEY",
+        required_unless_present = "file",
+        conflicts_with = "file",
+        value_parser = key
+    )]
+    pub keys: Vec<String>,
+    /// Test the routing keys on the lines of PATH (`-` reads stdin)
+    #[arg(short, long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Ask the broker as well (a temporary topic exchange and queue) and report any disagreement
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// Which queue a listener binds.
+#[derive(Debug, Args)]
+pub struct ListenQueueArgs {
+    /// Bind this durable queue instead of an exclusive one, so that nothing is lost while no
+    /// listener runs; created when absent, used as it is when present
+    #[arg(long, value_name = "NAME")]
+    pub queue: Option<String>,
+    /// Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts
+    /// an existing queue is an error (65)
+    #[arg(long, value_enum, value_name = "TYPE", requires = "queue")]
+    pub queue_type: Option<QueueType>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -53,14 +53,7 @@ impl Context {
             connect_timeout: global.connect_timeout,
             api_timeout: global.api_timeout,
             reconnect_timeout: global.reconnect_timeout,
-            status: Status {
-                quiet: global.quiet,
-                verbose: global.verbose,
-                color: terminal::stderr_color(global.color),
-                progress: terminal::Progress {
-                    allowed: terminal::progress_allowed(global.quiet),
-                },
-            },
+            status: Status::new(global),
         })
     }
 }
@@ -76,6 +69,18 @@ pub struct Status {
 }
 
 impl Status {
+    /// The reporter the global options ask for.
+    pub fn new(global: &GlobalArgs) -> Status {
+        Status {
+            quiet: global.quiet,
+            verbose: global.verbose,
+            color: terminal::stderr_color(global.color),
+            progress: terminal::Progress {
+                allowed: terminal::progress_allowed(global.quiet),
+            },
+        }
+    }
+
     /// No status lines, no colour, no progress.
     pub fn silent() -> Status {
         Status {

@@ -221,6 +221,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("line {line} of {input} is not a routing key: {reason}")]
+    InvalidKey {
+        input: String,
+        line: u64,
+        reason: String,
+    },
+
+    #[error(
+        "the broker and rmqlab's own matcher disagree on {count} key(s): a bug in rmqlab, please \
+         report it"
+    )]
+    MatcherDisagrees { count: usize },
+
     #[error("cannot write to standard output")]
     Output(#[source] io::Error),
 
@@ -277,7 +290,7 @@ impl Error {
 
     pub fn exit_code(&self) -> Code {
         match self {
-            Error::InvalidUrl(_) => Code::Usage,
+            Error::InvalidUrl(_) | Error::InvalidKey { .. } => Code::Usage,
             Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
             Error::Tls { .. } => Code::Data,
             Error::ConnectTimeout { .. } => Code::Temporary,
@@ -300,7 +313,7 @@ impl Error {
             Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => Code::Data,
             Error::ApiStatus { status, .. } if *status >= 500 => Code::Unavailable,
             Error::ApiStatus { .. } => Code::Data,
-            Error::Api { .. } => Code::Software,
+            Error::Api { .. } | Error::MatcherDisagrees { .. } => Code::Software,
             Error::Input { .. } => Code::NoInput,
             Error::Output(_) => Code::Io,
             Error::Exec { .. } | Error::ExecNotStarted { .. } | Error::Runtime(_) => Code::Os,

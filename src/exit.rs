@@ -7,6 +7,8 @@ use crate::signals::Stop;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Success,
+    /// A question-like command's answer is no (`topics match`: a key does not match).
+    No,
     /// Stopped cleanly by Ctrl-C or SIGTERM: rmqlab then ends by that signal.
     Stopped(Stop),
 }
@@ -16,6 +18,7 @@ impl Exit {
     pub fn code(self) -> Code {
         match self {
             Exit::Success => Code::Success,
+            Exit::No => Code::No,
             Exit::Stopped(Stop::Interrupt) => Code::Interrupted,
             Exit::Stopped(Stop::Terminate) => Code::Terminated,
         }
@@ -26,6 +29,7 @@ impl Exit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
     Success,
+    No,
     Usage,
     Data,
     NoInput,
@@ -41,8 +45,9 @@ pub enum Code {
 
 impl Code {
     /// Every code, in numeric order.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::Success,
+        Code::No,
         Code::Usage,
         Code::Data,
         Code::NoInput,
@@ -59,6 +64,7 @@ impl Code {
     pub const fn value(self) -> u8 {
         match self {
             Code::Success => 0,
+            Code::No => 1,
             Code::Usage => 2,
             Code::Data => 65,
             Code::NoInput => 66,
@@ -76,7 +82,11 @@ impl Code {
     pub const fn meaning(self) -> &'static str {
         match self {
             Code::Success => "success (also when stdout is closed early, as by head(1))",
-            Code::Usage => "usage error: unknown option, bad URI, bad duration",
+            Code::No => "no: `topics match` found a key the pattern does not match",
+            Code::Usage => {
+                "usage error: unknown option, bad URI, bad duration, a key over 255 bytes, a \
+                 listen without keys"
+            }
             Code::Data => {
                 "data error: an exchange of another kind, a queue that contradicts an explicit \
                  --queue-type, a message nacked or returned unroutable, an input line longer \

@@ -42,9 +42,14 @@ pub struct Messages {
 impl Messages {
     /// One message, known up front.
     pub fn single(body: Vec<u8>) -> Self {
+        Messages::all(vec![body])
+    }
+
+    /// Messages known up front.
+    pub fn all(bodies: Batch) -> Self {
         let (sender, receiver) = mpsc::channel(1);
         // Cannot fail: the channel is new and has room for one.
-        let _ = sender.try_send(Ok(vec![body]));
+        let _ = sender.try_send(Ok(bodies));
         Messages {
             receiver,
             name: "the command line".into(),

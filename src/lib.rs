@@ -4,7 +4,7 @@
 //! Layers: `cli` (clap types) → `context` (plain settings, the stderr reporter) → `commands/`
 //! (what the user sees) → `amqp/` (the engine: topology, connect, publish, consume, reconnect;
 //! it reports and never prints) and `management` (the HTTP API). `output` and `terminal` format
-//! stdout and draw on stderr for `commands/`.
+//! stdout and draw on stderr for `commands/`; `topic` reads routing and binding keys (pure).
 
 pub mod amqp;
 pub mod cli;
@@ -19,6 +19,7 @@ pub mod output;
 pub mod signals;
 pub mod terminal;
 pub mod tls;
+pub mod topic;
 pub mod uri;
 
 pub use error::{Error, Result};

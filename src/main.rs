@@ -1,7 +1,7 @@
-use clap::{Parser, error::ErrorKind};
+use clap::error::ErrorKind;
 use rmqlab::{
     Error, Exit,
-    cli::{Cli, ColorChoice},
+    cli::ColorChoice,
     exit::Code,
     terminal::{render_error, render_panic, stderr_color, write_stderr},
 };
@@ -13,7 +13,7 @@ use std::{
 fn main() -> ExitCode {
     rmqlab::commands::guard_stdout();
     report_panics_as_internal_errors();
-    let cli = match Cli::try_parse() {
+    let cli = match rmqlab::cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return parse_failure(&error),
     };

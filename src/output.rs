@@ -37,24 +37,45 @@ impl<'a> From<&'a lapin::message::Delivery> for Received<'a> {
     }
 }
 
-/// ` [x] Sent 'MESSAGE'`: what a publisher prints once the broker confirmed a message.
-pub fn write_sent(out: &mut impl Write, body: &[u8]) -> io::Result<()> {
-    out.write_all(b" [x] Sent '")?;
-    write_lossy(out, body)?;
-    out.write_all(b"'\n")
+/// What a publisher prints once the broker confirmed a message: ` [x] Sent 'MESSAGE'`, or
+/// with the routing key, ` [x] Sent KEY:MESSAGE` (tutorials 4 and 5).
+pub fn write_sent(out: &mut impl Write, key: Option<&str>, body: &[u8]) -> io::Result<()> {
+    match key {
+        None => {
+            out.write_all(b" [x] Sent '")?;
+            write_lossy(out, body)?;
+            out.write_all(b"'\n")
+        }
+        Some(key) => {
+            write!(out, " [x] Sent {key}:")?;
+            write_lossy(out, body)?;
+            out.write_all(b"\n")
+        }
+    }
 }
 
-/// Writes one received message in the chosen format. `text_prefix` is the tutorial's marker
-/// before the body in text mode (` [x] Received ` for queues, ` [x] ` for pubsub).
+/// A consumer's line for each message in text mode, as its tutorial prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextLine {
+    /// A marker, then the body: ` [x] Received ` (tutorials 1 and 2), ` [x] ` (tutorial 3).
+    Body(&'static str),
+    /// ` [x] KEY:MESSAGE`, with the message's routing key (tutorials 4 and 5).
+    KeyAndBody,
+}
+
+/// Writes one received message in the chosen format; `text` is the line of text mode.
 pub fn write_received(
     out: &mut impl Write,
     format: OutputFormat,
-    text_prefix: &str,
+    text: TextLine,
     message: &Received<'_>,
 ) -> io::Result<()> {
     match format {
         OutputFormat::Text => {
-            out.write_all(text_prefix.as_bytes())?;
+            match text {
+                TextLine::Body(marker) => out.write_all(marker.as_bytes())?,
+                TextLine::KeyAndBody => write!(out, " [x] {}:", message.routing_key)?,
+            }
             write_lossy(out, message.body)?;
         }
         OutputFormat::Body => out.write_all(message.body)?,
@@ -310,9 +331,9 @@ fn tsv_escape(field: &str) -> String {
 mod tests {
     use super::*;
 
-    fn render(format: OutputFormat, prefix: &str, message: &Received<'_>) -> Vec<u8> {
+    fn render(format: OutputFormat, text: TextLine, message: &Received<'_>) -> Vec<u8> {
         let mut out = Vec::new();
-        write_received(&mut out, format, prefix, message).unwrap();
+        write_received(&mut out, format, text, message).unwrap();
         out
     }
 
@@ -332,25 +353,35 @@ mod tests {
         let props = BasicProperties::default();
         let m = message(b"Hello World!", &props);
         assert_eq!(
-            render(OutputFormat::Text, " [x] Received ", &m),
+            render(OutputFormat::Text, TextLine::Body(" [x] Received "), &m),
             b" [x] Received Hello World!\n"
         );
         assert_eq!(
-            render(OutputFormat::Text, " [x] ", &m),
+            render(OutputFormat::Text, TextLine::Body(" [x] "), &m),
             b" [x] Hello World!\n"
         );
+        assert_eq!(
+            render(OutputFormat::Text, TextLine::KeyAndBody, &m),
+            b" [x] task_queue:Hello World!\n"
+        );
         let mut out = Vec::new();
-        write_sent(&mut out, b"First message.").unwrap();
+        write_sent(&mut out, None, b"First message.").unwrap();
         assert_eq!(out, b" [x] Sent 'First message.'\n");
+        let mut out = Vec::new();
+        write_sent(&mut out, Some("kern.critical"), b"A critical kernel error").unwrap();
+        assert_eq!(out, b" [x] Sent kern.critical:A critical kernel error\n");
     }
 
     #[test]
     fn body_is_exact_bytes() {
         let props = BasicProperties::default();
         let m = message(b"\xff\x00raw", &props);
-        assert_eq!(render(OutputFormat::Body, "", &m), b"\xff\x00raw\n");
         assert_eq!(
-            render(OutputFormat::Text, " [x] ", &m),
+            render(OutputFormat::Body, TextLine::KeyAndBody, &m),
+            b"\xff\x00raw\n"
+        );
+        assert_eq!(
+            render(OutputFormat::Text, TextLine::Body(" [x] "), &m),
             " [x] \u{fffd}\0raw\n".as_bytes()
         );
     }
@@ -364,7 +395,7 @@ mod tests {
             .with_content_type("text/plain".into())
             .with_headers(headers);
         let m = message(b"a \"quoted\" task.", &props);
-        let line = String::from_utf8(render(OutputFormat::Json, "", &m)).unwrap();
+        let line = String::from_utf8(render(OutputFormat::Json, TextLine::KeyAndBody, &m)).unwrap();
         assert_eq!(
             line,
             "{\"body\":\"a \\\"quoted\\\" task.\",\"exchange\":\"\",\"routing_key\":\"task_queue\",\
@@ -377,7 +408,8 @@ mod tests {
     fn json_stays_valid_for_binary_bodies() {
         let props = BasicProperties::default();
         let m = message(b"\xff\xfe", &props);
-        let value: Value = serde_json::from_slice(&render(OutputFormat::Json, "", &m)).unwrap();
+        let value: Value =
+            serde_json::from_slice(&render(OutputFormat::Json, TextLine::KeyAndBody, &m)).unwrap();
         assert_eq!(value["body_base64"], "//4=");
         assert_eq!(value["body"], "\u{fffd}\u{fffd}");
     }

@@ -476,6 +476,11 @@ fn every_command_has_examples_in_its_long_help() {
         ["task", "work"],
         ["pubsub", "emit"],
         ["pubsub", "listen"],
+        ["routing", "emit"],
+        ["routing", "listen"],
+        ["topics", "emit"],
+        ["topics", "listen"],
+        ["topics", "match"],
         ["queues", "list"],
         ["queues", "purge"],
         ["queues", "delete"],
@@ -566,4 +571,163 @@ fn recv_help_tells_the_truth_about_a_closed_stdout() {
         "{help}"
     );
     assert!(help.contains("use --count N"), "{help}");
+}
+
+/// Runs rmqlab with `args` and `input` on its stdin.
+fn with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::{io::Write, process::Stdio};
+    let mut child = rmqlab()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_listen_without_keys_is_a_usage_error_with_an_example() {
+    for (command, example) in [
+        (["routing", "listen"], "rmqlab routing listen warning error"),
+        (
+            ["topics", "listen"],
+            "rmqlab topics listen 'kern.*' '*.critical'",
+        ),
+    ] {
+        let output = rmqlab_nowhere(&command);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!("tip: for example: {example}")),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn keys_over_255_bytes_are_usage_errors_before_connecting() {
+    let long = "k".repeat(256);
+    for args in [
+        vec!["routing", "emit", &long],
+        vec!["routing", "listen", "info", &long],
+        vec!["topics", "emit", &long, "message"],
+        vec!["topics", "listen", &long],
+        vec!["topics", "match", &long, "a"],
+        vec!["topics", "match", "#", &long],
+    ] {
+        let output = rmqlab_nowhere(&args);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains("256 bytes: a routing or binding key has at most 255"),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    let output = with_stdin(
+        &["topics", "match", "#", "-f", "-"],
+        format!("ok\n{long}\n").as_bytes(),
+    );
+    assert_code(&output, 2);
+    assert!(
+        text(&output.stderr)
+            .starts_with("rmqlab: error: line 2 of standard input is not a routing key: 256 bytes"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_code(
+        &rmqlab_nowhere(&["topics", "match", &"k".repeat(255), &"k".repeat(255)]),
+        0,
+    );
+}
+
+/// The worked examples of tutorial 5: (key, matched by `*.orange.*`, by `*.*.rabbit`, by
+/// `lazy.#`).
+const TUTORIAL: &[(&str, bool, bool, bool)] = &[
+    ("quick.orange.rabbit", true, true, false),
+    ("lazy.orange.elephant", true, false, true),
+    ("quick.orange.fox", true, false, false),
+    ("lazy.brown.fox", false, false, true),
+    ("lazy.pink.rabbit", false, true, true),
+    ("quick.brown.fox", false, false, false),
+    ("quick.orange.new.rabbit", false, false, false),
+    ("lazy.orange.new.rabbit", false, false, true),
+];
+
+#[test]
+fn topics_match_answers_the_tutorials_table_rmqlab_nowhere() {
+    for (column, pattern) in ["*.orange.*", "*.*.rabbit", "lazy.#"].iter().enumerate() {
+        let mut args = vec!["topics", "match", pattern];
+        args.extend(TUTORIAL.iter().map(|(key, ..)| *key));
+        let output = rmqlab_nowhere(&args);
+        assert_code(&output, 1);
+        let expected: String = TUTORIAL
+            .iter()
+            .map(|&(key, a, b, c)| {
+                let verb = match [a, b, c][column] {
+                    true => "matches",
+                    false => "does not match",
+                };
+                format!("'{pattern}' {verb} '{key}'\n")
+            })
+            .collect();
+        assert_eq!(text(&output.stdout), expected);
+        assert_eq!(text(&output.stderr), "");
+    }
+}
+
+#[test]
+fn topics_match_exits_like_grep_and_counts_empty_words() {
+    for (args, code) in [
+        (&["a.*.b", "a..b"][..], 0),
+        (&["#", ""], 0),
+        (&["*", ""], 1),
+        (&["lazy.#", "lazy", "lazy.a.b"], 0),
+        (&["*.orange.*", "quick.orange.rabbit", "quick.brown.fox"], 1),
+    ] {
+        let mut all = vec!["topics", "match"];
+        all.extend(args);
+        assert_code(&rmqlab_nowhere(&all), code);
+    }
+    // The answer comes from stdin too, and a bad --url does not matter offline.
+    let output = with_stdin(
+        &["--url", "nonsense", "topics", "match", "a.#", "-f", "-"],
+        b"a\na.b\nb\n",
+    );
+    assert_code(&output, 1);
+    assert_eq!(
+        text(&output.stdout),
+        "'a.#' matches 'a'\n'a.#' matches 'a.b'\n'a.#' does not match 'b'\n"
+    );
+}
+
+#[test]
+fn a_wildcard_inside_a_word_is_a_warning_and_the_answer_stands() {
+    let output = rmqlab_nowhere(&["topics", "match", "a*b.#", "a*b.c"]);
+    assert_code(&output, 0);
+    assert_eq!(
+        text(&output.stderr),
+        " [!] binding key 'a*b.#': 'a*b' is a literal word; `*` and `#` are wildcards only as \
+         whole words\n"
+    );
+    assert_code(&rmqlab_nowhere(&["topics", "match", "a*b.#", "axb.c"]), 1);
+}
+
+#[test]
+fn a_closed_stdout_does_not_change_the_answer() {
+    let output = common::command("bash")
+        .arg("-c")
+        .arg(format!(
+            "seq 100000 | {} topics match '#.1' -f - | head -1; echo \"status ${{PIPESTATUS[1]}}\"",
+            common::BIN
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&output.stdout),
+        "'#.1' matches '1'\nstatus 1\n",
+        "{}",
+        text(&output.stderr)
+    );
 }

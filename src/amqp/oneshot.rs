@@ -205,7 +205,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
             CHANNEL,
             AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
                 exchange: target.exchange.into(),
-                routing_key: target.routing_key.into(),
+                routing_key: target.routing_key_of(body).as_ref().into(),
                 mandatory: true,
                 immediate: false,
             })),
@@ -545,7 +545,7 @@ mod tests {
     use super::*;
     use crate::{
         amqp::{
-            publish::Unroutable,
+            publish::{RoutingKey, Unroutable},
             topology::{Exchange, ExchangeKind, ObjectKind, Queue, QueueType},
         },
         context::Status,
@@ -576,7 +576,7 @@ mod tests {
 
     const TARGET: Publication<'static> = Publication {
         exchange: "",
-        routing_key: "hello",
+        routing_key: RoutingKey::Fixed("hello"),
         persistent: false,
         unroutable: Unroutable::Fails,
     };
@@ -871,11 +871,7 @@ mod tests {
     async fn a_refusal_is_matched_to_the_object_it_is_about() {
         // An exchange declared fine, then the queue after it refused.
         let topology = Topology {
-            exchanges: vec![Exchange {
-                name: "logs".into(),
-                kind: ExchangeKind::Fanout,
-                durable: false,
-            }],
+            exchanges: vec![Exchange::tutorial("logs", ExchangeKind::Fanout)],
             ..queue(true)
         };
         let mut answers = open_ok();

@@ -25,14 +25,31 @@ pub const CONFIRM_WINDOW: usize = 512;
 #[derive(Debug, Clone)]
 pub struct Publication<'a> {
     pub exchange: &'a str,
-    pub routing_key: &'a str,
+    pub routing_key: RoutingKey<'a>,
     /// Delivery mode 2: written to disk by a durable queue, kept across a broker restart.
     pub persistent: bool,
     /// What to do with a message no queue takes (the broker returns it: `mandatory`).
     pub unroutable: Unroutable,
 }
 
+/// The routing key each message is published with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingKey<'a> {
+    /// The same key for every message.
+    Fixed(&'a str),
+    /// Each message's body is its own routing key (to find out which keys a binding routes).
+    Body,
+}
+
 impl Publication<'_> {
+    /// The routing key of the message with this body.
+    pub fn routing_key_of<'b>(&'b self, body: &'b [u8]) -> std::borrow::Cow<'b, str> {
+        match self.routing_key {
+            RoutingKey::Fixed(key) => key.into(),
+            RoutingKey::Body => String::from_utf8_lossy(body),
+        }
+    }
+
     pub fn properties(&self) -> BasicProperties {
         let properties = BasicProperties::default();
         if self.persistent {
@@ -72,8 +89,11 @@ pub struct Published {
 pub trait Confirmations {
     /// The broker confirmed message `number` (the first input message is 1).
     fn confirmed(&mut self, number: u64, body: &[u8]) -> Result<()>;
-    /// The message about to be confirmed was taken by no queue ([`Unroutable::IsDropped`]).
-    fn dropped(&mut self);
+    /// A message was taken by no queue ([`Unroutable::IsDropped`]); `routing_key` is the one it
+    /// was returned with. It is reported before a confirm, but with several messages in flight
+    /// not necessarily before its own: lapin pairs each returned message with the next confirm
+    /// it handles. Every return has been reported once the last confirm is.
+    fn dropped(&mut self, routing_key: &str);
     /// Nothing more to report until more input comes: a moment to flush what was reported.
     fn flush(&mut self) -> Result<()>;
 }
@@ -338,7 +358,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                 let entry = &self.queue[self.sent];
                 let publish = session.channel.basic_publish(
                     self.target.exchange.into(),
-                    self.target.routing_key.into(),
+                    self.target.routing_key_of(&entry.body).as_ref().into(),
                     options,
                     &entry.body,
                     properties.clone(),
@@ -500,7 +520,8 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                 }
                 Unroutable::IsDropped => {
                     self.published.dropped += 1;
-                    self.confirmations.dropped();
+                    self.confirmations
+                        .dropped(returned.delivery.routing_key.as_str());
                 }
             }
         }

@@ -45,6 +45,22 @@ pub struct Exchange {
     pub kind: ExchangeKind,
     /// Only when rmqlab creates it: an existing exchange keeps its own durability.
     pub durable: bool,
+    /// Deleted by the broker once its last binding goes: a temporary exchange, gone with the
+    /// exclusive queue bound to it.
+    pub auto_delete: bool,
+}
+
+impl Exchange {
+    /// An exchange as the tutorials declare theirs: non-durable, so that the tutorials' own
+    /// programs can share it.
+    pub fn tutorial(name: &str, kind: ExchangeKind) -> Exchange {
+        Exchange {
+            name: name.to_string(),
+            kind,
+            durable: false,
+            auto_delete: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +232,7 @@ impl Object<'_> {
                     kind: exchange.kind.as_str().into(),
                     passive,
                     durable: exchange.durable,
-                    auto_delete: false,
+                    auto_delete: exchange.auto_delete,
                     internal: false,
                     nowait: false,
                     arguments: FieldTable::default(),
@@ -444,11 +460,7 @@ mod tests {
 
     #[test]
     fn an_exchange_of_another_kind_is_an_error_and_other_durability_is_adopted() {
-        let logs = Exchange {
-            name: "logs".into(),
-            kind: ExchangeKind::Fanout,
-            durable: false,
-        };
+        let logs = Exchange::tutorial("logs", ExchangeKind::Fanout);
         let kind = "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'logs' in vhost \
             '/': received 'fanout' but current is 'direct'";
         assert!(matches!(

@@ -7,13 +7,14 @@ use super::{
 };
 use crate::{
     amqp::{
-        publish::{Publication, Unroutable},
+        publish::{Publication, RoutingKey, Unroutable},
         topology::Topology,
     },
     cli::HelloCommand,
     context::Context,
     error::Result,
     exit::Exit,
+    output::TextLine,
 };
 
 pub async fn run(ctx: &Context, command: HelloCommand) -> Result<Exit> {
@@ -21,24 +22,26 @@ pub async fn run(ctx: &Context, command: HelloCommand) -> Result<Exit> {
         HelloCommand::Send(args) => {
             let spec = Send {
                 connection_name: "rmqlab hello send",
-                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                topology: Topology::queue(named_queue(&args.queue, args.queue_type.queue_type)),
                 target: Publication {
                     exchange: "",
-                    routing_key: &args.queue,
+                    routing_key: RoutingKey::Fixed(&args.queue),
                     persistent: false,
                     unroutable: Unroutable::Fails,
                 },
                 default_message: "Hello World!",
+                show_key: false,
             };
             send(ctx, spec, &args.message).await
         }
         HelloCommand::Recv(args) => {
             let spec = Receive {
                 connection_name: "rmqlab hello recv",
-                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                topology: Topology::queue(named_queue(&args.queue, args.queue_type.queue_type)),
                 prefetch: print_prefetch(&args.consume),
             };
-            let mut printer = Printer::new(ctx, &args.consume, " [x] Received ", None);
+            let mut printer =
+                Printer::new(ctx, &args.consume, TextLine::Body(" [x] Received "), None);
             receive(ctx, spec, &args.consume, &mut printer).await
         }
     }

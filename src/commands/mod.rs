@@ -8,13 +8,15 @@ pub mod pubsub;
 pub mod queues;
 pub mod receive;
 pub mod report;
+pub mod routing;
 pub mod send;
 pub mod task;
+pub mod topics;
 
 use crate::{
     amqp::topology::{Queue, QueueType},
-    cli::{self, Command, GlobalArgs, QueueTypeArg},
-    context::Context,
+    cli::{self, Command, GlobalArgs, TopicsCommand},
+    context::{Context, Status},
     error::{Error, Result},
     exit::Exit,
     generate,
@@ -32,6 +34,12 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
         Command::Hello(command) => hello::run(&Context::new(global)?, command).await,
         Command::Task(command) => task::run(&Context::new(global)?, command).await,
         Command::Pubsub(command) => pubsub::run(&Context::new(global)?, command).await,
+        Command::Routing(command) => routing::run(&Context::new(global)?, command).await,
+        // Offline, it needs no broker settings: a bad --url does not stop it.
+        Command::Topics(TopicsCommand::Match(args)) if !args.live => {
+            topics::match_offline(Status::new(global), &args).await
+        }
+        Command::Topics(command) => topics::run(&Context::new(global)?, command).await,
         Command::Queues(command) => queues::run(&Context::new(global)?, command).await,
         Command::Completions { shell } => {
             print(&generate::completion(shell))?;
@@ -99,13 +107,13 @@ pub fn print_text(bytes: &[u8]) -> Result<()> {
 
 /// The durable queue `--queue NAME` names, of the type `--queue-type` asks for (quorum unless
 /// given).
-fn named_queue(name: &str, queue_type: &QueueTypeArg) -> Queue {
+fn named_queue(name: &str, queue_type: Option<cli::QueueType>) -> Queue {
     Queue::Named {
         name: name.to_string(),
-        queue_type: match queue_type.queue_type.unwrap_or(cli::QueueType::Quorum) {
+        queue_type: match queue_type.unwrap_or(cli::QueueType::Quorum) {
             cli::QueueType::Classic => QueueType::Classic,
             cli::QueueType::Quorum => QueueType::Quorum,
         },
-        explicit_type: queue_type.queue_type.is_some(),
+        explicit_type: queue_type.is_some(),
     }
 }

@@ -7,22 +7,18 @@ use super::{
 };
 use crate::{
     amqp::{
-        publish::{Publication, Unroutable},
+        publish::{Publication, RoutingKey, Unroutable},
         topology::{Binding, Exchange, ExchangeKind, Queue, Topology},
     },
     cli::PubsubCommand,
     context::Context,
     error::Result,
     exit::Exit,
+    output::TextLine,
 };
 
-/// The tutorial's exchange: fanout, non-durable, so that the tutorial's own programs can share it.
 fn fanout(name: &str) -> Exchange {
-    Exchange {
-        name: name.to_string(),
-        kind: ExchangeKind::Fanout,
-        durable: false,
-    }
+    Exchange::tutorial(name, ExchangeKind::Fanout)
 }
 
 pub async fn run(ctx: &Context, command: PubsubCommand) -> Result<Exit> {
@@ -33,11 +29,12 @@ pub async fn run(ctx: &Context, command: PubsubCommand) -> Result<Exit> {
                 topology: Topology::exchange(fanout(&args.exchange)),
                 target: Publication {
                     exchange: &args.exchange,
-                    routing_key: "",
+                    routing_key: RoutingKey::Fixed(""),
                     persistent: false,
                     unroutable: Unroutable::IsDropped,
                 },
                 default_message: "info: Hello World!",
+                show_key: false,
             };
             send(ctx, spec, &args.message).await
         }
@@ -54,7 +51,12 @@ pub async fn run(ctx: &Context, command: PubsubCommand) -> Result<Exit> {
                 },
                 prefetch: print_prefetch(&args.consume),
             };
-            let mut printer = Printer::new(ctx, &args.consume, " [x] ", Some(&args.exchange));
+            let mut printer = Printer::new(
+                ctx,
+                &args.consume,
+                TextLine::Body(" [x] "),
+                Some(&args.exchange),
+            );
             receive(ctx, spec, &args.consume, &mut printer).await
         }
     }

@@ -11,7 +11,7 @@ use crate::{
     context::{Context, Status},
     error::{Error, Result},
     exit::Exit,
-    output::{Received, write_received},
+    output::{Received, TextLine, write_received},
     signals::{Interrupts, Stop},
     terminal::TerminalText,
 };
@@ -110,8 +110,8 @@ pub fn stdout(format: OutputFormat) -> Out {
 pub struct Printer {
     pub out: Out,
     pub format: OutputFormat,
-    /// The tutorial's marker before the body in text mode.
-    pub text_prefix: &'static str,
+    /// The tutorial's line in text mode.
+    pub text: TextLine,
     pub status: Status,
     /// Listening to an exchange through an exclusive queue: what a reconnection loses.
     pub exchange: Option<String>,
@@ -121,13 +121,13 @@ impl Printer {
     pub fn new(
         ctx: &Context,
         consume: &ConsumeArgs,
-        text_prefix: &'static str,
+        text: TextLine,
         exchange: Option<&str>,
     ) -> Printer {
         Printer {
             out: stdout(consume.output),
             format: consume.output,
-            text_prefix,
+            text,
             status: ctx.status,
             exchange: exchange.map(str::to_string),
         }
@@ -154,7 +154,7 @@ impl Handler for Printer {
         write_received(
             &mut self.out,
             self.format,
-            self.text_prefix,
+            self.text,
             &Received::from(delivery),
         )
         .map_err(Error::Output)?;

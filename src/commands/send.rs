@@ -7,8 +7,8 @@ use crate::{
     amqp::{
         events::{Event, Observer},
         oneshot::{self, Handover},
-        publish::{Confirmations, Plan, Publication, Start, Wait, Watch, publish_all},
-        topology::Topology,
+        publish::{Confirmations, Plan, Publication, RoutingKey, Start, Wait, Watch, publish_all},
+        topology::{ExchangeKind, Topology},
     },
     cli::MessageArgs,
     context::{Context, Status},
@@ -28,6 +28,35 @@ pub struct Send<'a> {
     pub topology: Topology,
     pub target: Publication<'a>,
     pub default_message: &'a str,
+    /// ` [x] Sent KEY:MESSAGE` (tutorials 4 and 5) rather than ` [x] Sent 'MESSAGE'`.
+    pub show_key: bool,
+}
+
+impl Send<'_> {
+    /// The routing key shown in each ` [x] Sent` line, if any.
+    fn key_shown(&self) -> Option<&str> {
+        match self.target.routing_key {
+            RoutingKey::Fixed(key) if self.show_key => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Where a message no queue took was going, for the note: the exchange, and the routing key
+    /// unless the exchange is a fanout, which ignores keys.
+    fn destination(&self) -> String {
+        let exchange = self.target.exchange;
+        let fanout = self
+            .topology
+            .exchanges
+            .iter()
+            .any(|declared| declared.name == exchange && declared.kind == ExchangeKind::Fanout);
+        match self.target.routing_key {
+            RoutingKey::Fixed(key) if !fanout => {
+                format!("exchange '{exchange}' for routing key '{key}'")
+            }
+            _ => format!("exchange '{exchange}'"),
+        }
+    }
 }
 
 /// Declares what `send` describes, then publishes the command's message(s), printing
@@ -70,7 +99,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                 match quick {
                     Ok(()) => {
                         let mut out = Vec::new();
-                        write_sent(&mut out, &body).map_err(Error::Output)?;
+                        write_sent(&mut out, send.key_shown(), &body).map_err(Error::Output)?;
                         super::print_text(&out)?;
                         ctx.status.debug("1 message(s) confirmed");
                         return Ok(match watch.stopping() {
@@ -105,7 +134,8 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         )),
         progress,
         status: ctx.status,
-        exchange: send.target.exchange,
+        key: send.key_shown(),
+        destination: send.destination(),
         dropped: 0,
         closed: false,
         failed: None,
@@ -139,8 +169,10 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     })?;
     if published.dropped > 1 {
         ctx.status.warn(format_args!(
-            " [!] {} of {} messages were dropped: no queue is bound to exchange '{}'",
-            published.dropped, published.confirmed, send.target.exchange
+            " [!] {} of {} messages were dropped: no queue is bound to {}",
+            published.dropped,
+            published.confirmed,
+            send.destination()
         ));
     }
     if published.republished > 0 {
@@ -220,7 +252,10 @@ struct SentLines<'a, W: Write> {
     out: W,
     progress: ProgressBar,
     status: Status,
-    exchange: &'a str,
+    /// The routing key the ` [x] Sent` lines show.
+    key: Option<&'a str>,
+    /// Where the messages go, for the note when one is dropped.
+    destination: String,
     dropped: u64,
     /// The reader of stdout went away.
     closed: bool,
@@ -256,18 +291,19 @@ impl<W: Write> Confirmations for SentLines<'_, W> {
         if number.is_multiple_of(256) {
             terminal::show_confirmed(&self.progress, number);
         }
-        self.report(|out| write_sent(out, body));
+        let key = self.key;
+        self.report(|out| write_sent(out, key, body));
         Ok(())
     }
 
-    fn dropped(&mut self) {
+    fn dropped(&mut self, _routing_key: &str) {
         self.dropped += 1;
         // Said once, at the first; the total comes at the end.
         if self.dropped == 1 {
-            let (status, exchange) = (self.status, self.exchange);
+            let (status, destination) = (self.status, &self.destination);
             self.progress.suspend(|| {
                 status.warn(format_args!(
-                    " [!] no queue is bound to exchange '{exchange}': message dropped"
+                    " [!] no queue is bound to {destination}: message dropped"
                 ))
             });
         }

@@ -10,7 +10,7 @@ use super::{
 use crate::{
     amqp::{
         consume::{Handler, Outcome},
-        publish::{Publication, Unroutable},
+        publish::{Publication, RoutingKey, Unroutable},
         topology::{Queue, QueueType, Topology},
     },
     cli::{OnFailure, OutputFormat, TaskCommand, TaskWorkArgs},
@@ -18,7 +18,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     management::Api,
-    output::{Received, write_received},
+    output::{Received, TextLine, write_received},
     signals::Interrupts,
 };
 use indicatif::ProgressBar;
@@ -45,14 +45,15 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
         TaskCommand::New(args) => {
             let spec = Send {
                 connection_name: "rmqlab task new",
-                topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+                topology: Topology::queue(named_queue(&args.queue, args.queue_type.queue_type)),
                 target: Publication {
                     exchange: "",
-                    routing_key: &args.queue,
+                    routing_key: RoutingKey::Fixed(&args.queue),
                     persistent: true,
                     unroutable: Unroutable::Fails,
                 },
                 default_message: "Hello World!",
+                show_key: false,
             };
             send(ctx, spec, &args.message).await
         }
@@ -96,7 +97,7 @@ async fn work(ctx: &Context, args: TaskWorkArgs) -> Result<Exit> {
     };
     let spec = Receive {
         connection_name: "rmqlab task work",
-        topology: Topology::queue(named_queue(&args.queue, &args.queue_type)),
+        topology: Topology::queue(named_queue(&args.queue, args.queue_type.queue_type)),
         prefetch: args.prefetch,
     };
     let republishing = Republishing {
@@ -131,7 +132,8 @@ async fn work(ctx: &Context, args: TaskWorkArgs) -> Result<Exit> {
             ctx.status.warn(format_args!(" [!] {failed}"));
             Ok(exit)
         }
-        Exit::Success => Err(failed),
+        // A worker never answers "no".
+        Exit::Success | Exit::No => Err(failed),
     }
 }
 
@@ -334,7 +336,7 @@ impl Handler for Worker {
         write_received(
             &mut self.out,
             self.format,
-            " [x] Received ",
+            TextLine::Body(" [x] Received "),
             &Received::from(delivery),
         )
         .map_err(Error::Output)?;

@@ -266,7 +266,7 @@ impl Running {
         (running, stdin)
     }
 
-    /// Starts `command` (rmqlab, made by [`rmqlab`]) with its stdout and stderr read.
+    /// Starts any program (an official tutorial program, say) with its stdout lines awaitable.
     pub fn spawn(command: &mut Command) -> Running {
         let mut child = command
             .stdout(Stdio::piped())
@@ -542,6 +542,34 @@ pub mod broker {
                 .unwrap();
             let _ = connection.close(200, "OK".into()).await;
             message
+        })
+    }
+
+    /// Whether an exchange exists.
+    pub fn exchange_exists(exchange: &str) -> bool {
+        block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            let options = lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .exchange_declare(
+                    exchange.into(),
+                    lapin::ExchangeKind::Topic,
+                    options,
+                    FieldTable::default(),
+                )
+                .await;
+            let _ = connection.close(200, "OK".into()).await;
+            match declared {
+                Ok(()) => true,
+                Err(error) => match error.kind() {
+                    lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => false,
+                    _ => panic!("cannot inspect exchange {exchange}: {error}"),
+                },
+            }
         })
     }
 

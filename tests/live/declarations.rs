@@ -218,15 +218,21 @@ fn an_exchange_of_another_kind_is_an_error_by_every_path() {
     }
 }
 
-/// Runs one of the official tutorial programs against the broker under test.
-fn official(program: &str, queue: &str, words: &[&str]) -> Output {
+/// One of the official tutorial programs against the broker under test, on `name` (its queue or
+/// exchange), to be given its other arguments.
+pub fn official_command(program: &str, name: &str) -> Command {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/live/official_tutorials.py"
     );
-    let output = Command::new("python3")
-        .arg(script)
-        .args([program, &broker_url(), queue])
+    let mut command = Command::new("python3");
+    command.arg(script).args([program, &broker_url(), name]);
+    command
+}
+
+/// Runs one of the official tutorial programs against the broker under test, to its end.
+pub fn official(program: &str, name: &str, words: &[&str]) -> Output {
+    let output = official_command(program, name)
         .args(words)
         .output()
         .expect("run python3 (the interoperability tests need it, with pika)");

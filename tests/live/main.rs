@@ -20,5 +20,7 @@ mod hardening;
 mod publisher;
 mod pubsub;
 mod queues;
+mod routing;
 mod terminal;
+mod topics;
 mod worker;
