@@ -173,6 +173,31 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("the broker refused the reply to '{to}' (nack)")]
+    ReplyNacked { to: String },
+
+    #[error("no queue '{queue}' to take the request: {reason}")]
+    NoRequestQueue { queue: String, reason: String },
+
+    #[error("no reply to request {number} within {}", humantime::format_duration(*.after))]
+    NoReply {
+        number: u64,
+        queue: String,
+        after: Duration,
+        /// The request queue's consumers when the time ran out, if it could be seen.
+        consumers: Option<u32>,
+    },
+
+    #[error("the server could not answer request {number}: {reason}")]
+    ServerError { number: u64, reason: String },
+
+    #[error("queue '{queue}' holds {found} message(s) where {expected} were confirmed")]
+    QueueDepth {
+        queue: String,
+        expected: u64,
+        found: u64,
+    },
+
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 }
@@ -211,6 +236,11 @@ impl Error {
             Error::Input { .. } => Code::NoInput,
             Error::Output(_) => Code::Io,
             Error::Exec { .. } | Error::Runtime(_) => Code::Os,
+            Error::ReplyNacked { .. }
+            | Error::NoRequestQueue { .. }
+            | Error::ServerError { .. } => Code::Data,
+            Error::NoReply { .. } => Code::Temporary,
+            Error::QueueDepth { .. } => Code::Software,
         }
     }
 
@@ -377,6 +407,27 @@ impl Error {
                         .into(),
                 )
             }
+            Error::NoRequestQueue { queue, .. } => Some(format!(
+                "`rmqlab rpc serve{}` declares the queue: start it first",
+                queue_option(queue)
+            )),
+            Error::NoReply {
+                queue,
+                consumers: Some(0),
+                ..
+            } => Some(format!(
+                "queue '{queue}' has no consumer: is `rmqlab rpc serve{}` running? (the request \
+                 expires unanswered)",
+                queue_option(queue)
+            )),
+            Error::NoReply {
+                queue,
+                consumers: Some(consumers),
+                ..
+            } => Some(format!(
+                "queue '{queue}' has {consumers} consumer(s), busy or stuck: allow more time with \
+                 --timeout"
+            )),
             Error::Unroutable { .. } => Some(
                 "the queue may have been deleted while sending; run the command again to \
                  declare it"
@@ -384,6 +435,14 @@ impl Error {
             ),
             _ => None,
         }
+    }
+}
+
+/// ` --queue NAME` for a request queue other than the tutorial's.
+fn queue_option(queue: &str) -> String {
+    match queue {
+        "rpc_queue" => String::new(),
+        other => format!(" --queue {}", shell_quote(other)),
     }
 }
 
