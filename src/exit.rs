@@ -9,15 +9,18 @@ pub enum Exit {
     Success,
     /// Stopped cleanly by Ctrl-C or SIGTERM: rmqlab then ends by that signal.
     Stopped(Stop),
+    /// The exit status an RPC server relayed (`x-exit-code`), passed on as `ssh` does.
+    Relayed(u8),
 }
 
 impl Exit {
     /// The status a shell sees.
-    pub fn code(self) -> Code {
+    pub fn status(self) -> u8 {
         match self {
-            Exit::Success => Code::Success,
-            Exit::Stopped(Stop::Interrupt) => Code::Interrupted,
-            Exit::Stopped(Stop::Terminate) => Code::Terminated,
+            Exit::Success => Code::Success.value(),
+            Exit::Stopped(Stop::Interrupt) => Code::Interrupted.value(),
+            Exit::Stopped(Stop::Terminate) => Code::Terminated.value(),
+            Exit::Relayed(status) => status,
         }
     }
 }
@@ -80,7 +83,8 @@ impl Code {
             Code::Data => {
                 "data error: an exchange of another kind, a queue that contradicts an explicit \
                  --queue-type, a message nacked or returned unroutable, a queue or vhost not \
-                 found, a delete refused by --if-empty/--if-unused"
+                 found, a delete refused by --if-empty/--if-unused, an RPC request no queue takes \
+                 or a reply with x-error"
             }
             Code::NoInput => {
                 "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"
@@ -95,7 +99,7 @@ impl Code {
             Code::Io => "standard output cannot be written",
             Code::Temporary => {
                 "temporary failure: connect timeout, connection lost and not recovered within \
-                 --reconnect-timeout"
+                 --reconnect-timeout, no RPC reply within --timeout"
             }
             Code::NoPermission => {
                 "access refused: credentials, vhost permissions, a user without the management tag"

@@ -37,6 +37,8 @@ fn every_command_has_examples_in_its_long_help() {
         ["task", "work"],
         ["pubsub", "emit"],
         ["pubsub", "listen"],
+        ["rpc", "serve"],
+        ["rpc", "call"],
         ["queues", "list"],
         ["queues", "purge"],
         ["queues", "delete"],
@@ -46,6 +48,13 @@ fn every_command_has_examples_in_its_long_help() {
         let help = text(&help.stdout);
         assert!(help.contains("Examples:\n  rmqlab "), "{command:?}: {help}");
     }
+}
+
+#[test]
+fn confirms_has_examples_in_its_long_help() {
+    let help = rmqlab().args(["confirms", "--help"]).output().unwrap();
+    assert_code(&help, 0);
+    assert!(text(&help.stdout).contains("Examples:\n  rmqlab "));
 }
 
 #[test]

@@ -2,11 +2,14 @@
 //! they share live in `send` and `receive`; what the user sees of the engine's events in
 //! `report`.
 
+pub mod confirms;
+pub mod exec;
 pub mod hello;
 pub mod pubsub;
 pub mod queues;
 pub mod receive;
 pub mod report;
+pub mod rpc;
 pub mod send;
 pub mod task;
 
@@ -28,6 +31,8 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
         Command::Hello(command) => hello::run(&Context::new(global)?, command).await,
         Command::Task(command) => task::run(&Context::new(global)?, command).await,
         Command::Pubsub(command) => pubsub::run(&Context::new(global)?, command).await,
+        Command::Rpc(command) => rpc::run(&Context::new(global)?, command).await,
+        Command::Confirms(args) => confirms::run(&Context::new(global)?, args).await,
         Command::Queues(command) => queues::run(&Context::new(global)?, command).await,
         Command::Completions { shell } => {
             print(&generate::completion(shell))?;

@@ -2,6 +2,7 @@
 //! fair dispatch with a prefetch of 1.
 
 use super::{
+    exec::{run_exec, unless_aborted},
     named_queue,
     receive::{Receive, announce, receive, stdout},
     send::{Send, send},
@@ -19,16 +20,11 @@ use crate::{
     output::{Received, write_received},
     signals::Interrupts,
 };
-use indicatif::ProgressBar;
 use lapin::message::Delivery;
 use std::{
-    future::Future,
     io::{BufWriter, Stdout, Write},
-    pin::pin,
-    process::ExitStatus,
     time::Duration,
 };
-use tokio::io::AsyncWriteExt;
 
 pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
     match command {
@@ -110,7 +106,7 @@ impl Handler for Worker {
                         bar.set_position(dot.into());
                     }
                 };
-                let done = unless_aborted(status, interrupts, work, &bar).await;
+                let done = unless_aborted(status, interrupts, work, &bar, "task").await;
                 bar.finish_and_clear();
                 if done.is_none() {
                     return Ok(Outcome::Aborted);
@@ -118,13 +114,14 @@ impl Handler for Worker {
             }
             Some(command) => {
                 let bar = status.progress.running();
-                let done =
-                    unless_aborted(status, interrupts, run_exec(&command, delivery), &bar).await;
+                let run = run_exec(&command, delivery, false);
+                let done = unless_aborted(status, interrupts, run, &bar, "task").await;
                 bar.finish_and_clear();
                 match done {
                     None => return Ok(Outcome::Aborted),
                     Some(Ok(exit)) if exit.success() => {}
                     Some(Ok(exit)) => {
+                        let exit = format!("exit status: {}", exit.code);
                         // Requeued on its first delivery, dropped when it fails again.
                         let requeue = !delivery.redelivered;
                         status.info(format_args!(
@@ -137,7 +134,7 @@ impl Handler for Worker {
                         ));
                         return Ok(Outcome::Reject { requeue });
                     }
-                    Some(Err(source)) => return Err(Error::Exec { command, source }),
+                    Some(Err(error)) => return Err(error),
                 }
             }
         }
@@ -157,56 +154,4 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-/// Runs the work to its end, unless a second interrupt aborts it (`None`). The first interrupt
-/// only announces that the worker stops after this task.
-async fn unless_aborted<T>(
-    status: Status,
-    interrupts: &mut Interrupts,
-    work: impl Future<Output = T>,
-    progress: &ProgressBar,
-) -> Option<T> {
-    let mut work = pin!(work);
-    let mut announced = false;
-    loop {
-        let seen = interrupts.received();
-        if seen >= 2 {
-            progress.suspend(|| status.info(" [!] Aborted: the broker will redeliver the task"));
-            return None;
-        }
-        if seen == 1 && !announced {
-            announced = true;
-            progress.suspend(|| {
-                status.info(" [*] Stopping after the current task (press CTRL+C again to abort it)")
-            });
-        }
-        tokio::select! {
-            result = &mut work => return Some(result),
-            () = interrupts.wait_for(seen + 1) => {}
-        }
-    }
-}
-
-/// Runs `sh -c COMMAND` with the body on its stdin.
-async fn run_exec(command: &str, delivery: &Delivery) -> std::io::Result<ExitStatus> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .env(
-            "RMQLAB_REDELIVERED",
-            if delivery.redelivered { "1" } else { "0" },
-        )
-        .env("RMQLAB_ROUTING_KEY", delivery.routing_key.as_str())
-        .stdin(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().expect("stdin was piped");
-    let feed = async {
-        // A command that does not read its stdin closes it early: that is not an error.
-        let _ = stdin.write_all(&delivery.data).await;
-        drop(stdin);
-    };
-    let (status, ()) = tokio::join!(child.wait(), feed);
-    status
 }
