@@ -218,16 +218,23 @@ fn an_exchange_of_another_kind_is_an_error_by_every_path() {
     }
 }
 
-/// Runs one of the official tutorial programs against the broker under test.
-fn official(program: &str, queue: &str, words: &[&str]) -> Output {
+/// One of the official tutorial programs, to run against the broker under test.
+pub fn official_command(program: &str, queue: &str, words: &[&str]) -> Command {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/live/official_tutorials.py"
     );
-    let output = Command::new("python3")
+    let mut command = Command::new("python3");
+    command
         .arg(script)
         .args([program, &broker_url(), queue])
-        .args(words)
+        .args(words);
+    command
+}
+
+/// Runs one of the official tutorial programs against the broker under test.
+pub fn official(program: &str, queue: &str, words: &[&str]) -> Output {
+    let output = official_command(program, queue, words)
         .output()
         .expect("run python3 (the interoperability tests need it, with pika)");
     assert!(

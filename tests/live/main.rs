@@ -1,6 +1,7 @@
 //! rmqlab against a live broker, in one test binary: tutorials 1 and 2, acks, signals and exit
 //! codes (`broker`), the declaration rule and the official tutorial programs beside rmqlab
-//! (`declarations`), tutorial 3 (`pubsub`), the management API (`queues`) and what a terminal
+//! (`declarations`), tutorial 3 (`pubsub`), tutorials 6 and 7 (`rpc`, `confirms`), the
+//! management API (`queues`) and what a terminal
 //! shows (`terminal`). Filter by module: `cargo test --test live queues::`.
 //!
 //! The broker under test is chosen by the environment (see the harness, `tests/common/mod.rs`):
@@ -17,7 +18,9 @@
 mod common;
 
 mod broker;
+mod confirms;
 mod declarations;
 mod pubsub;
 mod queues;
+mod rpc;
 mod terminal;
