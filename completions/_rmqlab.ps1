@@ -45,6 +45,8 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('pubsub', 'pubsub', [CompletionResultType]::ParameterValue, 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)')
             [CompletionResult]::new('routing', 'routing', [CompletionResultType]::ParameterValue, 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)')
             [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
+            [CompletionResult]::new('rpc', 'rpc', [CompletionResultType]::ParameterValue, 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell')
+            [CompletionResult]::new('confirms', 'confirms', [CompletionResultType]::ParameterValue, 'Tutorial 7: the three publisher-confirm strategies, timed on your broker')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -515,6 +517,120 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;topics;help;help' {
             break
         }
+        'rmqlab;rpc' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec')
+            [CompletionResult]::new('call', 'call', [CompletionResultType]::ParameterValue, 'Send a request and print the reply (one request per line with -f)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;rpc;serve' {
+            [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Queue to declare and take requests from')
+            [CompletionResult]::new('--queue-type', '--queue-type', [CompletionResultType]::ParameterName, 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)')
+            [CompletionResult]::new('--prefetch', '--prefetch', [CompletionResultType]::ParameterName, 'Requests this server may hold unanswered at once')
+            [CompletionResult]::new('--exec', '--exec', [CompletionResultType]::ParameterName, 'Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its stdout, its exit status goes in the header x-exit-code')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;rpc;call' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Send one request per line of PATH (`-` reads stdin); replies print in input order')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Send one request per line of PATH (`-` reads stdin); replies print in input order')
+            [CompletionResult]::new('--max-message-size', '--max-message-size', [CompletionResultType]::ParameterName, 'Refuse a request line longer than SIZE (exit 65, naming the line)')
+            [CompletionResult]::new('--queue', '--queue', [CompletionResultType]::ParameterName, 'Queue to send requests to (not declared: `rpc serve` does that)')
+            [CompletionResult]::new('--reply-queue', '--reply-queue', [CompletionResultType]::ParameterName, 'Where replies come: Direct Reply-To, or an exclusive callback queue as in the Python tutorial')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75) when a reply takes longer than this; also the requests'' expiration')
+            [CompletionResult]::new('--concurrency', '--concurrency', [CompletionResultType]::ParameterName, 'Requests in flight at once with -f')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each reply')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each reply')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;rpc;help' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec')
+            [CompletionResult]::new('call', 'call', [CompletionResultType]::ParameterValue, 'Send a request and print the reply (one request per line with -f)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;rpc;help;serve' {
+            break
+        }
+        'rmqlab;rpc;help;call' {
+            break
+        }
+        'rmqlab;rpc;help;help' {
+            break
+        }
+        'rmqlab;confirms' {
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Messages each strategy publishes')
+            [CompletionResult]::new('--strategy', '--strategy', [CompletionResultType]::ParameterName, 'The strategy to time')
+            [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Messages published before waiting for their confirms, for the batch strategy')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'rmqlab;queues' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
@@ -651,6 +767,8 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('pubsub', 'pubsub', [CompletionResultType]::ParameterValue, 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)')
             [CompletionResult]::new('routing', 'routing', [CompletionResultType]::ParameterValue, 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)')
             [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
+            [CompletionResult]::new('rpc', 'rpc', [CompletionResultType]::ParameterValue, 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell')
+            [CompletionResult]::new('confirms', 'confirms', [CompletionResultType]::ParameterValue, 'Tutorial 7: the three publisher-confirm strategies, timed on your broker')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -713,6 +831,20 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;help;topics;match' {
+            break
+        }
+        'rmqlab;help;rpc' {
+            [CompletionResult]::new('serve', 'serve', [CompletionResultType]::ParameterValue, 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec')
+            [CompletionResult]::new('call', 'call', [CompletionResultType]::ParameterValue, 'Send a request and print the reply (one request per line with -f)')
+            break
+        }
+        'rmqlab;help;rpc;serve' {
+            break
+        }
+        'rmqlab;help;rpc;call' {
+            break
+        }
+        'rmqlab;help;confirms' {
             break
         }
         'rmqlab;help;queues' {

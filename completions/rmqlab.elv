@@ -42,6 +42,8 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand pubsub 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
             cand routing 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
             cand topics 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
+            cand rpc 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
+            cand confirms 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
             cand queues 'Queue depth, purge and delete, through the management HTTP API'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -474,6 +476,112 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         }
         &'rmqlab;topics;help;help'= {
         }
+        &'rmqlab;rpc'= {
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand serve 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec'
+            cand call 'Send a request and print the reply (one request per line with -f)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;rpc;serve'= {
+            cand --queue 'Queue to declare and take requests from'
+            cand --queue-type 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)'
+            cand --prefetch 'Requests this server may hold unanswered at once'
+            cand --exec 'Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its stdout, its exit status goes in the header x-exit-code'
+            cand --count 'Exit 0 after N messages'
+            cand --idle-timeout 'Exit 0 after this long without a message (500ms, 5s, 1m)'
+            cand -o 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --output 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;rpc;call'= {
+            cand -f 'Send one request per line of PATH (`-` reads stdin); replies print in input order'
+            cand --file 'Send one request per line of PATH (`-` reads stdin); replies print in input order'
+            cand --max-message-size 'Refuse a request line longer than SIZE (exit 65, naming the line)'
+            cand --queue 'Queue to send requests to (not declared: `rpc serve` does that)'
+            cand --reply-queue 'Where replies come: Direct Reply-To, or an exclusive callback queue as in the Python tutorial'
+            cand --timeout 'Give up (exit 75) when a reply takes longer than this; also the requests'' expiration'
+            cand --concurrency 'Requests in flight at once with -f'
+            cand -o 'How to print each reply'
+            cand --output 'How to print each reply'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;rpc;help'= {
+            cand serve 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec'
+            cand call 'Send a request and print the reply (one request per line with -f)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'rmqlab;rpc;help;serve'= {
+        }
+        &'rmqlab;rpc;help;call'= {
+        }
+        &'rmqlab;rpc;help;help'= {
+        }
+        &'rmqlab;confirms'= {
+            cand --count 'Messages each strategy publishes'
+            cand --strategy 'The strategy to time'
+            cand --batch-size 'Messages published before waiting for their confirms, for the batch strategy'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'rmqlab;queues'= {
             cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
             cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
@@ -600,6 +708,8 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand pubsub 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
             cand routing 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
             cand topics 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
+            cand rpc 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
+            cand confirms 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
             cand queues 'Queue depth, purge and delete, through the management HTTP API'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -646,6 +756,16 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;help;topics;listen'= {
         }
         &'rmqlab;help;topics;match'= {
+        }
+        &'rmqlab;help;rpc'= {
+            cand serve 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec'
+            cand call 'Send a request and print the reply (one request per line with -f)'
+        }
+        &'rmqlab;help;rpc;serve'= {
+        }
+        &'rmqlab;help;rpc;call'= {
+        }
+        &'rmqlab;help;confirms'= {
         }
         &'rmqlab;help;queues'= {
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'

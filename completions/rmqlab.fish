@@ -46,6 +46,8 @@ complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "task" -d 'Tutorial 2:
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "pubsub" -d 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "routing" -d 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "topics" -d 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
+complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "rpc" -d 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
+complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "confirms" -d 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -395,6 +397,98 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "listen" -d 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "match" -d 'Say whether binding key PATTERN matches each routing key, without a broker'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand topics; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -s h -l help -d 'Print help'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -f -a "serve" -d 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -f -a "call" -d 'Send a request and print the reply (one request per line with -f)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and not __fish_seen_subcommand_from serve call help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l queue -d 'Queue to declare and take requests from' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l queue-type -d 'Type of the queue when rmqlab creates it, durable [default: quorum]. A queue that exists is used as it is, whatever its type; only a type given here that contradicts it is an error (65)' -r -f -a "classic\t''
+quorum\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l prefetch -d 'Requests this server may hold unanswered at once' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l exec -d 'Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its stdout, its exit status goes in the header x-exit-code' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l count -d 'Exit 0 after N messages' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l idle-timeout -d 'Exit 0 after this long without a message (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -s o -l output -d 'How to print each message: the tutorial\'s lines, the body alone, or one JSON object a line' -r -f -a "text\t'the tutorial\'s line for each message (named above)'
+body\t'each body exactly, then a newline'
+json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -s f -l file -d 'Send one request per line of PATH (`-` reads stdin); replies print in input order' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l max-message-size -d 'Refuse a request line longer than SIZE (exit 65, naming the line)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l queue -d 'Queue to send requests to (not declared: `rpc serve` does that)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l reply-queue -d 'Where replies come: Direct Reply-To, or an exclusive callback queue as in the Python tutorial' -r -f -a "direct\t'amq.rabbitmq.reply-to: no queue, replies straight to the client\'s channel'
+exclusive\t'an exclusive, server-named queue of the client\'s connection'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l timeout -d 'Give up (exit 75) when a reply takes longer than this; also the requests\' expiration' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l concurrency -d 'Requests in flight at once with -f' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -s o -l output -d 'How to print each reply' -r -f -a "text\t'` [x] Requesting fib(N)` and ` [.] Got REPLY`, as the tutorial prints'
+body\t'each reply\'s body, then a newline unless it ends with one'
+json\t'one JSON object per reply: request, body, properties (headers), round_trip_ms'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from call" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from help" -f -a "call" -d 'Send a request and print the reply (one request per line with -f)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand rpc; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l count -d 'Messages each strategy publishes' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l strategy -d 'The strategy to time' -r -f -a "individual\t'wait for each message\'s confirm before publishing the next'
+batch\t'wait for a whole batch\'s confirms before the next batch'
+async\t'keep publishing, handle confirms as they come (rmqlab\'s own publisher)'
+all\t'the three, one after the other, then a table'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l batch-size -d 'Messages published before waiting for their confirms, for the batch strategy' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand confirms" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
@@ -495,14 +589,16 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l tls-insecu
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -s q -l quiet -d 'Print no status lines on stderr'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "hello" -d 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "task" -d 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "pubsub" -d 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "routing" -d 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "topics" -d 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "completions" -d 'Print the completion script for a shell'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics queues completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "hello" -d 'Tutorial 1: send and receive through the default exchange (queue `hello`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "task" -d 'Tutorial 2: work queues with persistent tasks, manual acks and fair dispatch'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "pubsub" -d 'Tutorial 3: publish/subscribe through a fanout exchange (exchange `logs`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "routing" -d 'Tutorial 4: routing by severity through a direct exchange (exchange `direct_logs`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "topics" -d 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "rpc" -d 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "confirms" -d 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "completions" -d 'Print the completion script for a shell'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms queues completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from hello" -f -a "send" -d 'Declare the queue and publish one message (or one per line of -f), confirmed by the broker'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from hello" -f -a "recv" -d 'Declare the queue and print the messages that arrive'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from task" -f -a "new" -d 'Declare the durable queue and publish persistent tasks, confirmed by the broker'
@@ -514,6 +610,8 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subc
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from topics" -f -a "emit" -d 'Declare the topic exchange and publish one message (or one per line of -f) with ROUTING_KEY'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from topics" -f -a "listen" -d 'Bind a queue to the topic exchange once per BINDING_KEY and print what arrives'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from topics" -f -a "match" -d 'Say whether binding key PATTERN matches each routing key, without a broker'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from rpc" -f -a "serve" -d 'Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from rpc" -f -a "call" -d 'Send a request and print the reply (one request per line with -f)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "list" -d 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "purge" -d 'Remove every ready message of a queue'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "delete" -d 'Delete a queue and the messages in it'

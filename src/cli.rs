@@ -30,6 +30,7 @@ pub const EXAMPLES: &[&str] = &[
     "seq 100 | rmqlab task new -f -",
     "rmqlab task work --prefetch 1 --exec ./handle.sh",
     "rmqlab topics match 'lazy.#' lazy.orange.elephant quick.orange.fox",
+    "rmqlab rpc serve & rmqlab rpc call 30",
     "rmqlab queues list --watch 2s",
 ];
 
@@ -248,6 +249,24 @@ pub enum Command {
     /// Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell
+    #[command(subcommand)]
+    Rpc(RpcCommand),
+    /// Tutorial 7: the three publisher-confirm strategies, timed on your broker
+    #[command(
+        after_long_help = "Each strategy publishes --count messages (bodies 0, 1, 2...) to an \
+exclusive, server-named queue of its own connection, checks that the queue holds every one, and \
+the queue goes with the connection. `individual` waits for each message's confirm before the \
+next, `batch` for a batch's confirms before the next batch, and `async` is rmqlab's own \
+publisher (the one behind `task new -f`): up to 512 messages in flight, confirms handled as \
+they come.
+
+Examples:
+  rmqlab confirms
+  rmqlab confirms --strategy async --count 1000000
+  rmqlab confirms --count 10000 --batch-size 500"
+    )]
+    Confirms(ConfirmsArgs),
     /// Queue depth, purge and delete, through the management HTTP API
     #[command(subcommand)]
     Queues(QueuesCommand),
@@ -261,6 +280,144 @@ pub enum Command {
         #[arg(value_enum, value_name = "SHELL")]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RpcCommand {
+    /// Answer requests from the queue: fib(N) as in the tutorial, or any command with --exec
+    #[command(
+        after_long_help = "The server declares its queue (quorum when it creates it), takes \
+--prefetch requests at a time, publishes each reply to the request's reply_to with its \
+correlation_id, and acks the request once the broker confirmed the reply. A body that is not an \
+integer from 0 to 100000 gets a reply with the header x-error (the reason) instead of a result.
+
+With --exec, COMMAND runs through `sh -c` for each request, the body on its stdin; the reply is \
+its standard output, with its exit status in the header x-exit-code, and the request is acked \
+whatever the status (the reply carries the failure). A command that cannot be started (126, 127) \
+puts the request back in the queue, and rmqlab exits 71.
+
+Examples:
+  rmqlab rpc serve
+  rmqlab rpc serve --exec 'tr a-z A-Z'
+  rmqlab rpc serve --queue resize --prefetch 4 --exec ./resize.sh
+
+Ctrl-C or SIGTERM: the request in progress is finished and answered, then rmqlab ends by that \
+signal (130 or 143); a second Ctrl-C aborts it, and the broker gives it to another server."
+    )]
+    Serve(RpcServeArgs),
+    /// Send a request and print the reply (one request per line with -f)
+    #[command(
+        after_long_help = "Replies come through Direct Reply-To (amq.rabbitmq.reply-to) \
+unless --reply-queue exclusive. Each request carries a fresh correlation id, and an expiration \
+equal to --timeout, so that a server started later does not work on abandoned requests. The \
+request queue is not declared: the server does that, and without it the request is returned \
+(exit 65 at once).
+
+Exit status: 0 when every reply came; 75 when one did not within --timeout; 65 for a reply \
+with the header x-error (the server could not answer); a reply with a non-zero x-exit-code (an \
+`rpc serve --exec` command that failed) is printed, and rmqlab then exits with the server's exit \
+code, as ssh does. With -f, the first failed reply decides the status.
+
+Examples:
+  rmqlab rpc call 30
+  seq 0 100 | rmqlab rpc call -f - -o body
+  echo hello | rmqlab rpc call --queue upper -f - -o json"
+    )]
+    Call(RpcCallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RpcServeArgs {
+    /// Queue to declare and take requests from
+    #[arg(long, value_name = "NAME", default_value = "rpc_queue")]
+    pub queue: String,
+    #[command(flatten)]
+    pub queue_type: QueueTypeArg,
+    /// Requests this server may hold unanswered at once
+    #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its stdout,
+    /// its exit status goes in the header x-exit-code
+    #[arg(long, value_name = "COMMAND")]
+    pub exec: Option<String>,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RpcCallArgs {
+    /// The request's body: the N of fib(N) [default: 30]
+    #[arg(
+        value_name = "N",
+        allow_negative_numbers = true,
+        conflicts_with = "file"
+    )]
+    pub request: Option<String>,
+    /// Send one request per line of PATH (`-` reads stdin); replies print in input order
+    #[arg(short, long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Refuse a request line longer than SIZE (exit 65, naming the line)
+    #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
+    pub max_message_size: u64,
+    /// Queue to send requests to (not declared: `rpc serve` does that)
+    #[arg(long, value_name = "NAME", default_value = "rpc_queue")]
+    pub queue: String,
+    /// Where replies come: Direct Reply-To, or an exclusive callback queue as in the Python
+    /// tutorial
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ReplyQueueKind::Direct)]
+    pub reply_queue: ReplyQueueKind,
+    /// Give up (exit 75) when a reply takes longer than this; also the requests' expiration
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Requests in flight at once with -f
+    #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// How to print each reply
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text)]
+    pub output: ReplyFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplyQueueKind {
+    /// amq.rabbitmq.reply-to: no queue, replies straight to the client's channel
+    Direct,
+    /// an exclusive, server-named queue of the client's connection
+    Exclusive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplyFormat {
+    /// ` [x] Requesting fib(N)` and ` [.] Got REPLY`, as the tutorial prints
+    Text,
+    /// each reply's body, then a newline unless it ends with one
+    Body,
+    /// one JSON object per reply: request, body, properties (headers), round_trip_ms
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfirmsArgs {
+    /// Messages each strategy publishes
+    #[arg(long, value_name = "N", default_value = "50000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// The strategy to time
+    #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = ConfirmStrategy::All)]
+    pub strategy: ConfirmStrategy,
+    /// Messages published before waiting for their confirms, for the batch strategy
+    #[arg(long, value_name = "N", default_value = "100", value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_size: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConfirmStrategy {
+    /// wait for each message's confirm before publishing the next
+    Individual,
+    /// wait for a whole batch's confirms before the next batch
+    Batch,
+    /// keep publishing, handle confirms as they come (rmqlab's own publisher)
+    Async,
+    /// the three, one after the other, then a table
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

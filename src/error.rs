@@ -269,6 +269,31 @@ pub enum Error {
     )]
     NoDeadLetterExchange { queue: String, exists: bool },
 
+    #[error("the broker refused the reply to '{to}' (nack)")]
+    ReplyNacked { to: String },
+
+    #[error("no queue '{queue}' to take the request: {reason}")]
+    NoRequestQueue { queue: String, reason: String },
+
+    #[error("no reply to request {number} within {}", humantime::format_duration(*.after))]
+    NoReply {
+        number: u64,
+        queue: String,
+        after: Duration,
+        /// The request queue's consumers when the time ran out, if it could be seen.
+        consumers: Option<u32>,
+    },
+
+    #[error("the server could not answer request {number}: {reason}")]
+    ServerError { number: u64, reason: String },
+
+    #[error("queue '{queue}' holds {found} message(s) where {expected} were confirmed")]
+    QueueDepth {
+        queue: String,
+        expected: u64,
+        found: u64,
+    },
+
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 
@@ -321,7 +346,13 @@ impl Error {
             | Error::TasksFailed { .. }
             | Error::TaskStopped { .. }
             | Error::NoDeadLetterExchange { .. } => Code::Data,
-            Error::Interrupted(stop) => crate::exit::Exit::Stopped(*stop).code(),
+            Error::ReplyNacked { .. }
+            | Error::NoRequestQueue { .. }
+            | Error::ServerError { .. } => Code::Data,
+            Error::NoReply { .. } => Code::Temporary,
+            Error::QueueDepth { .. } => Code::Software,
+            Error::Interrupted(crate::signals::Stop::Interrupt) => Code::Interrupted,
+            Error::Interrupted(crate::signals::Stop::Terminate) => Code::Terminated,
         }
     }
 
@@ -527,6 +558,27 @@ impl Error {
                         .into(),
                 )
             }
+            Error::NoRequestQueue { queue, .. } => Some(format!(
+                "`rmqlab rpc serve{}` declares the queue: start it first",
+                queue_option(queue)
+            )),
+            Error::NoReply {
+                queue,
+                consumers: Some(0),
+                ..
+            } => Some(format!(
+                "queue '{queue}' has no consumer: is `rmqlab rpc serve{}` running? (the request \
+                 expires unanswered)",
+                queue_option(queue)
+            )),
+            Error::NoReply {
+                queue,
+                consumers: Some(consumers),
+                ..
+            } => Some(format!(
+                "queue '{queue}' has {consumers} consumer(s), busy or stuck: allow more time with \
+                 --timeout"
+            )),
             Error::Unroutable { .. } => Some(
                 "the queue may have been deleted while sending; run the command again to \
                  declare it"
@@ -581,6 +633,14 @@ pub fn resume_hint(confirmed: u64, input: Option<&str>) -> String {
             "the first {confirmed} input line(s) were confirmed; resend from line {}",
             confirmed + 1
         ),
+    }
+}
+
+/// ` --queue NAME` for a request queue other than the tutorial's.
+fn queue_option(queue: &str) -> String {
+    match queue {
+        "rpc_queue" => String::new(),
+        other => format!(" --queue {}", shell_quote(other)),
     }
 }
 

@@ -11,16 +11,19 @@ pub enum Exit {
     No,
     /// Stopped cleanly by Ctrl-C or SIGTERM: rmqlab then ends by that signal.
     Stopped(Stop),
+    /// The exit status an RPC server relayed (`x-exit-code`), passed on as `ssh` does.
+    Relayed(u8),
 }
 
 impl Exit {
     /// The status a shell sees.
-    pub fn code(self) -> Code {
+    pub fn status(self) -> u8 {
         match self {
-            Exit::Success => Code::Success,
-            Exit::No => Code::No,
-            Exit::Stopped(Stop::Interrupt) => Code::Interrupted,
-            Exit::Stopped(Stop::Terminate) => Code::Terminated,
+            Exit::Success => Code::Success.value(),
+            Exit::No => Code::No.value(),
+            Exit::Stopped(Stop::Interrupt) => Code::Interrupted.value(),
+            Exit::Stopped(Stop::Terminate) => Code::Terminated.value(),
+            Exit::Relayed(status) => status,
         }
     }
 }
@@ -93,7 +96,7 @@ impl Code {
                  than --max-message-size, a queue or vhost not found, a delete refused by \
                  --if-empty/--if-unused, tasks that failed on every try (parked, dead-lettered, \
                  --on-failure stop), a queue with no dead-letter exchange for --on-failure \
-                 dead-letter"
+                 dead-letter, an RPC request no queue takes or a reply with x-error"
             }
             Code::NoInput => {
                 "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"
@@ -114,7 +117,8 @@ impl Code {
             }
             Code::Temporary => {
                 "temporary failure: connect timeout, connection lost and not recovered within \
-                 --reconnect-timeout, no confirm within --confirm-timeout"
+                 --reconnect-timeout, no confirm within --confirm-timeout, no RPC reply within \
+                 --timeout"
             }
             Code::NoPermission => {
                 "access refused: credentials, vhost permissions, a user without the management tag"

@@ -57,6 +57,35 @@ impl Messages {
         }
     }
 
+    /// `count` messages whose bodies are their numbers from 0, as tutorial 7 publishes them;
+    /// made on a thread of their own, ahead of the publisher, like lines read from a file.
+    pub fn numbered(count: u64) -> Result<Self> {
+        let name = "the generated messages".to_string();
+        let (sender, receiver) = mpsc::channel(BATCHES_AHEAD);
+        thread::Builder::new()
+            .name("rmqlab-input".into())
+            .spawn(move || {
+                let mut next = 0;
+                while next < count {
+                    let end = count.min(next + BATCH_LINES as u64);
+                    let batch = (next..end).map(|n| n.to_string().into_bytes()).collect();
+                    if sender.blocking_send(Ok(batch)).is_err() {
+                        return;
+                    }
+                    next = end;
+                }
+            })
+            .map_err(|source| Error::Input {
+                path: name.clone(),
+                source,
+            })?;
+        Ok(Messages {
+            receiver,
+            name,
+            size: None,
+        })
+    }
+
     /// One message per line of `path` (`-` for stdin), each at most `limit` bytes. The file is
     /// opened now, so that a missing file is reported before anything is sent.
     pub fn lines_of(path: &Path, limit: u64) -> Result<Self> {

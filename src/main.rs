@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         .and_then(|runtime| runtime.block_on(rmqlab::run(cli)));
     match result {
         Ok(Exit::Stopped(signal)) => end_by(signal.number(), Exit::Stopped(signal)),
-        Ok(exit) => ExitCode::from(exit.code().value()),
+        Ok(exit) => ExitCode::from(exit.status()),
         Err(Error::Interrupted(signal)) => end_by(signal.number(), Exit::Stopped(signal)),
         Err(error) if error.is_broken_pipe() => ExitCode::SUCCESS,
         Err(error) => {
@@ -88,5 +88,5 @@ fn end_by(signal: i32, exit: Exit) -> ExitCode {
         libc::signal(signal, libc::SIG_DFL);
         libc::raise(signal);
     }
-    ExitCode::from(exit.code().value())
+    ExitCode::from(exit.status())
 }

@@ -157,6 +157,15 @@ impl Progress {
         bar
     }
 
+    /// `total` messages to confirm, known up front: a bar with the rate and ETA.
+    pub fn counting(&self, total: u64, what: &str) -> ProgressBar {
+        self.bar(
+            Some(total),
+            "{spinner} {msg:<10} [{bar:30}] {human_pos}/{human_len} confirmed  {per_sec}  eta {eta}",
+        )
+        .with_message(what.to_string())
+    }
+
     /// A task being worked on: elapsed time and dots done.
     pub fn working(&self, dots: u32) -> ProgressBar {
         self.bar(

@@ -481,6 +481,8 @@ fn every_command_has_examples_in_its_long_help() {
         ["topics", "emit"],
         ["topics", "listen"],
         ["topics", "match"],
+        ["rpc", "serve"],
+        ["rpc", "call"],
         ["queues", "list"],
         ["queues", "purge"],
         ["queues", "delete"],
@@ -490,6 +492,13 @@ fn every_command_has_examples_in_its_long_help() {
         let help = text(&help.stdout);
         assert!(help.contains("Examples:\n  rmqlab "), "{command:?}: {help}");
     }
+}
+
+#[test]
+fn confirms_has_examples_in_its_long_help() {
+    let help = rmqlab().args(["confirms", "--help"]).output().unwrap();
+    assert_code(&help, 0);
+    assert!(text(&help.stdout).contains("Examples:\n  rmqlab "));
 }
 
 #[test]

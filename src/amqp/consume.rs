@@ -5,9 +5,10 @@
 //! it is acked.
 
 use super::{
-    Role, Session,
+    Role, Session, enable_confirms,
     events::Observer,
     reconnect,
+    rpc::{Reply, publish_reply},
     topology::{Declared, Topology},
 };
 use crate::{
@@ -47,12 +48,14 @@ pub enum Ending {
 }
 
 /// What became of one delivery.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Done: ack it now (work took time; acking later would risk redoing it).
     AckNow,
     /// Done instantly: ack it with the next batch, once the handler flushed.
     AckLater,
+    /// Done, with a reply to publish first: acked once the broker confirmed the reply.
+    Reply(Reply),
     /// The work failed: reject it, back to the queue or not (then to the queue's dead-letter
     /// exchange, if it has one).
     Reject { requeue: bool },
@@ -286,6 +289,8 @@ impl Consumer<'_> {
             )))?;
 
         let mut pending = PendingAcks::default();
+        // Put in confirm mode at the first reply to publish.
+        let mut confirming = false;
         let ending = loop {
             let handled = self.done + u64::from(pending.count);
             if self.limits.count.is_some_and(|count| handled >= count) {
@@ -344,6 +349,19 @@ impl Consumer<'_> {
                     if pending.count >= self.prefetch.div_ceil(2) {
                         self.settle(session, &mut pending, handler).await?;
                     }
+                }
+                Outcome::Reply(reply) => {
+                    self.settle(session, &mut pending, handler).await?;
+                    if !confirming {
+                        enable_confirms(channel).await?;
+                        confirming = true;
+                    }
+                    publish_reply(channel, reply).await?;
+                    channel
+                        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+                        .await
+                        .map_err(Error::broker("cannot acknowledge a message"))?;
+                    self.done += 1;
                 }
                 Outcome::Reject { requeue } => {
                     self.settle(session, &mut pending, handler).await?;

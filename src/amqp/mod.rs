@@ -8,6 +8,7 @@ pub mod events;
 pub mod oneshot;
 pub mod publish;
 pub mod reconnect;
+pub mod rpc;
 pub mod topology;
 
 use crate::{

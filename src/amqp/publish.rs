@@ -14,7 +14,7 @@ use crate::{
     signals::{Interrupts, Stop},
 };
 use futures_lite::StreamExt;
-use lapin::{BasicProperties, PublisherConfirm, options::BasicPublishOptions};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm, options::BasicPublishOptions};
 use std::{collections::VecDeque, convert::Infallible, future::Future, pin::pin, time::Duration};
 use tokio::time::Instant;
 
@@ -488,44 +488,147 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             return Ok(());
         };
         let number = self.published.confirmed + 1;
-        let confirmation = confirm.await.map_err(|source| Error::Broker {
-            context: if source.is_amqp_soft_error() {
-                format!("the broker refused message {number}")
-            } else {
-                format!("lost the broker's confirmation of message {number}")
-            },
-            source: Box::new(source),
-        })?;
+        let confirmation = confirm.await;
         let Entry { body, .. } = self
             .queue
             .pop_front()
             .expect("the front entry was just awaited");
         self.sent -= 1;
-        if confirmation.is_nack() {
-            return Err(Error::Nacked { number });
-        }
-        if let Some(returned) = confirmation.take_message() {
-            match self.target.unroutable {
-                Unroutable::Fails => {
-                    return Err(Error::Unroutable {
-                        number,
-                        reason: format!(
-                            "{} {} (exchange '{}', routing key '{}')",
-                            returned.reply_code,
-                            returned.reply_text,
-                            returned.delivery.exchange,
-                            returned.delivery.routing_key
-                        ),
-                    });
-                }
-                Unroutable::IsDropped => {
-                    self.published.dropped += 1;
-                    self.confirmations
-                        .dropped(returned.delivery.routing_key.as_str());
-                }
+        settle(
+            confirmation,
+            number,
+            &body,
+            self.target,
+            &mut self.published,
+            self.confirmations,
+        )
+    }
+}
+
+/// What the broker answered to message `number`: a confirm is reported to `confirmations`; a
+/// nack, or a return that `target` does not accept, is an error.
+fn settle<C: Confirmations>(
+    confirmation: lapin::Result<Confirmation>,
+    number: u64,
+    body: &[u8],
+    target: &Publication<'_>,
+    published: &mut Published,
+    confirmations: &mut C,
+) -> Result<()> {
+    let confirmation = confirmation.map_err(|source| Error::Broker {
+        context: if source.is_amqp_soft_error() {
+            format!("the broker refused message {number}")
+        } else {
+            format!("lost the broker's confirmation of message {number}")
+        },
+        source: Box::new(source),
+    })?;
+    if confirmation.is_nack() {
+        return Err(Error::Nacked { number });
+    }
+    if let Some(returned) = confirmation.take_message() {
+        match target.unroutable {
+            Unroutable::Fails => {
+                return Err(Error::Unroutable {
+                    number,
+                    reason: format!(
+                        "{} {} (exchange '{}', routing key '{}')",
+                        returned.reply_code,
+                        returned.reply_text,
+                        returned.delivery.exchange,
+                        returned.delivery.routing_key
+                    ),
+                });
+            }
+            Unroutable::IsDropped => {
+                published.dropped += 1;
+                confirmations.dropped(returned.delivery.routing_key.as_str());
             }
         }
-        self.published.confirmed = number;
-        self.confirmations.confirmed(number, &body)
     }
+    published.confirmed = number;
+    confirmations.confirmed(number, body)
+}
+
+/// Publishes every message of `messages` on `session` (in confirm mode) with up to
+/// [`CONFIRM_WINDOW`] in flight, as [`publish_all`] does, but on a session the caller opened and
+/// without reconnecting: the caller measures or inspects what the session declared.
+pub async fn publish_windowed<C: Confirmations>(
+    session: &Session,
+    target: &Publication<'_>,
+    messages: &mut Messages,
+    confirmations: &mut C,
+    watch: &mut Watch<'_>,
+) -> Result<Published> {
+    let mut window = ConfirmWindow::new(target, confirmations);
+    window.publish(session, messages, watch).await?;
+    Ok(window.published)
+}
+
+/// Publishes every message of `messages` on `session` (in confirm mode) `batch_size` at a time,
+/// waiting for every confirm of a batch before sending the next one: a batch of 1 waits for
+/// each message's confirm (tutorial 7's first two strategies).
+pub async fn publish_in_batches<C: Confirmations>(
+    session: &Session,
+    target: &Publication<'_>,
+    messages: &mut Messages,
+    batch_size: usize,
+    confirmations: &mut C,
+) -> Result<Published> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let properties = target.properties();
+    let mut published = Published::default();
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut input_ended = false;
+    while !input_ended {
+        let bodies = match messages.next().await {
+            Ok(bodies) => bodies,
+            Err(error) => return Err(messages.error(error)),
+        };
+        input_ended = bodies.is_empty();
+        for body in bodies {
+            let confirm = session
+                .channel
+                .basic_publish(
+                    target.exchange.into(),
+                    target.routing_key_of(&body).as_ref().into(),
+                    options,
+                    &body,
+                    properties.clone(),
+                )
+                .await
+                .map_err(Error::broker("cannot publish"))?;
+            batch.push((body, confirm));
+            if batch.len() == batch_size {
+                settle_batch(&mut batch, target, &mut published, confirmations).await?;
+            }
+        }
+    }
+    settle_batch(&mut batch, target, &mut published, confirmations).await?;
+    confirmations.flush()?;
+    Ok(published)
+}
+
+/// Waits for the confirm of every message of `batch`, in order, and empties it.
+async fn settle_batch<C: Confirmations>(
+    batch: &mut Vec<(Vec<u8>, PublisherConfirm)>,
+    target: &Publication<'_>,
+    published: &mut Published,
+    confirmations: &mut C,
+) -> Result<()> {
+    for (body, confirm) in batch.drain(..) {
+        let number = published.confirmed + 1;
+        settle(
+            confirm.await,
+            number,
+            &body,
+            target,
+            published,
+            confirmations,
+        )?;
+    }
+    Ok(())
 }

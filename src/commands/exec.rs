@@ -1,20 +1,22 @@
-//! The `--exec` runner: `sh -c COMMAND` per task with the body on its stdin, in a process group
-//! of its own (a Ctrl-C at the terminal reaches rmqlab, which lets the task finish, and not the
+//! The `--exec` runner (`task work`, `rpc serve`): `sh -c COMMAND` per message with the body on
+//! its stdin (its stdout rmqlab's, or captured for a reply), in a process group of its own (a Ctrl-C at the terminal reaches rmqlab, which lets the task finish, and not the
 //! command), tied to rmqlab's life (a killed rmqlab leaves no orphan working on a task the broker
 //! gives to another worker), its stderr passed through and its last lines kept.
 
-use crate::signals::Interrupts;
+use crate::{context::Status, signals::Interrupts};
 use indicatif::ProgressBar;
 use std::{
+    future::Future,
     io::{self, Write},
     os::unix::process::ExitStatusExt,
     path::Path,
+    pin::pin,
     process::{ExitStatus, Stdio},
     time::Duration,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    process::{Child, ChildStderr},
+    process::{Child, ChildStderr, ChildStdout},
 };
 
 /// How long the command's group has between SIGTERM and SIGKILL after an abort.
@@ -32,6 +34,8 @@ pub struct Finished {
     pub status: ExitStatus,
     /// The last lines the command wrote on stderr.
     pub stderr_tail: String,
+    /// What it wrote on stdout, when [`start`] was asked to capture it.
+    pub stdout: Vec<u8>,
 }
 
 impl Finished {
@@ -140,11 +144,14 @@ pub struct Running {
     /// The group's id: the pid of the process rmqlab started.
     group: libc::pid_t,
     stderr: Option<ChildStderr>,
+    /// Captured stdout, for a reply.
+    stdout: Option<ChildStdout>,
     finished: bool,
 }
 
-/// Starts `sh -c COMMAND` with `env`, in a process group of its own, tied to rmqlab's life.
-pub fn start(command: &str, env: &[(&str, String)]) -> io::Result<Running> {
+/// Starts `sh -c COMMAND` with `env`, in a process group of its own, tied to rmqlab's life; its
+/// stdout is rmqlab's, or, with `capture_stdout`, kept for [`Finished::stdout`].
+pub fn start(command: &str, env: &[(&str, String)], capture_stdout: bool) -> io::Result<Running> {
     let rmqlab = std::process::id() as libc::pid_t;
     let mut sh = tokio::process::Command::new("sh");
     sh.arg("-c")
@@ -153,6 +160,9 @@ pub fn start(command: &str, env: &[(&str, String)]) -> io::Result<Running> {
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    if capture_stdout {
+        sh.stdout(Stdio::piped());
+    }
     // SAFETY: `supervise` uses only async-signal-safe calls (fork, prctl, sigaction, close,
     // waitpid, kill, _exit), as a child of a multi-threaded process must.
     unsafe {
@@ -161,10 +171,12 @@ pub fn start(command: &str, env: &[(&str, String)]) -> io::Result<Running> {
     let mut child = sh.spawn()?;
     let group = child.id().expect("a child just spawned has a pid") as libc::pid_t;
     let stderr = child.stderr.take();
+    let stdout = child.stdout.take();
     Ok(Running {
         child,
         group,
         stderr,
+        stdout,
         finished: false,
     })
 }
@@ -182,10 +194,17 @@ impl Running {
         };
         let mut tail = Vec::new();
         let stderr = self.stderr.take();
+        let mut stdout = Vec::new();
+        let captured = self.stdout.take();
+        let capture = async {
+            if let Some(mut captured) = captured {
+                let _ = captured.read_to_end(&mut stdout).await;
+            }
+        };
         let status = {
             let mut reading = std::pin::pin!(pass_stderr_through(stderr, &mut tail, progress));
             let mut waiting = std::pin::pin!(async {
-                let (status, ()) = tokio::join!(self.child.wait(), feed);
+                let (status, (), ()) = tokio::join!(self.child.wait(), feed, capture);
                 status
             });
             let mut read_all = false;
@@ -204,6 +223,7 @@ impl Running {
         Ok(Finished {
             status,
             stderr_tail: last_lines(&tail, STDERR_TAIL_LINES),
+            stdout,
         })
     }
 
@@ -252,6 +272,42 @@ fn signal_group(group: libc::pid_t, signal: i32) {
 fn group_alive(group: libc::pid_t) -> bool {
     // SAFETY: as in `signal_group`; signal 0 only checks.
     unsafe { libc::kill(-group, 0) == 0 }
+}
+
+/// Runs the work to its end, unless a second interrupt aborts it (`None`). The first interrupt
+/// only announces that rmqlab stops after this `what` (task, request).
+pub async fn unless_aborted<T>(
+    status: Status,
+    interrupts: &mut Interrupts,
+    work: impl Future<Output = T>,
+    progress: &ProgressBar,
+    what: &str,
+) -> Option<T> {
+    let mut work = pin!(work);
+    let mut announced = false;
+    loop {
+        let seen = interrupts.received();
+        if seen >= 2 {
+            progress.suspend(|| {
+                status.info(format_args!(
+                    " [!] Aborted: the broker will redeliver the {what}"
+                ))
+            });
+            return None;
+        }
+        if seen == 1 && !announced {
+            announced = true;
+            progress.suspend(|| {
+                status.info(format_args!(
+                    " [*] Stopping after the current {what} (press CTRL+C again to abort it)"
+                ))
+            });
+        }
+        tokio::select! {
+            result = &mut work => return Some(result),
+            () = interrupts.wait_for(seen + 1) => {}
+        }
+    }
 }
 
 /// Copies the command's stderr to rmqlab's as it comes, keeping the last bytes in `tail`.

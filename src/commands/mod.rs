@@ -2,13 +2,15 @@
 //! they share live in `send` and `receive`; what the user sees of the engine's events in
 //! `report`.
 
-mod exec;
+pub mod confirms;
+pub mod exec;
 pub mod hello;
 pub mod pubsub;
 pub mod queues;
 pub mod receive;
 pub mod report;
 pub mod routing;
+pub mod rpc;
 pub mod send;
 pub mod task;
 pub mod topics;
@@ -40,6 +42,8 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
             topics::match_offline(Status::new(global), &args).await
         }
         Command::Topics(command) => topics::run(&Context::new(global)?, command).await,
+        Command::Rpc(command) => rpc::run(&Context::new(global)?, command).await,
+        Command::Confirms(args) => confirms::run(&Context::new(global)?, args).await,
         Command::Queues(command) => queues::run(&Context::new(global)?, command).await,
         Command::Completions { shell } => {
             print(&generate::completion(shell))?;

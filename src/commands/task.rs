@@ -2,7 +2,7 @@
 //! fair dispatch with a prefetch of 1.
 
 use super::{
-    exec::{self, Finished},
+    exec::{self, Finished, unless_aborted},
     named_queue,
     receive::{Out, Receive, Republishing, announce, receive_republishing, stdout},
     send::{Send, send},
@@ -21,15 +21,12 @@ use crate::{
     output::{Received, TextLine, write_received},
     signals::Interrupts,
 };
-use indicatif::ProgressBar;
 use lapin::{
     message::Delivery,
     types::{AMQPValue, FieldTable, ShortString},
 };
 use std::{
-    future::Future,
     io::Write,
-    pin::pin,
     time::{Duration, SystemTime},
 };
 
@@ -133,7 +130,7 @@ async fn work(ctx: &Context, args: TaskWorkArgs) -> Result<Exit> {
             Ok(exit)
         }
         // A worker never answers "no".
-        Exit::Success | Exit::No => Err(failed),
+        Exit::Success | Exit::No | Exit::Relayed(_) => Err(failed),
     }
 }
 
@@ -360,7 +357,7 @@ impl Handler for Worker {
                         bar.set_position(dot.into());
                     }
                 };
-                let done = unless_aborted(status, interrupts, work, &bar).await;
+                let done = unless_aborted(status, interrupts, work, &bar, "task").await;
                 bar.finish_and_clear();
                 if done.is_none() {
                     return Ok(Outcome::Aborted);
@@ -375,7 +372,7 @@ impl Handler for Worker {
                     ("RMQLAB_ROUTING_KEY", delivery.routing_key.to_string()),
                     ("RMQLAB_FAILURES", failures(delivery).to_string()),
                 ];
-                let mut running = match exec::start(&exec.command, &env) {
+                let mut running = match exec::start(&exec.command, &env, false) {
                     Ok(running) => running,
                     Err(source) => {
                         exec.fatal = Some(Error::Exec {
@@ -387,7 +384,7 @@ impl Handler for Worker {
                 };
                 let bar = status.progress.running();
                 let run = running.finish(&delivery.data, &bar);
-                let done = unless_aborted(status, interrupts, run, &bar).await;
+                let done = unless_aborted(status, interrupts, run, &bar, "task").await;
                 if done.is_none() {
                     bar.suspend(|| {
                         status.info(format_args!(
@@ -433,34 +430,5 @@ impl Worker {
             self.out.write_all(b" [x] Done\n").map_err(Error::Output)?;
         }
         Ok(())
-    }
-}
-
-/// Runs the work to its end, unless a second interrupt aborts it (`None`). The first interrupt
-/// only announces that the worker stops after this task.
-async fn unless_aborted<T>(
-    status: Status,
-    interrupts: &mut Interrupts,
-    work: impl Future<Output = T>,
-    progress: &ProgressBar,
-) -> Option<T> {
-    let mut work = pin!(work);
-    let mut announced = false;
-    loop {
-        let seen = interrupts.received();
-        if seen >= 2 {
-            progress.suspend(|| status.info(" [!] Aborted: the broker will redeliver the task"));
-            return None;
-        }
-        if seen == 1 && !announced {
-            announced = true;
-            progress.suspend(|| {
-                status.info(" [*] Stopping after the current task (press CTRL+C again to abort it)")
-            });
-        }
-        tokio::select! {
-            result = &mut work => return Some(result),
-            () = interrupts.wait_for(seen + 1) => {}
-        }
     }
 }

@@ -15,12 +15,14 @@
 mod common;
 
 mod broker;
+mod confirms;
 mod declarations;
 mod hardening;
 mod publisher;
 mod pubsub;
 mod queues;
 mod routing;
+mod rpc;
 mod terminal;
 mod topics;
 mod worker;
