@@ -124,21 +124,23 @@ fn worker_survives_close_all_connections() {
 #[test]
 fn worker_survives_its_connection_closed_through_the_api() {
     let _serial = serial();
-    worker_survives("api_close", |_| {
+    worker_survives("api_close", |q| {
+        // The worker's own connection: the one consuming from the test's queue (another
+        // `rmqlab task work` may run on the same broker).
         let mut name = String::new();
-        eventually(WAIT, "the API to list the worker's connection", || {
-            let connections: serde_json::Value = serde_json::from_str(&management_api(
-                "GET",
-                "/api/connections?columns=name,client_properties",
-            ))
-            .unwrap();
-            let found = connections
+        eventually(WAIT, "the API to list the worker's consumer", || {
+            let consumers: serde_json::Value =
+                serde_json::from_str(&management_api("GET", "/api/consumers/%2F")).unwrap();
+            let found = consumers
                 .as_array()
                 .unwrap()
                 .iter()
-                .find(|c| c["client_properties"]["connection_name"] == "rmqlab task work");
+                .find(|c| c["queue"]["name"] == q.name());
             if let Some(found) = found {
-                name = found["name"].as_str().unwrap().to_string();
+                name = found["channel_details"]["connection_name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
             }
             found.is_some()
         });

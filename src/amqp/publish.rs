@@ -488,7 +488,10 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             return Ok(());
         };
         let number = self.published.confirmed + 1;
-        let confirmation = confirm.await;
+        // On a lost connection the message stays in the window, to be sent again.
+        let confirmation = confirm
+            .await
+            .map_err(|source| confirmation_lost(source, number))?;
         let Entry { body, .. } = self
             .queue
             .pop_front()
@@ -505,24 +508,28 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
     }
 }
 
-/// What the broker answered to message `number`: a confirm is reported to `confirmations`; a
-/// nack, or a return that `target` does not accept, is an error.
-fn settle<C: Confirmations>(
-    confirmation: lapin::Result<Confirmation>,
-    number: u64,
-    body: &[u8],
-    target: &Publication<'_>,
-    published: &mut Published,
-    confirmations: &mut C,
-) -> Result<()> {
-    let confirmation = confirmation.map_err(|source| Error::Broker {
+/// The broker's answer to message `number` did not come: refused, or lost with the connection.
+fn confirmation_lost(source: lapin::Error, number: u64) -> Error {
+    Error::Broker {
         context: if source.is_amqp_soft_error() {
             format!("the broker refused message {number}")
         } else {
             format!("lost the broker's confirmation of message {number}")
         },
         source: Box::new(source),
-    })?;
+    }
+}
+
+/// What the broker answered to message `number`: a confirm is reported to `confirmations`; a
+/// nack, or a return that `target` does not accept, is an error.
+fn settle<C: Confirmations>(
+    confirmation: Confirmation,
+    number: u64,
+    body: &[u8],
+    target: &Publication<'_>,
+    published: &mut Published,
+    confirmations: &mut C,
+) -> Result<()> {
     if confirmation.is_nack() {
         return Err(Error::Nacked { number });
     }
@@ -622,7 +629,9 @@ async fn settle_batch<C: Confirmations>(
     for (body, confirm) in batch.drain(..) {
         let number = published.confirmed + 1;
         settle(
-            confirm.await,
+            confirm
+                .await
+                .map_err(|source| confirmation_lost(source, number))?,
             number,
             &body,
             target,
