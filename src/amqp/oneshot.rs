@@ -474,7 +474,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                     return Err(match refused {
                         Some((object, source)) => match object.refusal(source) {
                             Refusal::Fail(error) => Handover::Failed(error),
-                            Refusal::Adopt(reason) => Handover::Untouched(format!(
+                            Refusal::Adopt { reason, .. } => Handover::Untouched(format!(
                                 "an existing object to adopt: {reason}"
                             )),
                         },

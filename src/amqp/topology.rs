@@ -128,8 +128,13 @@ pub enum Object<'a> {
 /// What a refused declaration means.
 #[derive(Debug)]
 pub enum Refusal {
-    /// The object exists with other properties and is to be used as it is; the broker's reason.
-    Adopt(String),
+    /// The object may exist with other properties (or without the user's permission to declare
+    /// it): use it as it is, when a passive declaration finds it; the broker's reason. When it
+    /// does not, the error is `otherwise`, or the passive declaration's own.
+    Adopt {
+        reason: String,
+        otherwise: Option<Error>,
+    },
     /// A definite error.
     Fail(Error),
 }
@@ -196,12 +201,12 @@ impl Topology {
                 }
                 Err(source) => match object.refusal(source) {
                     Refusal::Fail(error) => return Err(error),
-                    Refusal::Adopt(reason) => {
+                    Refusal::Adopt { reason, otherwise } => {
                         // A refused declaration closes the channel.
                         session.reopen_channel().await?;
                         let name = apply(session, object.method(queue, true))
                             .await
-                            .map_err(|source| object.error(source))?;
+                            .map_err(|source| otherwise.unwrap_or_else(|| object.error(source)))?;
                         if let Object::Queue(_) = object {
                             declared.queue = name;
                         }
@@ -312,19 +317,41 @@ impl Object<'_> {
 
     /// What the broker's refusal of this object's declaration means.
     pub fn refusal(&self, source: lapin::Error) -> Refusal {
-        let precondition = amqp_error(&source)
-            .filter(|amqp| *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED));
-        let Some(reason) = precondition.map(|amqp| amqp.get_message().to_string()) else {
+        let Some((kind, reason)) =
+            amqp_error(&source).map(|amqp| (amqp.kind().clone(), amqp.get_message().to_string()))
+        else {
             return Refusal::Fail(self.error(source));
         };
+        let declared = matches!(
+            self,
+            Object::Exchange(_) | Object::Queue(Queue::Named { .. })
+        );
+        if kind == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) && declared {
+            // No configure permission: a passive declaration needs none, so an object that
+            // exists can still be used; one that does not is this error.
+            return Refusal::Adopt {
+                reason,
+                otherwise: Some(self.error(source)),
+            };
+        }
+        if kind != AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) {
+            return Refusal::Fail(self.error(source));
+        }
         let adopt = match self {
             // Another kind of exchange routes differently: using it would mislead.
             Object::Exchange(_) => !reason.contains("inequivalent arg 'type'"),
-            Object::Queue(Queue::Named { explicit_type, .. }) => !explicit_type,
+            // Only an explicit type that the queue does not have is an error; other arguments
+            // (a length limit, a TTL...) are the queue's own.
+            Object::Queue(Queue::Named { explicit_type, .. }) => {
+                !(*explicit_type && reason.contains("inequivalent arg 'x-queue-type'"))
+            }
             Object::Queue(Queue::Exclusive) | Object::Binding(_) => false,
         };
         if adopt {
-            return Refusal::Adopt(reason);
+            return Refusal::Adopt {
+                reason,
+                otherwise: None,
+            };
         }
         Refusal::Fail(match self.identity() {
             Some((kind, name)) => Error::Mismatch {
@@ -446,7 +473,7 @@ mod tests {
     fn an_existing_queue_is_adopted_unless_the_type_was_explicit() {
         let implicit = named(false);
         match Object::Queue(&implicit).refusal(refused(406, TYPE_DIFFERS)) {
-            Refusal::Adopt(reason) => assert!(reason.contains("x-queue-type"), "{reason}"),
+            Refusal::Adopt { reason, .. } => assert!(reason.contains("x-queue-type"), "{reason}"),
             Refusal::Fail(error) => panic!("not adopted: {error}"),
         }
         let explicit = named(true);
@@ -471,15 +498,39 @@ mod tests {
             vhost '/': received 'false' but current is 'true'";
         assert!(matches!(
             Object::Exchange(&logs).refusal(refused(406, durable)),
-            Refusal::Adopt(_)
+            Refusal::Adopt { .. }
         ));
     }
 
     #[test]
-    fn other_refusals_are_errors() {
+    fn an_explicit_type_the_queue_has_adopts_its_other_arguments() {
+        let length = "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'hello' in \
+            vhost '/': received none but current is the value '5' of type 'long'";
+        assert!(matches!(
+            Object::Queue(&named(true)).refusal(refused(406, length)),
+            Refusal::Adopt {
+                otherwise: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn no_configure_permission_tries_the_object_as_it_is_else_is_that_error() {
         let queue = named(false);
         assert!(matches!(
             Object::Queue(&queue).refusal(refused(403, "ACCESS_REFUSED - no access")),
+            Refusal::Adopt {
+                otherwise: Some(Error::Broker { .. }),
+                ..
+            }
+        ));
+        let binding = Binding {
+            exchange: "logs".into(),
+            key: String::new(),
+        };
+        assert!(matches!(
+            Object::Binding(&binding).refusal(refused(403, "ACCESS_REFUSED - no access")),
             Refusal::Fail(Error::Broker { .. })
         ));
     }

@@ -5,9 +5,14 @@
 //! work together in both orders.
 
 use crate::common::{
-    TestExchange, TestQueue, assert_code, broker, broker_url, management_api, rmq, text,
+    TestExchange, TestQueue, assert_code, broker, broker_address, broker_url, management_api,
+    rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, text,
 };
-use lapin::{ExchangeKind, options::ExchangeDeclareOptions, types::FieldTable};
+use lapin::{
+    ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
 use std::process::{Command, Output};
 
 /// (type, durable) of a queue, as the management API reports it.
@@ -156,6 +161,81 @@ fn an_explicit_queue_type_that_contradicts_the_queue_is_an_error_and_sends_nothi
         assert!(!stderr.contains("queues delete"), "{stderr}");
     }
     assert_eq!(broker::ready(q.name()), 0);
+}
+
+#[test]
+fn an_explicit_type_the_queue_has_uses_it_with_its_other_arguments() {
+    let q = TestQueue::new("explicit_match");
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(5));
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let options = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .queue_declare(q.name().into(), options, arguments)
+            .await
+            .expect("declare a quorum queue with a length limit");
+        let _ = connection.close(200, "OK".into()).await;
+    });
+    let (quick, bulk) = send_both_ways(q.name(), "--queue-type quorum -v");
+    for output in [&quick, &bulk] {
+        assert_code(output, 0);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains("x-max-length"), "{stderr}");
+    }
+    assert_eq!(received(q.name(), 2), ["quick", "bulk"]);
+}
+
+#[test]
+fn a_user_without_configure_permission_uses_what_exists() {
+    const PASSWORD: &str = "no-configure-pw";
+    let q = TestQueue::new("no_configure");
+    let absent = TestQueue::new("no_configure_absent");
+    broker::declare_quorum(q.name());
+    let user = q.name().to_string();
+    rabbitmqctl(&["add_user", &user, PASSWORD]);
+    rabbitmqctl(&["set_permissions", &user, "", ".*", ".*"]);
+    let as_user = |args: &[&str]| {
+        rmqlab()
+            .env(
+                "RMQLAB_URL",
+                format!("amqp://{user}:{PASSWORD}@{}/%2f", broker_address()),
+            )
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let sent = as_user(&["hello", "send", "--queue", q.name(), "one"]);
+    let received = as_user(&[
+        "hello",
+        "recv",
+        "--queue",
+        q.name(),
+        "--count",
+        "1",
+        "-o",
+        "body",
+    ]);
+    let refused = as_user(&["hello", "send", "--queue", absent.name(), "lost"]);
+    rabbitmqctl_cleanup(&["delete_user", &user]);
+    assert_code(&sent, 0);
+    assert_code(&received, 0);
+    assert_eq!(text(&received.stdout), "one\n");
+    assert_code(&refused, 77);
+    assert!(
+        text(&refused.stderr).contains(&format!("cannot declare queue '{absent}'")),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!text(&refused.stderr).contains(PASSWORD));
 }
 
 #[test]
