@@ -60,21 +60,30 @@ impl Messages {
     /// `count` messages whose bodies are their numbers from 0, as tutorial 7 publishes them;
     /// made on a thread of their own, ahead of the publisher, like lines read from a file.
     pub fn numbered(count: u64) -> Result<Self> {
-        let name = "the generated messages".to_string();
+        Messages::produced("the generated messages".into(), None, move |sender| {
+            let mut next = 0;
+            while next < count {
+                let end = count.min(next + BATCH_LINES as u64);
+                let batch = (next..end).map(|n| n.to_string().into_bytes()).collect();
+                if sender.blocking_send(Ok(batch)).is_err() {
+                    return;
+                }
+                next = end;
+            }
+        })
+    }
+
+    /// Messages that `produce` sends in batches from a thread of its own, ahead of the
+    /// publisher.
+    fn produced(
+        name: String,
+        size: Option<u64>,
+        produce: impl FnOnce(&mpsc::Sender<Result<Batch, ReadError>>) + Send + 'static,
+    ) -> Result<Self> {
         let (sender, receiver) = mpsc::channel(BATCHES_AHEAD);
         thread::Builder::new()
             .name("rmqlab-input".into())
-            .spawn(move || {
-                let mut next = 0;
-                while next < count {
-                    let end = count.min(next + BATCH_LINES as u64);
-                    let batch = (next..end).map(|n| n.to_string().into_bytes()).collect();
-                    if sender.blocking_send(Ok(batch)).is_err() {
-                        return;
-                    }
-                    next = end;
-                }
-            })
+            .spawn(move || produce(&sender))
             .map_err(|source| Error::Input {
                 path: name.clone(),
                 source,
@@ -82,7 +91,7 @@ impl Messages {
         Ok(Messages {
             receiver,
             name,
-            size: None,
+            size,
         })
     }
 
@@ -109,24 +118,8 @@ impl Messages {
                 .map(|metadata| metadata.len());
             Box::new(file)
         };
-        let (sender, receiver) = mpsc::channel(BATCHES_AHEAD);
-        thread::Builder::new()
-            .name("rmqlab-input".into())
-            .spawn(move || {
-                read_lines(
-                    BufReader::with_capacity(READ_BUFFER, reader),
-                    limit,
-                    &sender,
-                )
-            })
-            .map_err(|source| Error::Input {
-                path: name.clone(),
-                source,
-            })?;
-        Ok(Messages {
-            receiver,
-            name,
-            size,
+        Messages::produced(name, size, move |sender| {
+            read_lines(BufReader::with_capacity(READ_BUFFER, reader), limit, sender)
         })
     }
 
