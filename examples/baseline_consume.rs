@@ -1,8 +1,8 @@
 //! Benchmark baseline: the least a lapin consumer can do. Consumes COUNT messages with prefetch
-//! PREFETCH, acking each one: from a durable QUEUE, or (`--exchange`) through an exclusive
-//! server-named queue bound to a fanout exchange, as `rmqlab pubsub listen` does. Prints
-//! `ready` on stdout once consuming. Used by scripts/bench.
-//! Usage: baseline_consume QUEUE COUNT PREFETCH
+//! PREFETCH, acking each one: from a durable QUEUE (declared classic, or quorum with `--quorum`),
+//! or (`--exchange`) through an exclusive server-named queue bound to a fanout exchange, as
+//! `rmqlab pubsub listen` does. Prints `ready` on stdout once consuming. Used by scripts/bench.
+//! Usage: baseline_consume [--quorum] QUEUE COUNT PREFETCH
 //!        baseline_consume --exchange EXCHANGE COUNT PREFETCH
 
 mod baseline;
@@ -19,14 +19,14 @@ use lapin::{
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: baseline_consume [--exchange] NAME COUNT PREFETCH";
+    let usage = "usage: baseline_consume [--quorum | --exchange] NAME COUNT PREFETCH";
     let mut args = std::env::args().skip(1);
     let target = Target::from_args(&mut args, usage);
     let count: u64 = args.next().expect(usage).parse()?;
     let prefetch: u16 = args.next().expect(usage).parse()?;
     let (connection, channel) = baseline::open(&target).await?;
     let queue = match target {
-        Target::Queue(queue) => queue,
+        Target::Queue { name, .. } => name,
         Target::Fanout(exchange) => {
             let exclusive = QueueDeclareOptions {
                 exclusive: true,

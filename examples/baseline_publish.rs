@@ -1,7 +1,8 @@
 //! Benchmark baseline: the least a lapin publisher can do. Reads lines from stdin and publishes
-//! them with 512 confirms in flight: persistent to a durable queue, or (`--exchange`) transient
-//! to a fanout exchange, as `rmqlab pubsub emit` does. Used by scripts/bench.
-//! Usage: baseline_publish QUEUE < lines
+//! them with 512 confirms in flight: persistent to a durable queue (classic, or quorum with
+//! `--quorum`), or (`--exchange`) transient to a fanout exchange, as `rmqlab pubsub emit` does.
+//! Used by scripts/bench.
+//! Usage: baseline_publish [--quorum] QUEUE < lines
 //!        baseline_publish --exchange EXCHANGE < lines
 
 mod baseline;
@@ -15,13 +16,13 @@ use std::{collections::VecDeque, io::BufRead};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let usage = "usage: baseline_publish QUEUE | baseline_publish --exchange EXCHANGE";
+    let usage = "usage: baseline_publish [--quorum] QUEUE | baseline_publish --exchange EXCHANGE";
     let target = Target::from_args(&mut std::env::args().skip(1), usage);
     let (connection, channel) = baseline::open(&target).await?;
     let (exchange, routing_key, properties) = match &target {
-        Target::Queue(queue) => (
+        Target::Queue { name, .. } => (
             "",
-            queue.as_str(),
+            name.as_str(),
             BasicProperties::default().with_delivery_mode(2),
         ),
         Target::Fanout(exchange) => (exchange.as_str(), "", BasicProperties::default()),

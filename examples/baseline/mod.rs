@@ -3,23 +3,30 @@
 use lapin::{
     Channel, Connection, ConnectionProperties, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueDeclareOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 
 /// Where the baseline publishes to or consumes from.
 pub enum Target {
-    /// A durable queue, through the default exchange.
-    Queue(String),
+    /// A durable queue, through the default exchange: classic, or quorum (`--quorum`).
+    Queue { name: String, quorum: bool },
     /// A fanout exchange, as `rmqlab pubsub` uses.
     Fanout(String),
 }
 
 impl Target {
-    /// `NAME` or `--exchange NAME` from the command line; the rest stays in `args`.
+    /// `[--quorum] NAME` or `--exchange NAME` from the command line; the rest stays in `args`.
     pub fn from_args(args: &mut impl Iterator<Item = String>, usage: &str) -> Target {
         match args.next().expect(usage) {
             flag if flag == "--exchange" => Target::Fanout(args.next().expect(usage)),
-            queue => Target::Queue(queue),
+            flag if flag == "--quorum" => Target::Queue {
+                name: args.next().expect(usage),
+                quorum: true,
+            },
+            name => Target::Queue {
+                name,
+                quorum: false,
+            },
         }
     }
 }
@@ -30,13 +37,20 @@ pub async fn open(target: &Target) -> lapin::Result<(Connection, Channel)> {
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     match target {
-        Target::Queue(queue) => {
+        Target::Queue { name, quorum } => {
             let durable = QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
             };
+            let mut arguments = FieldTable::default();
+            if *quorum {
+                arguments.insert(
+                    "x-queue-type".into(),
+                    AMQPValue::LongString("quorum".into()),
+                );
+            }
             channel
-                .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                .queue_declare(name.as_str().into(), durable, arguments)
                 .await?;
         }
         Target::Fanout(exchange) => {
