@@ -327,6 +327,44 @@ fn tsv_escape(field: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One message read from a stream: the tutorial's line (`Got message: BODY with offset: N`),
+/// the body alone, or JSON with the offset.
+pub fn write_stream_message(
+    out: &mut impl Write,
+    format: OutputFormat,
+    stream: &str,
+    offset: u64,
+    body: &[u8],
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Text => {
+            out.write_all(b"Got message: ")?;
+            write_lossy(out, body)?;
+            write!(out, " with offset: {offset}")?;
+        }
+        OutputFormat::Body => out.write_all(body)?,
+        OutputFormat::Json => {
+            let mut object = Map::new();
+            object.insert(
+                "body".into(),
+                String::from_utf8_lossy(body).into_owned().into(),
+            );
+            if std::str::from_utf8(body).is_err() {
+                object.insert(
+                    "body_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(body)
+                        .into(),
+                );
+            }
+            object.insert("stream".into(), stream.into());
+            object.insert("offset".into(), offset.into());
+            serde_json::to_writer(&mut *out, &Value::Object(object))?;
+        }
+    }
+    out.write_all(b"\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
