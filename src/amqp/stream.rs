@@ -337,6 +337,7 @@ impl Streams {
         } = reading;
         let name = tracking.as_ref().map(|tracking| tracking.name);
         let mut consumer = self.subscribe(stream, name, start.clone()).await?;
+        handler.consuming();
         let mut handled = 0u64;
         let mut last: Option<u64> = None;
         let mut stored: Option<u64> = None;
@@ -347,7 +348,18 @@ impl Streams {
             if limits.count.is_some_and(|count| handled >= count) {
                 break;
             }
+            // Nothing more at hand: make what was handled visible before waiting.
+            let ready = futures_lite::future::poll_once(consumer.next()).await;
+            if ready.is_none()
+                && let Err(error) = handler.flush()
+            {
+                failure = Some(error);
+                break;
+            }
             let wait = async {
+                if let Some(ready) = ready {
+                    return Some(ready);
+                }
                 match limits.idle_timeout {
                     Some(idle) => tokio::time::timeout(idle, consumer.next()).await.ok(),
                     None => Some(consumer.next().await),
@@ -525,6 +537,8 @@ pub struct StreamLimits {
 
 /// What a consumer does with each message.
 pub trait StreamHandler {
+    /// The consumer is subscribed: what is appended from now on will come.
+    fn consuming(&mut self);
     fn handle(&mut self, offset: u64, body: &[u8]) -> Result<()>;
     /// Makes what was handled final (before an offset is stored).
     fn flush(&mut self) -> Result<()>;

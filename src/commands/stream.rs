@@ -3,7 +3,7 @@
 //! it on the broker under a consumer name.
 
 use super::{
-    receive::{Out, stdout},
+    receive::{Out, WAITING_LINE, stdout},
     send::stdout_lines,
 };
 use crate::{
@@ -155,8 +155,6 @@ async fn recv(ctx: &Context, args: &StreamRecvArgs) -> Result<Exit> {
         stream: stream.clone(),
         status: ctx.status,
     };
-    ctx.status
-        .info(" [*] Waiting for messages. To exit press CTRL+C");
     let limits = StreamLimits {
         count: args.consume.count,
         idle_timeout: args.consume.idle_timeout,
@@ -199,6 +197,10 @@ struct StreamPrinter {
 }
 
 impl StreamHandler for StreamPrinter {
+    fn consuming(&mut self) {
+        self.status.info(WAITING_LINE);
+    }
+
     fn handle(&mut self, offset: u64, body: &[u8]) -> Result<()> {
         write_stream_message(&mut self.out, self.format, &self.stream, offset, body)
             .map_err(Error::Output)
