@@ -499,3 +499,96 @@ fn bad_offset_syntax_is_a_usage_error() {
     assert!(text(&output.stderr).contains("is not an offset"));
     assert!(output.stdout.is_empty());
 }
+
+/// A TCP proxy to the stream port whose connections the test can cut, as a network failure
+/// would, without touching the shared node.
+struct CuttableProxy {
+    port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CuttableProxy {
+    fn start(upstream: String) -> CuttableProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = connections.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { break };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                kept.lock().unwrap().push(client.try_clone().unwrap());
+                kept.lock().unwrap().push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CuttableProxy { port, connections }
+    }
+
+    /// Cuts every connection made so far; new ones still go through.
+    fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            let _ = connection.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_lost_connection_resumes_after_the_last_offset_seen() {
+    let stream = TestStream::new("stream_reconnect");
+    send_lines(&stream.0, "a", 0..100);
+    let url = StreamUrl::parse(&stream_url()).unwrap();
+    let proxy = CuttableProxy::start(format!("{}:{}", url.host, url.port));
+    let through_proxy = format!(
+        "rabbitmq-stream://{}:{}@127.0.0.1:{}/%2f",
+        url.user, url.password, proxy.port
+    );
+    let mut reader = Running::spawn(&mut stream_rmqlab(&[
+        "--stream-url",
+        &through_proxy,
+        "stream",
+        "recv",
+        "--stream",
+        &stream.0,
+        "--count",
+        "200",
+        "-o",
+        "json",
+    ]));
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen.push(reader.next_line(WAIT));
+    }
+    proxy.cut();
+    reader.wait_for_stderr("Lost the stream connection", WAIT);
+    send_lines(&stream.0, "b", 0..100);
+    reader.wait_for_stderr("Reconnected: reading on from offset 100", WAIT);
+    for _ in 0..100 {
+        seen.push(reader.next_line(WAIT));
+    }
+    let (status, _, stderr) = reader.finish(WAIT);
+    assert_eq!(status, Some(0), "{stderr}");
+    let messages: Vec<(u64, String)> = seen
+        .iter()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap();
+            (
+                value["offset"].as_u64().unwrap(),
+                value["body"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut wanted = expected("a", 0..100);
+    wanted.extend((0..100).map(|n| (100 + n, format!("b{n}"))));
+    assert_eq!(messages, wanted, "nothing skipped, nothing repeated");
+}
