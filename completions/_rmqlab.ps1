@@ -673,6 +673,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Create the stream if absent and append one message (or one per line of -f), with confirms')
             [CompletionResult]::new('recv', 'recv', [CompletionResultType]::ParameterValue, 'Read a stream from an offset and print each message with its offset')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -733,9 +734,31 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'rmqlab;stream;info' {
+            [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'A consumer whose stored offset to show (repeat for several)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'rmqlab;stream;help' {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Create the stream if absent and append one message (or one per line of -f), with confirms')
             [CompletionResult]::new('recv', 'recv', [CompletionResultType]::ParameterValue, 'Read a stream from an offset and print each message with its offset')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -743,6 +766,9 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;stream;help;recv' {
+            break
+        }
+        'rmqlab;stream;help;info' {
             break
         }
         'rmqlab;stream;help;help' {
@@ -973,12 +999,16 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;help;stream' {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Create the stream if absent and append one message (or one per line of -f), with confirms')
             [CompletionResult]::new('recv', 'recv', [CompletionResultType]::ParameterValue, 'Read a stream from an offset and print each message with its offset')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored')
             break
         }
         'rmqlab;help;stream;send' {
             break
         }
         'rmqlab;help;stream;recv' {
+            break
+        }
+        'rmqlab;help;stream;info' {
             break
         }
         'rmqlab;help;queues' {

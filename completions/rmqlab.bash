@@ -134,6 +134,9 @@ _rmqlab() {
             rmqlab__subcmd__help__subcmd__rpc,serve)
                 cmd="rmqlab__subcmd__help__subcmd__rpc__subcmd__serve"
                 ;;
+            rmqlab__subcmd__help__subcmd__stream,info)
+                cmd="rmqlab__subcmd__help__subcmd__stream__subcmd__info"
+                ;;
             rmqlab__subcmd__help__subcmd__stream,recv)
                 cmd="rmqlab__subcmd__help__subcmd__stream__subcmd__recv"
                 ;;
@@ -236,6 +239,9 @@ _rmqlab() {
             rmqlab__subcmd__stream,help)
                 cmd="rmqlab__subcmd__stream__subcmd__help"
                 ;;
+            rmqlab__subcmd__stream,info)
+                cmd="rmqlab__subcmd__stream__subcmd__info"
+                ;;
             rmqlab__subcmd__stream,recv)
                 cmd="rmqlab__subcmd__stream__subcmd__recv"
                 ;;
@@ -244,6 +250,9 @@ _rmqlab() {
                 ;;
             rmqlab__subcmd__stream__subcmd__help,help)
                 cmd="rmqlab__subcmd__stream__subcmd__help__subcmd__help"
+                ;;
+            rmqlab__subcmd__stream__subcmd__help,info)
+                cmd="rmqlab__subcmd__stream__subcmd__help__subcmd__info"
                 ;;
             rmqlab__subcmd__stream__subcmd__help,recv)
                 cmd="rmqlab__subcmd__stream__subcmd__help__subcmd__recv"
@@ -1020,8 +1029,22 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__help__subcmd__stream)
-            opts="send recv"
+            opts="send recv info"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__help__subcmd__stream__subcmd__info)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2288,7 +2311,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream)
-            opts="-q -v -h --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv help"
+            opts="-q -v -h --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv info help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2342,7 +2365,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream__subcmd__help)
-            opts="send recv help"
+            opts="send recv info help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2356,6 +2379,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__stream__subcmd__help__subcmd__info)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2390,6 +2427,64 @@ _rmqlab() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__stream__subcmd__info)
+            opts="-q -v -h --name --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

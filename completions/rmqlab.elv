@@ -624,6 +624,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand --help 'Print help'
             cand send 'Create the stream if absent and append one message (or one per line of -f), with confirms'
             cand recv 'Read a stream from an offset and print each message with its offset'
+            cand info 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'rmqlab;stream;send'= {
@@ -681,14 +682,37 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'rmqlab;stream;info'= {
+            cand --name 'A consumer whose stored offset to show (repeat for several)'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --stream-url 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'rmqlab;stream;help'= {
             cand send 'Create the stream if absent and append one message (or one per line of -f), with confirms'
             cand recv 'Read a stream from an offset and print each message with its offset'
+            cand info 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'rmqlab;stream;help;send'= {
         }
         &'rmqlab;stream;help;recv'= {
+        }
+        &'rmqlab;stream;help;info'= {
         }
         &'rmqlab;stream;help;help'= {
         }
@@ -886,10 +910,13 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;help;stream'= {
             cand send 'Create the stream if absent and append one message (or one per line of -f), with confirms'
             cand recv 'Read a stream from an offset and print each message with its offset'
+            cand info 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored'
         }
         &'rmqlab;help;stream;send'= {
         }
         &'rmqlab;help;stream;recv'= {
+        }
+        &'rmqlab;help;stream;info'= {
         }
         &'rmqlab;help;queues'= {
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'

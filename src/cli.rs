@@ -951,6 +951,29 @@ Examples:
   rmqlab stream recv --stream stream-offset-tracking-rust --name consumer-1 --count 100"
     )]
     Recv(StreamRecvArgs),
+    /// Show a stream's first and last offsets, its leader and replicas, and the offsets named
+    /// consumers stored
+    #[command(
+        after_long_help = "What the stream protocol exposes: the leader and replica nodes \
+(metadata), the offset of the first message and of the last message of the last chunk (read by \
+short-lived consumers: nothing is taken, nothing stored), and for each --name the offset that \
+consumer stored, if any. The stream is not created.
+
+Examples:
+  rmqlab stream info
+  rmqlab stream info stream-offset-tracking-rust --name consumer-1"
+    )]
+    Info(StreamInfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StreamInfoArgs {
+    /// The stream
+    #[arg(value_name = "NAME", default_value = "hello-rust-stream", value_parser = name)]
+    pub stream: String,
+    /// A consumer whose stored offset to show (repeat for several)
+    #[arg(long, value_name = "CONSUMER", value_parser = name)]
+    pub name: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -1183,6 +1206,28 @@ fn regex(value: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stream_offsets_parse_every_form() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let at = |text: &str| parse_offset_at(text, now);
+        assert_eq!(at("first"), Ok(StartAt::First));
+        assert_eq!(at("last"), Ok(StartAt::Last));
+        assert_eq!(at("next"), Ok(StartAt::Next));
+        assert_eq!(at("500"), Ok(StartAt::Offset(500)));
+        assert_eq!(at("10m"), Ok(StartAt::Timestamp((1_000_000 - 600) * 1000)));
+        assert_eq!(
+            at("1500ms"),
+            Ok(StartAt::Timestamp(1_000_000 * 1000 - 1500))
+        );
+        assert_eq!(
+            at("1970-01-02T00:00:00Z"),
+            Ok(StartAt::Timestamp(86_400 * 1000))
+        );
+        assert!(at("yesterday").unwrap_err().contains("is not an offset"));
+        assert!(at("-1").is_err());
+    }
+
     use super::*;
     use clap::CommandFactory;
 

@@ -365,6 +365,35 @@ pub fn write_stream_message(
     out.write_all(b"\n")
 }
 
+/// `stream info`: one `field: value` line each.
+pub fn write_stream_info(
+    out: &mut impl Write,
+    stream: &str,
+    info: &crate::amqp::stream::StreamInfo,
+) -> io::Result<()> {
+    let offset =
+        |offset: Option<u64>| offset.map_or("(none: empty)".to_string(), |o| o.to_string());
+    writeln!(out, "stream:       {stream}")?;
+    writeln!(out, "leader:       {}", info.leader)?;
+    match info.replicas.is_empty() {
+        true => writeln!(out, "replicas:     (none)")?,
+        false => writeln!(out, "replicas:     {}", info.replicas.join(", "))?,
+    }
+    writeln!(out, "first offset: {}", offset(info.first))?;
+    writeln!(
+        out,
+        "last offset:  {} (last message of the last chunk)",
+        offset(info.last)
+    )?;
+    for (name, stored) in &info.consumers {
+        match stored {
+            Some(stored) => writeln!(out, "consumer '{name}': stored offset {stored}")?,
+            None => writeln!(out, "consumer '{name}': no stored offset")?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

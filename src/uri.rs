@@ -188,6 +188,38 @@ fn userinfo_of(raw: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stream_urls_default_to_the_broker_and_hide_the_password() {
+        let broker = BrokerUrl::parse("amqp://bob:secret@rabbit.example:5672/prod").unwrap();
+        let stream = StreamUrl::from_broker(&broker);
+        assert_eq!(
+            (stream.host.as_str(), stream.port, stream.user.as_str()),
+            ("rabbit.example", 5552, "bob")
+        );
+        assert_eq!(
+            (stream.password.as_str(), stream.vhost.as_str()),
+            ("secret", "prod")
+        );
+        assert_eq!(
+            stream.to_string(),
+            "rabbitmq-stream://bob:****@rabbit.example:5552/prod"
+        );
+        let parsed = StreamUrl::parse("rabbitmq-stream+tls://u:p%40ss@h:6000/%2f").unwrap();
+        assert_eq!((parsed.port, parsed.tls), (6000, true));
+        assert_eq!(
+            (parsed.password.as_str(), parsed.vhost.as_str()),
+            ("p@ss", "/")
+        );
+        assert!(!parsed.to_string().contains("p%40ss"));
+        let bare = StreamUrl::parse("rabbitmq-stream://localhost").unwrap();
+        assert_eq!(
+            (bare.port, bare.vhost.as_str(), bare.user.as_str()),
+            (5552, "/", "guest")
+        );
+        assert!(StreamUrl::parse("amqp://localhost").is_err());
+    }
+
     use super::*;
 
     #[test]

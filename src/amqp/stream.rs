@@ -13,7 +13,7 @@ use crate::{
 };
 use futures_lite::StreamExt;
 use rabbitmq_stream_client::{
-    Consumer, Environment,
+    Client, ClientOptions, Consumer, Environment,
     error::{ClientError, ConsumerCreateError, ProducerCreateError, StreamCreateError},
     types::{ByteCapacity, Message, OffsetSpecification, ResponseCode},
 };
@@ -511,6 +511,93 @@ impl InFlight {
         }
         Ok(())
     }
+}
+
+impl Streams {
+    /// What the stream protocol tells about `stream`: its leader and replicas, the offsets of
+    /// its first and last messages, and the offset each consumer of `names` stored.
+    pub async fn info(&self, stream: &str, names: &[String]) -> Result<StreamInfo> {
+        let url = &self.url;
+        let mut options = ClientOptions::builder()
+            .host(&url.host)
+            .port(url.port)
+            .user(&url.user)
+            .password(&url.password)
+            .v_host(&url.vhost)
+            .client_provided_name("rmqlab stream info".into());
+        if url.tls {
+            options = options.tls(
+                rabbitmq_stream_client::TlsConfiguration::builder()
+                    .enable(true)
+                    .build()
+                    .map_err(|reason| client_error("TLS setup", reason))?,
+            );
+        }
+        let client = Client::connect(options.build())
+            .await
+            .map_err(|error| connect_error(url, error))?;
+        let metadata = client
+            .metadata(vec![stream.to_string()])
+            .await
+            .map_err(|error| self.lost_or(error, "asking for the stream's metadata"));
+        let _ = client.close().await;
+        let metadata = metadata?;
+        let Some(metadata) = metadata
+            .get(stream)
+            .filter(|metadata| metadata.response_code == ResponseCode::Ok)
+        else {
+            return Err(Error::NoStream {
+                name: stream.into(),
+            });
+        };
+        let address = |broker: &rabbitmq_stream_client::types::Broker| {
+            format!("{}:{}", broker.host, broker.port)
+        };
+        let first = self.peek(stream, OffsetSpecification::First).await?;
+        let last = self.peek(stream, OffsetSpecification::Last).await?;
+        let mut consumers = Vec::new();
+        for name in names {
+            consumers.push((name.clone(), self.stored_offset(stream, name).await?));
+        }
+        Ok(StreamInfo {
+            leader: address(&metadata.leader),
+            replicas: metadata.replicas.iter().map(address).collect(),
+            first: first.first().copied(),
+            last: last.last().copied(),
+            consumers,
+        })
+    }
+
+    /// The offsets of the messages that come at once from `offset` (the chunk there).
+    async fn peek(&self, stream: &str, offset: OffsetSpecification) -> Result<Vec<u64>> {
+        let mut consumer = self.subscribe(stream, None, offset).await?;
+        let mut offsets = Vec::new();
+        // The first delivery may take a moment; the rest of its chunk comes with it.
+        let mut wait = PEEK_FIRST;
+        while let Ok(Some(Ok(delivery))) = tokio::time::timeout(wait, consumer.next()).await {
+            offsets.push(delivery.offset());
+            wait = PEEK_REST;
+        }
+        let _ = consumer.handle().close().await;
+        Ok(offsets)
+    }
+}
+
+/// How long `info` waits for a stream's first delivery, and for each next one of its chunk.
+const PEEK_FIRST: Duration = Duration::from_secs(1);
+const PEEK_REST: Duration = Duration::from_millis(200);
+
+/// What `info` found.
+#[derive(Debug)]
+pub struct StreamInfo {
+    pub leader: String,
+    pub replicas: Vec<String>,
+    /// The first message's offset (None: the stream is empty).
+    pub first: Option<u64>,
+    /// The offset of the last message of the last chunk.
+    pub last: Option<u64>,
+    /// Each consumer name asked about, and the offset it stored, if any.
+    pub consumers: Vec<(String, Option<u64>)>,
 }
 
 /// What `consume` reads, from where, and for how long.

@@ -10,12 +10,15 @@ use crate::{
     amqp::stream::{
         Ending, Reading, StreamHandler, StreamLimits, StreamSpec, Streams, Tracking, connect,
     },
-    cli::{OutputFormat, StartAt, StreamCommand, StreamRecvArgs, StreamSendArgs, StreamTarget},
+    cli::{
+        OutputFormat, StartAt, StreamCommand, StreamInfoArgs, StreamRecvArgs, StreamSendArgs,
+        StreamTarget,
+    },
     context::{Context, Status},
     error::{Error, Result, resume_hint},
     exit::Exit,
     input::Messages,
-    output::write_stream_message,
+    output::{write_stream_info, write_stream_message},
     signals::{Interrupts, Stop, unless_interrupted},
 };
 use rabbitmq_stream_client::types::OffsetSpecification;
@@ -25,7 +28,27 @@ pub async fn run(ctx: &Context, command: StreamCommand) -> Result<Exit> {
     match command {
         StreamCommand::Send(args) => send(ctx, &args).await,
         StreamCommand::Recv(args) => recv(ctx, &args).await,
+        StreamCommand::Info(args) => info(ctx, &args).await,
     }
+}
+
+async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
+    ctx.status
+        .debug(format_args!("connecting to {}", ctx.stream_url));
+    let streams = unless_interrupted(connect(
+        &ctx.stream_url,
+        "rmqlab stream info",
+        ctx.connect_timeout,
+    ))
+    .await
+    .map_err(Error::Interrupted)??;
+    let info = unless_interrupted(streams.info(&args.stream, &args.name))
+        .await
+        .map_err(Error::Interrupted)??;
+    let mut out = Vec::new();
+    write_stream_info(&mut out, &args.stream, &info).map_err(Error::Output)?;
+    super::print_text(&out)?;
+    Ok(Exit::Success)
 }
 
 /// Connects and creates the stream if absent, as both tutorial programs do.

@@ -592,3 +592,42 @@ fn a_lost_connection_resumes_after_the_last_offset_seen() {
     wanted.extend((0..100).map(|n| (100 + n, format!("b{n}"))));
     assert_eq!(messages, wanted, "nothing skipped, nothing repeated");
 }
+
+#[test]
+fn info_shows_the_offsets_and_what_named_consumers_stored() {
+    let stream = TestStream::new("stream_info");
+    send_lines(&stream.0, "m", 0..1000);
+    let name = unique_name("consumer");
+    let read = run_stream(&[
+        "stream", "recv", "--stream", &stream.0, "--name", &name, "--count", "300", "-o", "body",
+    ]);
+    assert_code(&read, 0);
+    let output = run_stream(&[
+        "stream", "info", &stream.0, "--name", &name, "--name", "nobody",
+    ]);
+    assert_code(&output, 0);
+    let shown = text(&output.stdout);
+    assert!(shown.contains("first offset: 0\n"), "{shown}");
+    assert!(
+        shown.contains("last offset:  999 (last message of the last chunk)\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("consumer '{name}': stored offset 299\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("consumer 'nobody': no stored offset\n"),
+        "{shown}"
+    );
+    // Reading for info took nothing and stored nothing: the consumer goes on at 300.
+    let again = run_stream(&[
+        "stream", "recv", "--stream", &stream.0, "--name", &name, "--count", "1", "-o", "json",
+    ]);
+    assert_code(&again, 0);
+    assert_eq!(json_messages(&again), expected("m", 300..301));
+
+    let missing = run_stream(&["stream", "info", &unique_name("stream_missing")]);
+    assert_code(&missing, 65);
+    assert!(text(&missing.stderr).contains("does not exist"));
+}
