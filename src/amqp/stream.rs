@@ -148,10 +148,15 @@ impl Streams {
                 status: ResponseCode::StreamAlreadyExists,
                 ..
             }) => Ok(false),
+            // An existing stream with other settings (retention) is used as it is, as rmqlab
+            // adopts queues; a queue of another type by that name is refused.
             Err(StreamCreateError::Create {
                 status: ResponseCode::PreconditionFailed,
                 ..
-            }) => Err(Error::NotAStream { name: name.into() }),
+            }) => match self.is_stream(name).await? {
+                true => Ok(false),
+                false => Err(Error::NotAStream { name: name.into() }),
+            },
             Err(StreamCreateError::Client(error)) => {
                 Err(self.lost_or(error, "creating the stream"))
             }
@@ -514,9 +519,11 @@ impl InFlight {
 }
 
 impl Streams {
-    /// What the stream protocol tells about `stream`: its leader and replicas, the offsets of
-    /// its first and last messages, and the offset each consumer of `names` stored.
-    pub async fn info(&self, stream: &str, names: &[String]) -> Result<StreamInfo> {
+    /// The stream's metadata, if it is one.
+    async fn metadata(
+        &self,
+        stream: &str,
+    ) -> Result<Option<rabbitmq_stream_client::types::StreamMetadata>> {
         let url = &self.url;
         let mut options = ClientOptions::builder()
             .host(&url.host)
@@ -541,11 +548,20 @@ impl Streams {
             .await
             .map_err(|error| self.lost_or(error, "asking for the stream's metadata"));
         let _ = client.close().await;
-        let metadata = metadata?;
-        let Some(metadata) = metadata
-            .get(stream)
-            .filter(|metadata| metadata.response_code == ResponseCode::Ok)
-        else {
+        Ok(metadata?
+            .remove(stream)
+            .filter(|metadata| metadata.response_code == ResponseCode::Ok))
+    }
+
+    /// Whether `name` is a stream (not a queue of another type, not absent).
+    async fn is_stream(&self, name: &str) -> Result<bool> {
+        Ok(self.metadata(name).await?.is_some())
+    }
+
+    /// What the stream protocol tells about `stream`: its leader and replicas, the offsets of
+    /// its first and last messages, and the offset each consumer of `names` stored.
+    pub async fn info(&self, stream: &str, names: &[String]) -> Result<StreamInfo> {
+        let Some(metadata) = self.metadata(stream).await? else {
             return Err(Error::NoStream {
                 name: stream.into(),
             });

@@ -631,3 +631,31 @@ fn info_shows_the_offsets_and_what_named_consumers_stored() {
     assert_code(&missing, 65);
     assert!(text(&missing.stderr).contains("does not exist"));
 }
+
+#[test]
+fn an_existing_stream_with_other_retention_is_used_as_it_is() {
+    let stream = TestStream::new("stream_retention");
+    let output = run_stream(&[
+        "stream",
+        "send",
+        "--stream",
+        &stream.0,
+        "--max-length-bytes",
+        "2GB",
+        "--max-age",
+        "7d",
+        "first",
+    ]);
+    assert_code(&output, 0);
+    // The defaults (5GB, no max age) differ: the broker refuses the creation, rmqlab adopts it.
+    let output = run_stream(&["stream", "send", "--stream", &stream.0, "second"]);
+    assert_code(&output, 0);
+    let output = run_stream(&[
+        "stream", "recv", "--stream", &stream.0, "--count", "2", "-o", "json",
+    ]);
+    assert_code(&output, 0);
+    assert_eq!(
+        json_messages(&output),
+        vec![(0, "first".to_string()), (1, "second".to_string())]
+    );
+}
