@@ -9,6 +9,7 @@ use crate::{
     error::{Error, Result},
     input::Messages,
     signals::Interrupts,
+    tls::TlsSettings,
     uri::StreamUrl,
 };
 use futures_lite::StreamExt;
@@ -31,10 +32,16 @@ const WINDOW: usize = 10_000;
 pub struct Streams {
     env: Environment,
     url: StreamUrl,
+    tls: TlsSettings,
 }
 
 /// Connects to the stream port once, to say at once when it cannot be used.
-pub async fn connect(url: &StreamUrl, name: &str, timeout: Duration) -> Result<Streams> {
+pub async fn connect(
+    url: &StreamUrl,
+    tls: &TlsSettings,
+    name: &str,
+    timeout: Duration,
+) -> Result<Streams> {
     let mut builder = Environment::builder()
         .host(&url.host)
         .port(url.port)
@@ -43,14 +50,7 @@ pub async fn connect(url: &StreamUrl, name: &str, timeout: Duration) -> Result<S
         .virtual_host(&url.vhost)
         .client_provided_name(name);
     if url.tls {
-        let tls = rabbitmq_stream_client::TlsConfiguration::builder()
-            .enable(true)
-            .build()
-            .map_err(|reason| Error::Stream {
-                context: "TLS setup".into(),
-                reason: reason.into(),
-            })?;
-        builder = builder.tls(tls);
+        builder = builder.tls(tls_configuration(tls)?);
     }
     let env = match tokio::time::timeout(timeout, builder.build()).await {
         Err(_) => {
@@ -64,7 +64,41 @@ pub async fn connect(url: &StreamUrl, name: &str, timeout: Duration) -> Result<S
     Ok(Streams {
         env,
         url: url.clone(),
+        tls: tls.clone(),
     })
+}
+
+/// The stream client's TLS: it verifies the server against the CA of `--tls-ca-file` only (not
+/// the system's roots), so TLS needs that file, or `--tls-insecure` to verify nothing.
+fn tls_configuration(tls: &TlsSettings) -> Result<rabbitmq_stream_client::TlsConfiguration> {
+    let setup = |reason: &str| Error::Stream {
+        context: "TLS setup for the stream protocol".into(),
+        reason: reason.into(),
+    };
+    // The stream client takes rustls's process-wide provider: rmqlab's (ring).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = rabbitmq_stream_client::TlsConfiguration::builder().enable(true);
+    match (&tls.ca_file, tls.insecure) {
+        (Some(ca_file), _) => builder = builder.add_root_certificates(ca_file.clone()),
+        (None, true) => {}
+        (None, false) => {
+            return Err(Error::InvalidUrl(crate::uri::InvalidUrl::new(
+                "stream URL",
+                "rabbitmq-stream+tls://",
+                "rabbitmq-stream+tls:// needs --tls-ca-file (the stream client trusts that CA \
+                 only, not the system's roots), or --tls-insecure",
+            )));
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        if tls.ca_file.is_none() {
+            return Err(setup(
+                "a client certificate over rabbitmq-stream+tls:// needs --tls-ca-file",
+            ));
+        }
+        builder = builder.add_client_certificates_keys(cert.clone(), key.clone());
+    }
+    builder.build().map_err(setup)
 }
 
 /// What a failed connection means for the user.
@@ -533,12 +567,7 @@ impl Streams {
             .v_host(&url.vhost)
             .client_provided_name("rmqlab stream info".into());
         if url.tls {
-            options = options.tls(
-                rabbitmq_stream_client::TlsConfiguration::builder()
-                    .enable(true)
-                    .build()
-                    .map_err(|reason| client_error("TLS setup", reason))?,
-            );
+            options = options.tls(tls_configuration(&self.tls)?);
         }
         let client = Client::connect(options.build())
             .await

@@ -37,6 +37,7 @@ async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
         .debug(format_args!("connecting to {}", ctx.stream_url));
     let streams = unless_interrupted(connect(
         &ctx.stream_url,
+        &ctx.tls,
         "rmqlab stream info",
         ctx.connect_timeout,
     ))
@@ -57,6 +58,7 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
         .debug(format_args!("connecting to {}", ctx.stream_url));
     let streams = unless_interrupted(connect(
         &ctx.stream_url,
+        &ctx.tls,
         connection_name,
         ctx.connect_timeout,
     ))
