@@ -24,6 +24,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -47,6 +48,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
             [CompletionResult]::new('rpc', 'rpc', [CompletionResultType]::ParameterValue, 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell')
             [CompletionResult]::new('confirms', 'confirms', [CompletionResultType]::ParameterValue, 'Tutorial 7: the three publisher-confirm strategies, timed on your broker')
+            [CompletionResult]::new('stream', 'stream', [CompletionResultType]::ParameterValue, 'Streams over the stream protocol (the stream tutorials): send, and read from an offset')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -55,6 +57,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;hello' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -83,6 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -108,6 +112,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s line (text: ` [x] Received MESSAGE`), the body alone, or one JSON object a line')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -142,6 +147,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;task' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -170,6 +176,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -200,6 +207,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s line (text: ` [x] Received MESSAGE`, then ` [x] Done`), the body alone, or one JSON object a line')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -234,6 +242,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;pubsub' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -261,6 +270,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -285,6 +295,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s line (text: ` [x] MESSAGE`), the body alone, or one JSON object a line')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -319,6 +330,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;routing' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -346,6 +358,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -372,6 +385,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -406,6 +420,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;topics' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -434,6 +449,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -460,6 +476,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -481,6 +498,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Test the routing keys on the lines of PATH (`-` reads stdin)')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -520,6 +538,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;rpc' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -550,6 +569,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -578,6 +598,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each reply')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -615,6 +636,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--batch-size', '--batch-size', [CompletionResultType]::ParameterName, 'Messages published before waiting for their confirms, for the batch strategy')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -631,9 +653,131 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'rmqlab;stream' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Create the stream if absent and append one message (or one per line of -f), with confirms')
+            [CompletionResult]::new('recv', 'recv', [CompletionResultType]::ParameterValue, 'Read a stream from an offset and print each message with its offset')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;stream;send' {
+            [CompletionResult]::new('--stream', '--stream', [CompletionResultType]::ParameterName, 'The stream')
+            [CompletionResult]::new('--max-length-bytes', '--max-length-bytes', [CompletionResultType]::ParameterName, 'Retention when the stream is created: keep at most this many bytes (old segments go)')
+            [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'Retention when the stream is created: drop segments older than this (7d, 12h)')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'Publish one message per line of PATH (`-` reads stdin); stdin is never read otherwise. Every line is published even when stdout closes (`| head`): the ` [x] Sent` lines are a report, the messages are the work. A stdout that cannot be written for another reason (a full disk) does not stop publishing either: rmqlab exits 74 at the end, saying how many messages were confirmed')
+            [CompletionResult]::new('--max-message-size', '--max-message-size', [CompletionResultType]::ParameterName, 'Refuse an input line longer than SIZE (exit 65, naming the line; nothing after it is published): a line with no newline is not read into memory without end. RabbitMQ 3.x accepts messages up to 128 MiB by default, 4.x up to 16 MiB')
+            [CompletionResult]::new('--confirm-timeout', '--confirm-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 75, saying what was confirmed) when the broker takes or confirms no message for this long, as while a resource alarm blocks publishers [default: no bound]')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;stream;recv' {
+            [CompletionResult]::new('--stream', '--stream', [CompletionResultType]::ParameterName, 'The stream')
+            [CompletionResult]::new('--max-length-bytes', '--max-length-bytes', [CompletionResultType]::ParameterName, 'Retention when the stream is created: keep at most this many bytes (old segments go)')
+            [CompletionResult]::new('--max-age', '--max-age', [CompletionResultType]::ParameterName, 'Retention when the stream is created: drop segments older than this (7d, 12h)')
+            [CompletionResult]::new('--offset', '--offset', [CompletionResultType]::ParameterName, 'Where to start: first, last, next, an offset, an RFC 3339 time or a duration ago (10m)')
+            [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'Track the offset on the broker under this consumer name (see below)')
+            [CompletionResult]::new('--store-every', '--store-every', [CompletionResultType]::ParameterName, 'With --name: store the offset every N messages (and always at the end)')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after N messages')
+            [CompletionResult]::new('--idle-timeout', '--idle-timeout', [CompletionResultType]::ParameterName, 'Exit 0 after this long without a message (500ms, 5s, 1m)')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: the tutorial''s lines, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;stream;info' {
+            [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'A consumer whose stored offset to show (repeat for several)')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;stream;help' {
+            [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Create the stream if absent and append one message (or one per line of -f), with confirms')
+            [CompletionResult]::new('recv', 'recv', [CompletionResultType]::ParameterValue, 'Read a stream from an offset and print each message with its offset')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'rmqlab;stream;help;send' {
+            break
+        }
+        'rmqlab;stream;help;recv' {
+            break
+        }
+        'rmqlab;stream;help;info' {
+            break
+        }
+        'rmqlab;stream;help;help' {
+            break
+        }
         'rmqlab;queues' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -663,6 +807,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--watch', '--watch', [CompletionResultType]::ParameterName, 'Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -685,6 +830,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--vhost', '--vhost', [CompletionResultType]::ParameterName, 'The queue''s vhost [default: the vhost of --url]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -705,6 +851,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--vhost', '--vhost', [CompletionResultType]::ParameterName, 'The queue''s vhost [default: the vhost of --url]')
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -745,6 +892,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;completions' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
             [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
             [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
             [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
@@ -769,6 +917,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('topics', 'topics', [CompletionResultType]::ParameterValue, 'Tutorial 5: routing by pattern through a topic exchange (exchange `topic_logs`)')
             [CompletionResult]::new('rpc', 'rpc', [CompletionResultType]::ParameterValue, 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell')
             [CompletionResult]::new('confirms', 'confirms', [CompletionResultType]::ParameterValue, 'Tutorial 7: the three publisher-confirm strategies, timed on your broker')
+            [CompletionResult]::new('stream', 'stream', [CompletionResultType]::ParameterValue, 'Streams over the stream protocol (the stream tutorials): send, and read from an offset')
             [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -845,6 +994,21 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;help;confirms' {
+            break
+        }
+        'rmqlab;help;stream' {
+            [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Create the stream if absent and append one message (or one per line of -f), with confirms')
+            [CompletionResult]::new('recv', 'recv', [CompletionResultType]::ParameterValue, 'Read a stream from an offset and print each message with its offset')
+            [CompletionResult]::new('info', 'info', [CompletionResultType]::ParameterValue, 'Show a stream''s first and last offsets, its leader and replicas, and the offsets named consumers stored')
+            break
+        }
+        'rmqlab;help;stream;send' {
+            break
+        }
+        'rmqlab;help;stream;recv' {
+            break
+        }
+        'rmqlab;help;stream;info' {
             break
         }
         'rmqlab;help;queues' {

@@ -141,6 +141,11 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
 
+    /// Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL]
+    /// [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]
+    #[arg(long, global = true, value_name = "URL")]
+    pub stream_url: Option<String>,
+
     /// When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
@@ -267,6 +272,9 @@ Examples:
   rmqlab confirms --count 10000 --batch-size 500"
     )]
     Confirms(ConfirmsArgs),
+    /// Streams over the stream protocol (the stream tutorials): send, and read from an offset
+    #[command(subcommand)]
+    Stream(StreamCommand),
     /// Queue depth, purge and delete, through the management HTTP API
     #[command(subcommand)]
     Queues(QueuesCommand),
@@ -910,6 +918,148 @@ pub enum QueueType {
     Quorum,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Create the stream if absent and append one message (or one per line of -f), with confirms
+    #[command(after_long_help = "The stream protocol listens on port 5552 (plugin \
+`rabbitmq_stream`, RabbitMQ 3.11 or later for rmqlab's client): see --stream-url. A stream keeps \
+every message until its retention (--max-length-bytes, --max-age) removes old segments; reading \
+takes nothing away.
+
+Examples:
+  rmqlab stream send
+  rmqlab stream send --stream events user signed up
+  seq 1000 | rmqlab stream send --stream numbers -f -")]
+    Send(StreamSendArgs),
+    /// Read a stream from an offset and print each message with its offset
+    #[command(
+        after_long_help = "--offset: `first` (the default, as the tutorial), `last` (the \
+start of the last chunk the broker wrote: possibly several messages), `next` (only what is \
+appended from now on), a number (exactly that offset), an RFC 3339 time \
+(2026-11-27T17:00:00Z) or a duration ago (10m): from the first chunk written at or after that \
+time.
+
+--name CONSUMER tracks the offset on the broker: the offset stored under that name wins over \
+--offset (reading resumes just after it); it is stored every --store-every messages and on every \
+way out (--count, --idle-timeout, Ctrl-C, an error), so a consumer killed with SIGKILL reads \
+again at most --store-every messages, and skips none.
+
+Examples:
+  rmqlab stream recv
+  rmqlab stream recv --stream events --offset next
+  rmqlab stream recv --stream events --offset 10m -o json
+  rmqlab stream recv --stream stream-offset-tracking-rust --name consumer-1 --count 100"
+    )]
+    Recv(StreamRecvArgs),
+    /// Show a stream's first and last offsets, its leader and replicas, and the offsets named
+    /// consumers stored
+    #[command(
+        after_long_help = "What the stream protocol exposes: the leader and replica nodes \
+(metadata), the offset of the first message and of the last message of the last chunk (read by \
+short-lived consumers: nothing is taken, nothing stored), and for each --name the offset that \
+consumer stored, if any. The stream is not created.
+
+Examples:
+  rmqlab stream info
+  rmqlab stream info stream-offset-tracking-rust --name consumer-1"
+    )]
+    Info(StreamInfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StreamInfoArgs {
+    /// The stream
+    #[arg(value_name = "NAME", default_value = "hello-rust-stream", value_parser = name)]
+    pub stream: String,
+    /// A consumer whose stored offset to show (repeat for several)
+    #[arg(long, value_name = "CONSUMER", value_parser = name)]
+    pub name: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamTarget {
+    /// The stream
+    #[arg(long, value_name = "NAME", default_value = "hello-rust-stream", value_parser = name)]
+    pub stream: String,
+    /// Retention when the stream is created: keep at most this many bytes (old segments go)
+    #[arg(long, value_name = "SIZE", default_value = "5GB", value_parser = parse_size)]
+    pub max_length_bytes: u64,
+    /// Retention when the stream is created: drop segments older than this (7d, 12h)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamSendArgs {
+    #[command(flatten)]
+    pub target: StreamTarget,
+    #[command(flatten)]
+    pub message: MessageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StreamRecvArgs {
+    #[command(flatten)]
+    pub target: StreamTarget,
+    /// Where to start: first, last, next, an offset, an RFC 3339 time or a duration ago (10m)
+    #[arg(long, value_name = "OFFSET", default_value = "first", value_parser = parse_offset)]
+    pub offset: StartAt,
+    /// Track the offset on the broker under this consumer name (see below)
+    #[arg(long, value_name = "CONSUMER", value_parser = name)]
+    pub name: Option<String>,
+    /// With --name: store the offset every N messages (and always at the end)
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = positive, requires = "name")]
+    pub store_every: u64,
+    #[command(flatten)]
+    pub consume: ConsumeArgs,
+}
+
+/// Where `stream recv` starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    First,
+    Last,
+    Next,
+    Offset(u64),
+    /// Milliseconds since the Unix epoch.
+    Timestamp(i64),
+}
+
+/// `first`, `last`, `next`, an offset, an RFC 3339 time, or a duration ago.
+pub fn parse_offset(text: &str) -> Result<StartAt, String> {
+    parse_offset_at(text, std::time::SystemTime::now())
+}
+
+pub fn parse_offset_at(text: &str, now: std::time::SystemTime) -> Result<StartAt, String> {
+    let millis = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map(|since| since.as_millis() as i64)
+            .map_err(|_| format!("'{text}' is before 1970"))
+    };
+    match text {
+        "first" => return Ok(StartAt::First),
+        "last" => return Ok(StartAt::Last),
+        "next" => return Ok(StartAt::Next),
+        _ => {}
+    }
+    if let Ok(offset) = text.parse::<u64>() {
+        return Ok(StartAt::Offset(offset));
+    }
+    if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+        return millis(time).map(StartAt::Timestamp);
+    }
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let time = now
+            .checked_sub(ago)
+            .ok_or_else(|| format!("'{text}' ago is before 1970"))?;
+        return millis(time).map(StartAt::Timestamp);
+    }
+    Err(format!(
+        "'{text}' is not an offset: write first, last, next, a number, an RFC 3339 time \
+         (2026-11-27T17:00:00Z) or a duration ago (10m)"
+    ))
+}
+
 #[derive(Debug, Args)]
 pub struct MessageArgs {
     /// The message: the words joined with single spaces [default: the tutorial's message]
@@ -1056,6 +1206,28 @@ fn regex(value: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stream_offsets_parse_every_form() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let at = |text: &str| parse_offset_at(text, now);
+        assert_eq!(at("first"), Ok(StartAt::First));
+        assert_eq!(at("last"), Ok(StartAt::Last));
+        assert_eq!(at("next"), Ok(StartAt::Next));
+        assert_eq!(at("500"), Ok(StartAt::Offset(500)));
+        assert_eq!(at("10m"), Ok(StartAt::Timestamp((1_000_000 - 600) * 1000)));
+        assert_eq!(
+            at("1500ms"),
+            Ok(StartAt::Timestamp(1_000_000 * 1000 - 1500))
+        );
+        assert_eq!(
+            at("1970-01-02T00:00:00Z"),
+            Ok(StartAt::Timestamp(86_400 * 1000))
+        );
+        assert!(at("yesterday").unwrap_err().contains("is not an offset"));
+        assert!(at("-1").is_err());
+    }
+
     use super::*;
     use clap::CommandFactory;
 

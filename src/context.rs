@@ -6,7 +6,7 @@ use crate::{
     error::{Error, Result},
     terminal::{self, escape_controls, paint_marker, write_stderr},
     tls::TlsSettings,
-    uri::{BrokerUrl, DEFAULT_URL},
+    uri::{BrokerUrl, DEFAULT_URL, StreamUrl},
 };
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Context {
     pub url: BrokerUrl,
+    /// `--stream-url`, or the stream port of `--url`'s broker.
+    pub stream_url: StreamUrl,
     /// How long to keep trying to reconnect after a lost connection (zero: never).
     pub reconnect_timeout: Duration,
     pub tls: TlsSettings,
@@ -37,8 +39,19 @@ impl Context {
             .or_else(|| from_env("RMQLAB_URL"))
             .or_else(|| from_env("AMQP_URL"))
             .unwrap_or_else(|| DEFAULT_URL.to_string());
+        let url = BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?;
+        let stream_url = match global
+            .stream_url
+            .clone()
+            .filter(|url| !url.is_empty())
+            .or_else(|| from_env("RMQLAB_STREAM_URL"))
+        {
+            Some(raw) => StreamUrl::parse(&raw).map_err(Error::InvalidUrl)?,
+            None => StreamUrl::from_broker(&url),
+        };
         Ok(Context {
-            url: BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?,
+            url,
+            stream_url,
             api_url: global
                 .api_url
                 .clone()

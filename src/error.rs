@@ -294,6 +294,31 @@ pub enum Error {
         found: u64,
     },
 
+    #[error("cannot reach the stream protocol at {url}")]
+    StreamUnreachable {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the broker at {url} closed the stream connection during the handshake: {reason}")]
+    StreamHandshake { url: String, reason: String },
+
+    #[error("the broker at {url} refused the stream connection: {reason}")]
+    StreamRefused { url: String, reason: String },
+
+    #[error("'{name}' is a queue of another type, not a stream")]
+    NotAStream { name: String },
+
+    #[error("stream '{name}' does not exist")]
+    NoStream { name: String },
+
+    #[error("{context}: {reason}")]
+    Stream { context: String, reason: String },
+
+    #[error("lost the stream connection: {context}")]
+    StreamLost { context: String },
+
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 
@@ -351,6 +376,11 @@ impl Error {
             | Error::ServerError { .. } => Code::Data,
             Error::NoReply { .. } => Code::Temporary,
             Error::QueueDepth { .. } => Code::Software,
+            Error::StreamUnreachable { .. } | Error::StreamHandshake { .. } => Code::Unavailable,
+            Error::StreamRefused { .. } => Code::NoPermission,
+            Error::NotAStream { .. } | Error::NoStream { .. } => Code::Data,
+            Error::Stream { .. } => Code::Software,
+            Error::StreamLost { .. } => Code::Temporary,
             Error::Interrupted(crate::signals::Stop::Interrupt) => Code::Interrupted,
             Error::Interrupted(crate::signals::Stop::Terminate) => Code::Terminated,
         }
@@ -414,6 +444,21 @@ impl Error {
     /// A line telling the user what to do next, where one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::StreamUnreachable { .. } => Some(
+                "is the stream plugin on? `rabbitmq-plugins enable rabbitmq_stream` on the broker \
+                 (it listens on 5552); or point --stream-url / RMQLAB_STREAM_URL at its stream \
+                 port"
+                    .into(),
+            ),
+            Error::StreamHandshake { .. } => Some(
+                "the stream protocol of rmqlab needs RabbitMQ 3.11 or later with the \
+                 rabbitmq_stream plugin (older brokers close the connection at once); check \
+                 that --stream-url names a stream port (5552), not an AMQP one"
+                    .into(),
+            ),
+            Error::NotAStream { .. } => {
+                Some("a name can be a stream or a queue, not both: pick another --stream".into())
+            }
             Error::Unreachable { .. } => Some(
                 "start a broker: `rabbitmq-server -detached` where RabbitMQ is installed, or \
                  `docker run -it --rm --name rabbitmq -p 5672:5672 -p 15672:15672 \

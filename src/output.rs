@@ -327,6 +327,73 @@ fn tsv_escape(field: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// One message read from a stream: the tutorial's line (`Got message: BODY with offset: N`),
+/// the body alone, or JSON with the offset.
+pub fn write_stream_message(
+    out: &mut impl Write,
+    format: OutputFormat,
+    stream: &str,
+    offset: u64,
+    body: &[u8],
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Text => {
+            out.write_all(b"Got message: ")?;
+            write_lossy(out, body)?;
+            write!(out, " with offset: {offset}")?;
+        }
+        OutputFormat::Body => out.write_all(body)?,
+        OutputFormat::Json => {
+            let mut object = Map::new();
+            object.insert(
+                "body".into(),
+                String::from_utf8_lossy(body).into_owned().into(),
+            );
+            if std::str::from_utf8(body).is_err() {
+                object.insert(
+                    "body_base64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(body)
+                        .into(),
+                );
+            }
+            object.insert("stream".into(), stream.into());
+            object.insert("offset".into(), offset.into());
+            serde_json::to_writer(&mut *out, &Value::Object(object))?;
+        }
+    }
+    out.write_all(b"\n")
+}
+
+/// `stream info`: one `field: value` line each.
+pub fn write_stream_info(
+    out: &mut impl Write,
+    stream: &str,
+    info: &crate::amqp::stream::StreamInfo,
+) -> io::Result<()> {
+    let offset =
+        |offset: Option<u64>| offset.map_or("(none: empty)".to_string(), |o| o.to_string());
+    writeln!(out, "stream:       {stream}")?;
+    writeln!(out, "leader:       {}", info.leader)?;
+    match info.replicas.is_empty() {
+        true => writeln!(out, "replicas:     (none)")?,
+        false => writeln!(out, "replicas:     {}", info.replicas.join(", "))?,
+    }
+    writeln!(out, "first offset: {}", offset(info.first))?;
+    writeln!(
+        out,
+        "last offset:  {} (last message of the last chunk)",
+        offset(info.last)
+    )?;
+    for (name, stored) in &info.consumers {
+        match stored {
+            Some(stored) => writeln!(out, "consumer '{name}': stored offset {stored}")?,
+            None => writeln!(out, "consumer '{name}': no stored offset")?,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,6 +188,38 @@ fn userinfo_of(raw: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stream_urls_default_to_the_broker_and_hide_the_password() {
+        let broker = BrokerUrl::parse("amqp://bob:secret@rabbit.example:5672/prod").unwrap();
+        let stream = StreamUrl::from_broker(&broker);
+        assert_eq!(
+            (stream.host.as_str(), stream.port, stream.user.as_str()),
+            ("rabbit.example", 5552, "bob")
+        );
+        assert_eq!(
+            (stream.password.as_str(), stream.vhost.as_str()),
+            ("secret", "prod")
+        );
+        assert_eq!(
+            stream.to_string(),
+            "rabbitmq-stream://bob:****@rabbit.example:5552/prod"
+        );
+        let parsed = StreamUrl::parse("rabbitmq-stream+tls://u:p%40ss@h:6000/%2f").unwrap();
+        assert_eq!((parsed.port, parsed.tls), (6000, true));
+        assert_eq!(
+            (parsed.password.as_str(), parsed.vhost.as_str()),
+            ("p@ss", "/")
+        );
+        assert!(!parsed.to_string().contains("p%40ss"));
+        let bare = StreamUrl::parse("rabbitmq-stream://localhost").unwrap();
+        assert_eq!(
+            (bare.port, bare.vhost.as_str(), bare.user.as_str()),
+            (5552, "/", "guest")
+        );
+        assert!(StreamUrl::parse("amqp://localhost").is_err());
+    }
+
     use super::*;
 
     #[test]
@@ -310,5 +342,109 @@ mod tests {
         let raw = format!("amqp://u:p@h/{}", "v".repeat(256));
         let err = BrokerUrl::parse(&raw).unwrap_err();
         assert!(err.reason.contains("256 bytes"), "{err}");
+    }
+}
+
+/// The stream protocol's port, for `rabbitmq-stream://` URLs without one.
+pub const STREAM_PORT: u16 = 5552;
+/// The stream protocol's TLS port, for `rabbitmq-stream+tls://` URLs without one.
+pub const STREAM_TLS_PORT: u16 = 5551;
+
+/// Where the stream protocol listens (`--stream-url`): `rabbitmq-stream://user:password@host:port/vhost`,
+/// or `rabbitmq-stream+tls://` for TLS.
+#[derive(Debug, Clone)]
+pub struct StreamUrl {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// For authenticating only: never print it.
+    pub password: String,
+    pub vhost: String,
+    pub tls: bool,
+    shown: String,
+}
+
+impl StreamUrl {
+    pub fn parse(raw: &str) -> Result<Self, InvalidUrl> {
+        let invalid = |reason: String| InvalidUrl::new("stream URL", raw, &reason);
+        let url = Url::parse(raw).map_err(|e| invalid(e.to_string()))?;
+        let tls = match url.scheme() {
+            "rabbitmq-stream" => false,
+            "rabbitmq-stream+tls" => true,
+            other => {
+                return Err(invalid(format!(
+                    "unknown scheme '{other}': use rabbitmq-stream:// or rabbitmq-stream+tls://"
+                )));
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| {
+                invalid("expected rabbitmq-stream://[user[:password]@]host[:port][/vhost]".into())
+            })?;
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let vhost = match url.path() {
+            "" | "/" => "/".to_string(),
+            path => decode(&path[1..]),
+        };
+        let user = match url.username() {
+            "" => "guest".to_string(),
+            user => decode(user),
+        };
+        let password = url.password().map_or_else(|| "guest".to_string(), decode);
+        let mut shown = url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some(MASK));
+        }
+        Ok(StreamUrl {
+            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            port: url
+                .port()
+                .unwrap_or(if tls { STREAM_TLS_PORT } else { STREAM_PORT }),
+            user,
+            password,
+            vhost,
+            tls,
+            shown: shown.to_string(),
+        })
+    }
+
+    /// The default: the host, user, password and vhost of `--url`, on the stream port.
+    pub fn from_broker(broker: &BrokerUrl) -> Self {
+        let tls = broker.is_tls();
+        let port = if tls { STREAM_TLS_PORT } else { STREAM_PORT };
+        let scheme = if tls {
+            "rabbitmq-stream+tls"
+        } else {
+            "rabbitmq-stream"
+        };
+        let host = broker.host();
+        let host_shown = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let vhost = percent_encoding::utf8_percent_encode(broker.vhost(), VHOST);
+        let user = percent_encoding::utf8_percent_encode(broker.user(), VHOST);
+        StreamUrl {
+            host: host.to_string(),
+            port,
+            user: broker.user().to_string(),
+            password: broker.password().to_string(),
+            vhost: broker.vhost().to_string(),
+            tls,
+            shown: format!("{scheme}://{user}:{MASK}@{host_shown}:{port}/{vhost}"),
+        }
+    }
+}
+
+impl fmt::Display for StreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
     }
 }

@@ -43,7 +43,59 @@ const NAME_PLACES: &[&[&str]] = &[
     &["queues", "purge", "q", "--vhost", "{}"],
     &["queues", "delete", "{}"],
     &["queues", "delete", "q", "--vhost", "{}"],
+    &["stream", "send", "--stream", "{}"],
+    &["stream", "recv", "--stream", "{}"],
+    &["stream", "recv", "--name", "{}"],
+    &["stream", "info", "{}"],
 ];
+
+#[test]
+fn stream_urls_and_offsets_are_checked_before_connecting() {
+    for (args, needle) in [
+        (
+            &["--stream-url", "amqp://127.0.0.1:1", "stream", "send"][..],
+            "use rabbitmq-stream:// or rabbitmq-stream+tls://",
+        ),
+        (
+            &[
+                "--stream-url",
+                "rabbitmq-stream+tls://127.0.0.1:1",
+                "stream",
+                "recv",
+            ][..],
+            "needs --tls-ca-file",
+        ),
+        (
+            &["stream", "recv", "--offset", "soon"][..],
+            "is not an offset",
+        ),
+        (&["stream", "recv", "--store-every", "10"][..], "--name"),
+    ] {
+        let output = rmqlab_nowhere(args);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&output.stderr)
+        );
+    }
+    // The stream URL comes from RMQLAB_STREAM_URL when no option gives it, masked when shown.
+    let output = rmqlab()
+        .env(
+            "RMQLAB_STREAM_URL",
+            "rabbitmq-stream://u:secret@127.0.0.1:1/%2f",
+        )
+        .args(["stream", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 69);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("rabbitmq-stream://u:****@127.0.0.1:1/"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
+}
 
 fn with_name(place: &[&str], name: &str) -> Vec<String> {
     place

@@ -9,6 +9,7 @@ pub mod oneshot;
 pub mod publish;
 pub mod reconnect;
 pub mod rpc;
+pub mod stream;
 pub mod topology;
 
 use crate::{

@@ -555,8 +555,10 @@ mod tests {
     use tokio::io::{AsyncReadExt, DuplexStream};
 
     fn context() -> Context {
+        let url = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
         Context {
-            url: BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap(),
+            stream_url: crate::uri::StreamUrl::from_broker(&url),
+            url,
             reconnect_timeout: Duration::from_secs(1),
             tls: TlsSettings::default(),
             api_url: None,

@@ -12,6 +12,7 @@ pub mod report;
 pub mod routing;
 pub mod rpc;
 pub mod send;
+pub mod stream;
 pub mod task;
 pub mod topics;
 
@@ -44,6 +45,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
         Command::Topics(command) => topics::run(&Context::new(global)?, command).await,
         Command::Rpc(command) => rpc::run(&Context::new(global)?, command).await,
         Command::Confirms(args) => confirms::run(&Context::new(global)?, args).await,
+        Command::Stream(command) => stream::run(&Context::new(global)?, command).await,
         Command::Queues(command) => queues::run(&Context::new(global)?, command).await,
         Command::Completions { shell } => {
             print(&generate::completion(shell))?;

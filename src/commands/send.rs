@@ -248,7 +248,7 @@ fn single_message(args: &MessageArgs, default: &str) -> Vec<u8> {
 /// report, the messages are the work: a stdout that cannot be written ends the report, never
 /// the publishing. A closed pipe (`| head`) is not a failure, as for `tee`; any other write
 /// error is kept for the end (74).
-struct SentLines<'a, W: Write> {
+pub(super) struct SentLines<'a, W: Write> {
     out: W,
     progress: ProgressBar,
     status: Status,
@@ -265,7 +265,40 @@ struct SentLines<'a, W: Write> {
     confirmed: u64,
 }
 
+/// ` [x] Sent` lines on stdout, with the progress of an input of `size` bytes, for a publisher
+/// of its own (`stream send`).
+pub(super) fn stdout_lines(
+    ctx: &Context,
+    size: Option<u64>,
+    destination: String,
+) -> SentLines<'static, impl Write> {
+    let progress = ctx.status.progress.publishing(size);
+    SentLines {
+        out: TerminalText::new(BufWriter::with_capacity(
+            STDOUT_BUFFER,
+            AroundProgress {
+                bar: progress.clone(),
+                inner: io::stdout(),
+            },
+        )),
+        progress,
+        status: ctx.status,
+        key: None,
+        destination,
+        dropped: 0,
+        closed: false,
+        failed: None,
+        confirmed: 0,
+    }
+}
+
 impl<W: Write> SentLines<'_, W> {
+    /// Ends the progress; returns the write error that ended the report, if any.
+    pub(super) fn finish(&mut self) -> Option<io::Error> {
+        terminal::finish_publishing(&self.progress, self.confirmed);
+        self.failed.take()
+    }
+
     /// Runs a write unless the report has ended, and ends it when the write fails.
     fn report(&mut self, write: impl FnOnce(&mut W) -> io::Result<()>) {
         if self.closed || self.failed.is_some() {

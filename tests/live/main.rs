@@ -23,6 +23,7 @@ mod pubsub;
 mod queues;
 mod routing;
 mod rpc;
+mod stream;
 mod terminal;
 mod topics;
 mod worker;

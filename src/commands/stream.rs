@@ -1,0 +1,252 @@
+//! The stream tutorials ("Hello World" and "Offset tracking" over the stream protocol):
+//! `stream send` appends with confirms, `stream recv` reads from an offset, optionally tracking
+//! it on the broker under a consumer name.
+
+use super::{
+    receive::{Out, WAITING_LINE, stdout},
+    send::stdout_lines,
+};
+use crate::{
+    amqp::stream::{
+        Ending, Reading, StreamHandler, StreamLimits, StreamSpec, Streams, Tracking, connect,
+    },
+    cli::{
+        OutputFormat, StartAt, StreamCommand, StreamInfoArgs, StreamRecvArgs, StreamSendArgs,
+        StreamTarget,
+    },
+    context::{Context, Status},
+    error::{Error, Result, resume_hint},
+    exit::Exit,
+    input::Messages,
+    output::{write_stream_info, write_stream_message},
+    signals::{Interrupts, Stop, unless_interrupted},
+};
+use rabbitmq_stream_client::types::OffsetSpecification;
+use std::io::{self, Write};
+
+pub async fn run(ctx: &Context, command: StreamCommand) -> Result<Exit> {
+    match command {
+        StreamCommand::Send(args) => send(ctx, &args).await,
+        StreamCommand::Recv(args) => recv(ctx, &args).await,
+        StreamCommand::Info(args) => info(ctx, &args).await,
+    }
+}
+
+async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
+    ctx.status
+        .debug(format_args!("connecting to {}", ctx.stream_url));
+    let streams = unless_interrupted(connect(
+        &ctx.stream_url,
+        &ctx.tls,
+        "rmqlab stream info",
+        ctx.connect_timeout,
+    ))
+    .await
+    .map_err(Error::Interrupted)??;
+    let info = unless_interrupted(streams.info(&args.stream, &args.name))
+        .await
+        .map_err(Error::Interrupted)??;
+    let mut out = Vec::new();
+    write_stream_info(&mut out, &args.stream, &info).map_err(Error::Output)?;
+    super::print_text(&out)?;
+    Ok(Exit::Success)
+}
+
+/// Connects and creates the stream if absent, as both tutorial programs do.
+async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Result<Streams> {
+    ctx.status
+        .debug(format_args!("connecting to {}", ctx.stream_url));
+    let streams = unless_interrupted(connect(
+        &ctx.stream_url,
+        &ctx.tls,
+        connection_name,
+        ctx.connect_timeout,
+    ))
+    .await
+    .map_err(Error::Interrupted)??;
+    let spec = StreamSpec {
+        max_length_bytes: target.max_length_bytes,
+        max_age: target.max_age,
+    };
+    let created = unless_interrupted(streams.ensure(&target.stream, spec))
+        .await
+        .map_err(Error::Interrupted)??;
+    if created {
+        ctx.status
+            .debug(format_args!("created stream '{}'", target.stream));
+    }
+    Ok(streams)
+}
+
+async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
+    let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
+    let message = &args.message;
+    let input = message
+        .file
+        .as_ref()
+        .filter(|path| path.as_os_str() != "-")
+        .map(|path| path.display().to_string());
+    let mut messages = match &message.file {
+        Some(path) => Messages::lines_of(path, message.max_message_size)?,
+        None => Messages::single(match message.words.is_empty() {
+            true => b"Hello, World!".to_vec(),
+            false => message.words.join(" ").into_bytes(),
+        }),
+    };
+    let streams = open(ctx, "rmqlab stream send", &args.target).await?;
+    let mut lines = stdout_lines(
+        ctx,
+        messages.size,
+        format!("stream '{}'", args.target.stream),
+    );
+    let published = streams
+        .publish(
+            &args.target.stream,
+            &mut messages,
+            &mut lines,
+            &mut interrupts,
+        )
+        .await;
+    let failed = lines.finish();
+    let published = published.map_err(|error| match error {
+        Error::PublishInterrupted {
+            confirmed, source, ..
+        } => Error::PublishInterrupted {
+            confirmed,
+            input: input.clone(),
+            source,
+        },
+        other => other,
+    })?;
+    ctx.status
+        .debug(format_args!("{} message(s) confirmed", published.confirmed));
+    if published.stopped {
+        let signal = interrupts.first().unwrap_or(Stop::Interrupt);
+        let name = match signal {
+            Stop::Interrupt => "Ctrl-C",
+            Stop::Terminate => "SIGTERM",
+        };
+        let said = match message.file {
+            Some(_) => resume_hint(published.confirmed, input.as_deref()),
+            None => "the message was not sent".into(),
+        };
+        ctx.status
+            .warn(format_args!(" [!] Stopped by {name}: {said}"));
+        return Ok(Exit::Stopped(signal));
+    }
+    match failed {
+        Some(source) => Err(Error::ReportLost {
+            confirmed: published.confirmed,
+            source,
+        }),
+        None => Ok(Exit::Success),
+    }
+}
+
+async fn recv(ctx: &Context, args: &StreamRecvArgs) -> Result<Exit> {
+    if super::stdout_was_closed() {
+        return Err(Error::Output(io::Error::from_raw_os_error(libc::EBADF)));
+    }
+    let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
+    let stream = &args.target.stream;
+    let streams = open(ctx, "rmqlab stream recv", &args.target).await?;
+    let mut start = match args.offset {
+        StartAt::First => OffsetSpecification::First,
+        StartAt::Last => OffsetSpecification::Last,
+        StartAt::Next => OffsetSpecification::Next,
+        StartAt::Offset(offset) => OffsetSpecification::Offset(offset),
+        StartAt::Timestamp(millis) => OffsetSpecification::Timestamp(millis),
+    };
+    let tracking = args.name.as_deref().map(|name| Tracking {
+        name,
+        store_every: args.store_every,
+    });
+    if let Some(name) = args.name.as_deref() {
+        let stored = unless_interrupted(streams.stored_offset(stream, name))
+            .await
+            .map_err(Error::Interrupted)??;
+        if let Some(stored) = stored {
+            // The stored offset wins: go on just after it.
+            ctx.status.debug(format_args!(
+                "consumer '{name}' stored offset {stored}: reading from {}",
+                stored + 1
+            ));
+            start = OffsetSpecification::Offset(stored + 1);
+        }
+    }
+    let mut printer = StreamPrinter {
+        out: stdout(args.consume.output),
+        format: args.consume.output,
+        stream: stream.clone(),
+        status: ctx.status,
+    };
+    let limits = StreamLimits {
+        count: args.consume.count,
+        idle_timeout: args.consume.idle_timeout,
+    };
+    let consumed = streams
+        .consume(
+            Reading {
+                stream,
+                start,
+                tracking,
+                limits,
+                reconnect_timeout: ctx.reconnect_timeout,
+            },
+            &mut printer,
+            &mut interrupts,
+        )
+        .await;
+    let consumed = match consumed {
+        Err(error) if error.is_broken_pipe() => return Ok(Exit::Success),
+        other => other?,
+    };
+    if let Some(last) = consumed.last {
+        ctx.status.debug(format_args!(
+            "{} message(s), last offset {last}",
+            consumed.handled
+        ));
+    }
+    Ok(match consumed.ending {
+        Ending::Finished | Ending::Idle => Exit::Success,
+        Ending::Interrupted => Exit::Stopped(interrupts.first().unwrap_or(Stop::Interrupt)),
+    })
+}
+
+/// Prints each message read from a stream.
+struct StreamPrinter {
+    out: Out,
+    format: OutputFormat,
+    stream: String,
+    status: Status,
+}
+
+impl StreamHandler for StreamPrinter {
+    fn consuming(&mut self) {
+        self.status.info(WAITING_LINE);
+    }
+
+    fn handle(&mut self, offset: u64, body: &[u8]) -> Result<()> {
+        write_stream_message(&mut self.out, self.format, &self.stream, offset, body)
+            .map_err(Error::Output)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(Error::Output)
+    }
+
+    fn lost(&mut self, reason: &str) {
+        self.status.warn(format_args!(
+            " [!] Lost the stream connection ({reason}): reconnecting"
+        ));
+    }
+
+    fn resumed(&mut self, from: Option<u64>) {
+        match from {
+            Some(offset) => self.status.warn(format_args!(
+                " [!] Reconnected: reading on from offset {offset}"
+            )),
+            None => self.status.warn(" [!] Reconnected"),
+        }
+    }
+}
