@@ -568,8 +568,11 @@ pub async fn publish_windowed<C: Confirmations>(
     watch: &mut Watch<'_>,
 ) -> Result<Published> {
     let mut window = ConfirmWindow::new(target, confirmations);
-    window.publish(session, messages, watch).await?;
-    Ok(window.published)
+    window
+        .publish(session, messages, watch)
+        .await
+        .map_err(|error| window.interrupted(error))?;
+    window.stopped(watch)
 }
 
 /// Publishes every message of `messages` on `session` (in confirm mode) `batch_size` at a time,

@@ -15,7 +15,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     input::Messages,
-    signals::Interrupts,
+    signals::{Interrupts, Stop},
 };
 use comfy_table::{CellAlignment, Table, presets};
 use indicatif::ProgressBar;
@@ -41,7 +41,10 @@ pub async fn run(ctx: &Context, args: ConfirmsArgs) -> Result<Exit> {
     };
     let mut timings = Vec::new();
     for strategy in strategies {
-        let timing = time(ctx, strategy, args.count, args.batch_size.into()).await?;
+        let Some(timing) = time(ctx, strategy, args.count, args.batch_size.into()).await? else {
+            let first = Interrupts::install().map_err(Error::Runtime)?.first();
+            return Ok(Exit::Stopped(first.unwrap_or(Stop::Interrupt)));
+        };
         super::print(format!("{}\n", tutorial_line(&timing)).as_bytes())?;
         timings.push(timing);
     }
@@ -50,13 +53,14 @@ pub async fn run(ctx: &Context, args: ConfirmsArgs) -> Result<Exit> {
 }
 
 /// Publishes `count` messages with `strategy` to an exclusive queue of a connection of its own,
-/// and checks that the queue holds them all before the connection (and the queue) goes.
+/// and checks that the queue holds them all before the connection (and the queue) goes. `None`
+/// when Ctrl-C or SIGTERM stopped it.
 async fn time(
     ctx: &Context,
     strategy: ConfirmStrategy,
     count: u64,
     batch_size: usize,
-) -> Result<Timing> {
+) -> Result<Option<Timing>> {
     let topology = Topology {
         queue: Some(Queue::Exclusive),
         ..Topology::default()
@@ -96,6 +100,11 @@ async fn time(
     let elapsed = started.elapsed();
     progress.0.finish_and_clear();
     let published = published?;
+    if published.stopped {
+        // Ctrl-C: the run ends by the signal, with nothing to compare.
+        session.close().await;
+        return Ok(None);
+    }
     let (ready, _) = session.inspect_queue(&queue).await?;
     session.close().await;
     let found = u64::from(ready);
@@ -111,11 +120,11 @@ async fn time(
             found,
         });
     }
-    Ok(Timing {
+    Ok(Some(Timing {
         strategy,
         messages: found,
         elapsed,
-    })
+    }))
 }
 
 /// The bar of one strategy, moved by each confirm.

@@ -208,7 +208,7 @@ fn answer(pattern: &str, keys: &[String], matched: &[bool]) -> Result<Exit> {
     for (key, &matched) in keys.iter().zip(matched) {
         out.push_str(&format!("'{pattern}' {} '{key}'\n", verb(matched)));
     }
-    match super::print(out.as_bytes()) {
+    match super::print_text(out.as_bytes()) {
         // A reader gone early (`| head`) does not change the answer.
         Err(error) if error.is_broken_pipe() => {}
         printed => printed?,

@@ -50,3 +50,20 @@ fn one_strategy_alone() {
     );
     assert!(!stdout.contains("individual"), "{stdout}");
 }
+
+#[test]
+fn ctrl_c_stops_the_async_strategy_by_the_signal() {
+    let run = crate::common::Running::start(&[
+        "-v",
+        "confirms",
+        "--count",
+        "100000000",
+        "--strategy",
+        "async",
+    ]);
+    run.wait_for_stderr("connecting to", std::time::Duration::from_secs(30));
+    run.signal("INT");
+    let (status, _, stderr) = run.finish_status(std::time::Duration::from_secs(30));
+    crate::common::assert_ended_by(&status, "INT", &stderr);
+    assert!(!stderr.contains("rmqlab: error"), "{stderr}");
+}
