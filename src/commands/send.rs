@@ -70,11 +70,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     let observer = &ctx.status;
     let mut start = Start::Connect;
     // `-f PATH`, to show how to resume; None for stdin and words.
-    let input = message
-        .file
-        .as_ref()
-        .filter(|path| path.as_os_str() != "-")
-        .map(|path| path.display().to_string());
+    let input = named_input(message);
     let mut messages = match &message.file {
         // Open the input before connecting: a missing file is reported without touching the
         // broker.
@@ -94,7 +90,13 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                     message.confirm_timeout,
                 );
                 let Some(quick) = watch.wait(quick, Wait::Answer).await? else {
-                    return Ok(stopped(ctx, &watch, 0, 1, None));
+                    return Ok(stopped(
+                        ctx,
+                        watch.signal().unwrap_or(Stop::Interrupt),
+                        0,
+                        1,
+                        None,
+                    ));
                 };
                 match quick {
                     Ok(()) => {
@@ -103,15 +105,29 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                         super::print_text(&out)?;
                         ctx.status.debug("1 message(s) confirmed");
                         return Ok(match watch.stopping() {
-                            true => stopped(ctx, &watch, 1, 0, None),
+                            true => {
+                                stopped(ctx, watch.signal().unwrap_or(Stop::Interrupt), 1, 0, None)
+                            }
                             false => Exit::Success,
                         });
                     }
                     Err(Handover::Untouched(_)) if watch.stopping() => {
-                        return Ok(stopped(ctx, &watch, 0, 0, None));
+                        return Ok(stopped(
+                            ctx,
+                            watch.signal().unwrap_or(Stop::Interrupt),
+                            0,
+                            0,
+                            None,
+                        ));
                     }
                     Err(Handover::Lost(_)) if watch.stopping() => {
-                        return Ok(stopped(ctx, &watch, 0, 1, None));
+                        return Ok(stopped(
+                            ctx,
+                            watch.signal().unwrap_or(Stop::Interrupt),
+                            0,
+                            1,
+                            None,
+                        ));
                     }
                     Err(Handover::Untouched(reason)) => {
                         observer.observe(Event::HandedOver { reason: &reason });
@@ -123,24 +139,8 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             Messages::single(body)
         }
     };
-    let progress = ctx.status.progress.publishing(messages.size);
-    let mut lines = SentLines {
-        out: TerminalText::new(BufWriter::with_capacity(
-            STDOUT_BUFFER,
-            AroundProgress {
-                bar: progress.clone(),
-                inner: io::stdout(),
-            },
-        )),
-        progress,
-        status: ctx.status,
-        key: send.key_shown(),
-        destination: send.destination(),
-        dropped: 0,
-        closed: false,
-        failed: None,
-        confirmed: 0,
-    };
+    let mut lines = stdout_lines(ctx, messages.size, send.destination());
+    lines.key = send.key_shown();
     let plan = Plan {
         connection_name: send.connection_name,
         topology: &send.topology,
@@ -156,17 +156,8 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         &mut watch,
     )
     .await;
-    terminal::finish_publishing(&lines.progress, lines.confirmed);
-    let published = published.map_err(|error| match error {
-        Error::PublishInterrupted {
-            confirmed, source, ..
-        } => Error::PublishInterrupted {
-            confirmed,
-            input: input.clone(),
-            source,
-        },
-        other => other,
-    })?;
+    let failed = lines.finish();
+    let published = published.map_err(|error| with_input(error, &input))?;
     if published.dropped > 1 {
         ctx.status.warn(format_args!(
             " [!] {} of {} messages were dropped: no queue is bound to {}",
@@ -187,13 +178,13 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
         let lines_input = message.file.is_some().then_some(input.as_deref());
         return Ok(stopped(
             ctx,
-            &watch,
+            watch.signal().unwrap_or(Stop::Interrupt),
             published.confirmed,
             published.in_doubt,
             lines_input,
         ));
     }
-    match lines.failed {
+    match failed {
         Some(source) => Err(Error::ReportLost {
             confirmed: published.confirmed,
             source,
@@ -202,16 +193,38 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     }
 }
 
-/// Says what a publisher stopped by a signal had confirmed, and how to go on; rmqlab then ends
+/// The `-f` input's name for a resume hint: a file's path; None for stdin and words.
+pub(super) fn named_input(message: &MessageArgs) -> Option<String> {
+    message
+        .file
+        .as_ref()
+        .filter(|path| path.as_os_str() != "-")
+        .map(|path| path.display().to_string())
+}
+
+/// A publisher's interruption with the input it can be resumed from.
+pub(super) fn with_input(error: Error, input: &Option<String>) -> Error {
+    match error {
+        Error::PublishInterrupted {
+            confirmed, source, ..
+        } => Error::PublishInterrupted {
+            confirmed,
+            input: input.clone(),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// Says what a publisher stopped by `signal` had confirmed, and how to go on; rmqlab then ends
 /// by that signal. `input` is `Some` for `-f` (with the path of a file), None for one message.
-fn stopped(
+pub(super) fn stopped(
     ctx: &Context,
-    watch: &Watch<'_>,
+    signal: Stop,
     confirmed: u64,
     in_doubt: u64,
     input: Option<Option<&str>>,
 ) -> Exit {
-    let signal = watch.signal().unwrap_or(Stop::Interrupt);
     let name = match signal {
         Stop::Interrupt => "Ctrl-C",
         Stop::Terminate => "SIGTERM",
@@ -237,7 +250,7 @@ fn stopped(
 
 /// The one message of a command without `--file`: the words joined with spaces, else the
 /// tutorial's default.
-fn single_message(args: &MessageArgs, default: &str) -> Vec<u8> {
+pub(super) fn single_message(args: &MessageArgs, default: &str) -> Vec<u8> {
     match args.words.is_empty() {
         true => default.as_bytes().to_vec(),
         false => args.words.join(" ").into_bytes(),

@@ -4,7 +4,7 @@
 
 use super::{
     receive::{Out, WAITING_LINE, stdout},
-    send::stdout_lines,
+    send::{named_input, single_message, stdout_lines, stopped, with_input},
 };
 use crate::{
     amqp::stream::{
@@ -15,7 +15,7 @@ use crate::{
         StreamTarget,
     },
     context::{Context, Status},
-    error::{Error, Result, resume_hint},
+    error::{Error, Result},
     exit::Exit,
     input::Messages,
     output::{write_stream_info, write_stream_message},
@@ -81,17 +81,10 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
 async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let message = &args.message;
-    let input = message
-        .file
-        .as_ref()
-        .filter(|path| path.as_os_str() != "-")
-        .map(|path| path.display().to_string());
+    let input = named_input(message);
     let mut messages = match &message.file {
         Some(path) => Messages::lines_of(path, message.max_message_size)?,
-        None => Messages::single(match message.words.is_empty() {
-            true => b"Hello, World!".to_vec(),
-            false => message.words.join(" ").into_bytes(),
-        }),
+        None => Messages::single(single_message(message, "Hello, World!")),
     };
     let streams = open(ctx, "rmqlab stream send", &args.target).await?;
     let mut lines = stdout_lines(
@@ -108,31 +101,13 @@ async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
         )
         .await;
     let failed = lines.finish();
-    let published = published.map_err(|error| match error {
-        Error::PublishInterrupted {
-            confirmed, source, ..
-        } => Error::PublishInterrupted {
-            confirmed,
-            input: input.clone(),
-            source,
-        },
-        other => other,
-    })?;
+    let published = published.map_err(|error| with_input(error, &input))?;
     ctx.status
         .debug(format_args!("{} message(s) confirmed", published.confirmed));
     if published.stopped {
         let signal = interrupts.first().unwrap_or(Stop::Interrupt);
-        let name = match signal {
-            Stop::Interrupt => "Ctrl-C",
-            Stop::Terminate => "SIGTERM",
-        };
-        let said = match message.file {
-            Some(_) => resume_hint(published.confirmed, input.as_deref()),
-            None => "the message was not sent".into(),
-        };
-        ctx.status
-            .warn(format_args!(" [!] Stopped by {name}: {said}"));
-        return Ok(Exit::Stopped(signal));
+        let lines_input = message.file.is_some().then_some(input.as_deref());
+        return Ok(stopped(ctx, signal, published.confirmed, 0, lines_input));
     }
     match failed {
         Some(source) => Err(Error::ReportLost {
