@@ -326,6 +326,13 @@ impl Running {
         line
     }
 
+    /// The next stdout line if one comes within `limit`.
+    pub fn try_next_line(&mut self, limit: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(limit).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
