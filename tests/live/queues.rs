@@ -84,6 +84,14 @@ fn regex_escape(name: &str) -> String {
     name.replace('.', "\\.")
 }
 
+/// A classic queue for one test, and the `--filter` that lists it alone.
+fn classic_queue(test: &str) -> (TestQueue, String) {
+    let q = TestQueue::new(test);
+    broker::declare_typed(q.name(), "classic");
+    let only = format!("--filter ^{}$", regex_escape(q.name()));
+    (q, only)
+}
+
 #[test]
 fn filter_sort_and_reverse() {
     let prefix = unique_name("sorting");
@@ -144,12 +152,8 @@ fn filter_sort_and_reverse() {
 /// classic queue's depth is exact the moment the publisher's confirm arrives.
 #[test]
 fn a_classic_queues_depth_is_exact_right_after_publishing() {
-    let q = TestQueue::new("exact");
-    broker::declare_typed(q.name(), "classic");
-    let filter = format!(
-        "--vhost / --filter ^{}$ -o tsv --no-headers",
-        regex_escape(q.name())
-    );
+    let (q, only) = classic_queue("exact");
+    let filter = format!("--vhost / {only} -o tsv --no-headers");
     for (bodies, total) in [(&["1", "2"][..], 2), (&["3", "4", "5"][..], 5)] {
         broker::publish(q.name(), bodies);
         let output = list(&filter);
@@ -201,18 +205,16 @@ fn columns_choose_fields_and_show_every_queue_type() {
         lines[1],
         [queues[0].name(), "classic", "true", "running", "", "", ""]
     );
-    assert_eq!(
-        lines[2],
-        [
-            queues[1].name(),
-            "quorum",
-            "true",
-            "running",
-            leader,
-            leader,
-            leader
-        ]
-    );
+    let quorum_row = [
+        queues[1].name(),
+        "quorum",
+        "true",
+        "running",
+        leader,
+        leader,
+        leader,
+    ];
+    assert_eq!(lines[2], quorum_row);
     assert_eq!(
         &lines[3][..4],
         [queues[2].name(), "stream", "true", "running"]
@@ -262,18 +264,7 @@ fn columns_choose_fields_and_show_every_queue_type() {
             "name", "type", "durable", "state", "leader", "members", "online"
         ]
     );
-    assert_eq!(
-        cells(&row(queues[1].name())),
-        [
-            queues[1].name(),
-            "quorum",
-            "true",
-            "running",
-            leader,
-            leader,
-            leader
-        ]
-    );
+    assert_eq!(cells(&row(queues[1].name())), quorum_row);
     assert_eq!(cells(&row(queues[2].name()))[1], "stream");
     assert!(!table.contains('!'), "every member is online:\n{table}");
 }
@@ -296,12 +287,8 @@ fn a_streams_messages_are_counted() {
 /// `memory` is in the statistics only: asking for it asks for them.
 #[test]
 fn memory_comes_from_the_statistics() {
-    let q = TestQueue::new("memory");
-    broker::declare_typed(q.name(), "classic");
-    let chosen = format!(
-        "--filter ^{}$ --columns name,memory -o json",
-        regex_escape(q.name())
-    );
+    let (_q, only) = classic_queue("memory");
+    let chosen = format!("{only} --columns name,memory -o json");
     eventually(STATS, "the queue's memory", || {
         json_rows(&list(&chosen))
             .first()
