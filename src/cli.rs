@@ -375,7 +375,7 @@ pub struct RpcCallArgs {
     #[arg(long, value_enum, value_name = "KIND", default_value_t = ReplyQueueKind::Direct)]
     pub reply_queue: ReplyQueueKind,
     /// Give up (exit 75) when a reply takes longer than this; also the requests' expiration
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = reply_timeout)]
     pub timeout: Duration,
     /// Requests in flight at once with -f
     #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u16).range(1..))]
@@ -1177,6 +1177,18 @@ fn watch_interval(value: &str) -> Result<Duration, String> {
         ));
     }
     Ok(interval)
+}
+
+/// `rpc call --timeout`: at least a millisecond, as it is also the requests' expiration in
+/// whole milliseconds (an expiration of 0 would have the broker drop every request at once).
+fn reply_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) {
+        return Err(
+            "a reply cannot come in less than 1ms (it is also the requests' expiration)".into(),
+        );
+    }
+    Ok(timeout)
 }
 
 /// A `--filter` pattern, checked here because the broker answers a broken one with an empty
