@@ -244,3 +244,34 @@ fn the_management_api_follows_the_url_list() {
 fn regex_escape(name: &str) -> String {
     name.replace('.', "\\.")
 }
+
+/// amqps:// items of a list are TLS each, as a single one is: a plain listener among them is
+/// named as not TLS, never used in plaintext.
+#[test]
+fn amqps_items_of_a_list_are_tls_and_never_fall_back() {
+    let q = TestQueue::new("urls-tls");
+    let port = crate::common::broker_port();
+    let list = format!(
+        "amqps://guest:{SECRET}@127.0.0.1:1/%2f, amqps://guest:{SECRET}@127.0.0.1:{port}/%2f"
+    );
+    for args in [
+        &["hello", "send", "--queue", q.name()][..],
+        &["task", "work", "--queue", q.name()],
+    ] {
+        let output = with_list(&list, args);
+        assert_code(&output, 69);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "caused by: TLS to amqps://guest:****@127.0.0.1:{port}/%2f failed: the server \
+                 did not answer TLS: is port {port} a TLS listener?"
+            )),
+            "{stderr}"
+        );
+        assert_no_secret(&output);
+    }
+    assert!(
+        !broker::exists(q.name()),
+        "nothing was declared in plaintext"
+    );
+}
