@@ -275,3 +275,35 @@ fn amqps_items_of_a_list_are_tls_and_never_fall_back() {
         "nothing was declared in plaintext"
     );
 }
+
+/// `--shuffle-urls` draws a new order per process: over 20 runs, the closed port comes first in
+/// some (and is skipped) and second in others (and is never tried); every run connects.
+#[test]
+fn shuffled_urls_vary_their_order_per_process() {
+    let q = TestQueue::new("urls-shuffle");
+    let list = format!("{},{}", closed(1), broker_url());
+    let mut skipped = 0;
+    for _ in 0..20 {
+        let output = with_list(
+            &list,
+            &[
+                "-v",
+                "--shuffle-urls",
+                "task",
+                "new",
+                "--queue",
+                q.name(),
+                "x",
+            ],
+        );
+        assert_code(&output, 0);
+        if text(&output.stderr).contains("skipping amqp://guest:****@127.0.0.1:1/%2f") {
+            skipped += 1;
+        }
+    }
+    assert!(
+        (1..20).contains(&skipped),
+        "skipped in {skipped} of 20 runs"
+    );
+    assert_eq!(broker::ready(q.name()), 20);
+}
