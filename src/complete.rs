@@ -93,15 +93,19 @@ fn complete_names(names: Names, current: &OsStr) -> Vec<CompletionCandidate> {
     else {
         return Vec::new();
     };
-    let listed = runtime.block_on(async {
-        let api = Api::new(&ctx).ok()?;
-        let asked = match names {
-            Names::Queues => api.names("queues", None),
-            Names::Streams => api.names("queues", Some("stream")),
-            Names::Exchanges => api.names("exchanges", None),
-        };
-        tokio::time::timeout(NAMES_TIMEOUT, asked).await.ok()?.ok()
-    });
+    let asked = async {
+        let api = Api::new(&ctx).await.ok()?;
+        match names {
+            Names::Queues => api.names("queues", None).await,
+            Names::Streams => api.names("queues", Some("stream")).await,
+            Names::Exchanges => api.names("exchanges", None).await,
+        }
+        .ok()
+    };
+    let listed = runtime
+        .block_on(tokio::time::timeout(NAMES_TIMEOUT, asked))
+        .ok()
+        .flatten();
     let mut listed: Vec<String> = listed
         .unwrap_or_default()
         .into_iter()

@@ -27,4 +27,5 @@ mod rpc;
 mod stream;
 mod terminal;
 mod topics;
+mod urls;
 mod worker;
