@@ -291,7 +291,8 @@ Examples:
     #[command(subcommand)]
     Queues(QueuesCommand),
     /// Print the completion script for a shell
-    #[command(after_long_help = "The script runs rmqlab at each Tab (rmqlab must be on PATH): \
+    #[command(
+        after_long_help = "The script runs rmqlab at each Tab (rmqlab must be on PATH): \
 queue, stream and exchange names come live from the management API of the broker named on the \
 line (--url, --api-url) or in the environment, asked with a timeout under a second; no answer \
 completes nothing.
@@ -299,7 +300,8 @@ completes nothing.
 Examples:
   source <(rmqlab completions bash)
   rmqlab completions zsh > ~/.zfunc/_rmqlab
-  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish")]
+  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish"
+    )]
     Completions {
         /// The shell to complete for
         #[arg(value_enum, value_name = "SHELL")]
