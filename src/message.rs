@@ -451,7 +451,11 @@ pub fn from_json(line: &[u8]) -> Result<Message, String> {
         // serde's own position counts lines of the one line: give the column alone.
         let text = error.to_string();
         let reason = text
-            .strip_suffix(&format!(" at line {} column {}", error.line(), error.column()))
+            .strip_suffix(&format!(
+                " at line {} column {}",
+                error.line(),
+                error.column()
+            ))
             .unwrap_or(&text);
         format!("not JSON: {reason} (column {})", error.column())
     })?;

@@ -18,6 +18,7 @@ mod broker;
 mod confirms;
 mod declarations;
 mod hardening;
+mod messages;
 mod publisher;
 mod pubsub;
 mod queues;
