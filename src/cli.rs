@@ -1129,23 +1129,15 @@ pub struct MessageArgs {
     pub confirm_timeout: Option<Duration>,
 }
 
-/// How `--input` reads each input line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum InputFormat {
-    /// each line is a message's body
-    #[default]
-    Body,
-    /// each line is a whole message as `-o json` prints it
-    Json,
-}
+pub use crate::message::InputFormat;
 
 const INPUT_LONG_HELP: &str = "How to read each input line: `body`, the line is the message's \
 body; `json`, the line is a whole message as consumers print it with `-o json` (body, or \
 body_base64 for exact bytes, which wins; routing_key; properties, with headers), so that \
-`rmqlab pubsub listen -o json | rmqlab pubsub emit --input json` replays what it heard. \
---input json reads stdin when no -f is given, unless the message is on the command line \
-(then it is one such line). The other fields of a line (exchange, \
-redelivered, delivery_tag) are the delivery's and are left out. A line's routing_key is used by \
+`rmqlab hello recv -o json | rmqlab hello send --queue copy --input json` copies what it \
+received. --input json reads stdin when no -f is given, unless the message is on the command \
+line (then it is one such line). The other fields of a line (exchange, redelivered, \
+delivery_tag) are the delivery's and are left out. A line's routing_key is used by \
 `pubsub`, `routing` and `topics emit` (the command's key is for lines that have none); \
 `hello send` and `task new` always publish to their queue. A line's delivery_mode wins over \
 `task new`'s persistent default. The flags below are set on every message over what the line \

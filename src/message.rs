@@ -18,7 +18,6 @@
 //! | `string_base64` | `S` | base64 of a long string that is not UTF-8 |
 //! | `table` | `F` | an object: a nested table that has a key `type` of its own |
 
-use crate::cli::InputFormat;
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use lapin::{
     BasicProperties,
@@ -44,6 +43,16 @@ impl From<Vec<u8>> for Message {
             properties: None,
         }
     }
+}
+
+/// How `--input` reads each input line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// each line is a message's body
+    #[default]
+    Body,
+    /// each line is a whole message as `-o json` prints it
+    Json,
 }
 
 /// What the command line sets on every message (`--header`, `--content-type`...): over what a

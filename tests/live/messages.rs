@@ -339,6 +339,22 @@ fn flags_beside_input_json_win_over_the_line() {
         headers.inner()["other"],
         AMQPValue::LongString("kept".into())
     );
+    // The words on the command line are one such line.
+    let words = run(
+        &[
+            "task",
+            "new",
+            "--queue",
+            q.name(),
+            "--input",
+            "json",
+            "{\"body\":",
+            "\"from words\"}",
+        ],
+        None,
+    );
+    assert_code(&words, 0);
+    assert_eq!(text(&take(q.name(), 1)[0].delivery.data), "from words");
 }
 
 #[test]
@@ -399,23 +415,16 @@ fn bad_headers_and_flags_rpc_call_makes_itself_are_usage_errors() {
         None,
     );
     assert_code(&priority, 2);
-    let call = run(
-        &[
-            "rpc",
-            "call",
-            "--queue",
-            q.name(),
-            "--correlation-id",
-            "mine",
-        ],
-        None,
-    );
-    assert_code(&call, 2);
-    assert!(
-        text(&call.stderr).contains("rpc call makes each request's correlation_id itself"),
-        "{}",
-        text(&call.stderr)
-    );
+    for (flag, property) in [
+        ("--correlation-id", "correlation_id"),
+        ("--reply-to", "reply_to"),
+        ("--expiration", "expiration (--timeout)"),
+    ] {
+        let call = run(&["rpc", "call", "--queue", q.name(), flag, "1s"], None);
+        assert_code(&call, 2);
+        let says = format!("rpc call makes each request's {property} itself");
+        assert!(text(&call.stderr).contains(&says), "{}", text(&call.stderr));
+    }
     assert!(!broker::exists(q.name()), "nothing was declared");
 }
 
@@ -427,6 +436,57 @@ fn variables(stdout: &str) -> BTreeMap<String, String> {
         .filter_map(|line| line.split_once('='))
         .map(|(name, value)| (name.to_string(), value.to_string()))
         .collect()
+}
+
+/// Runs `task work --exec` on `queue`'s one message twice: the first try fails and puts it
+/// back as it is, the second, a redelivery, succeeds. Returns the RMQLAB_MSG_* variables of each
+/// try, and the whole output.
+fn two_tries(queue: &str) -> (BTreeMap<String, String>, BTreeMap<String, String>, String) {
+    let worked = run(
+        &[
+            "task",
+            "work",
+            "--queue",
+            queue,
+            // Each try is a delivery.
+            "--count",
+            "2",
+            "-o",
+            "body",
+            "--retries",
+            "0",
+            "--on-failure",
+            "requeue",
+            "--exec",
+            "env | grep -E '^RMQLAB_(MSG_|FAILURES|REDELIVERED|ROUTING_KEY)' | sort; echo; \
+             [ \"$RMQLAB_MSG_REDELIVERED\" = 1 ]",
+        ],
+        None,
+    );
+    assert_code(&worked, 0);
+    let stdout = text(&worked.stdout);
+    let tries: Vec<&str> = stdout.split("\n\n").collect();
+    assert!(tries.len() >= 2, "two tries: {stdout}");
+    assert!(
+        tries[0]
+            .lines()
+            .all(|line| line.starts_with("RMQLAB_MSG_") || line == "work"),
+        "no RMQLAB_FAILURES, RMQLAB_REDELIVERED or RMQLAB_ROUTING_KEY: {stdout}"
+    );
+    (variables(tries[0]), variables(tries[1]), stdout)
+}
+
+#[test]
+fn a_classic_queue_counts_no_deliveries() {
+    let q = TestQueue::new("messages_exec_classic");
+    broker::declare(q.name(), true).unwrap();
+    broker::publish_message("", q.name(), b"work", BasicProperties::default());
+    let (first, second, stdout) = two_tries(q.name());
+    assert_eq!(first["DELIVERY_COUNT"], "0", "a first delivery: {stdout}");
+    assert_eq!(second["REDELIVERED"], "1");
+    assert_eq!(second["DELIVERY_COUNT"], "", "unknown: {stdout}");
+    assert_eq!(second["HEADERS"], "{}");
+    assert_eq!(second["MESSAGE_ID"], "");
 }
 
 #[test]
@@ -447,34 +507,7 @@ fn a_task_handler_sees_every_documented_variable() {
             .with_content_type("text/plain".into())
             .with_headers(headers),
     );
-    // The first try fails and puts the task back as it is; the second, a redelivery, succeeds.
-    let worked = run(
-        &[
-            "task",
-            "work",
-            "--queue",
-            q.name(),
-            // Each try is a delivery.
-            "--count",
-            "2",
-            "-o",
-            "body",
-            "--retries",
-            "0",
-            "--on-failure",
-            "requeue",
-            "--exec",
-            "env | grep -E '^RMQLAB_(MSG_|FAILURES|REDELIVERED|ROUTING_KEY)' | sort; echo; \
-             [ \"$RMQLAB_MSG_REDELIVERED\" = 1 ]",
-        ],
-        None,
-    );
-    assert_code(&worked, 0);
-    let stdout = text(&worked.stdout);
-    let tries: Vec<&str> = stdout.split("\n\n").collect();
-    assert!(tries.len() >= 2, "two tries: {stdout}");
-    let first = variables(tries[0]);
-    let second = variables(tries[1]);
+    let (first, second, stdout) = two_tries(q.name());
     let expected_headers = serde_json::json!({
         "at": {"type": "timestamp", "value": 1_700_000_000},
         "n": 3,
@@ -516,12 +549,6 @@ fn a_task_handler_sees_every_documented_variable() {
             "REPLY_TO",
             "ROUTING_KEY"
         ]
-    );
-    assert!(
-        tries[0]
-            .lines()
-            .all(|line| line.is_empty() || line.starts_with("RMQLAB_MSG_") || line == "work"),
-        "no RMQLAB_FAILURES, RMQLAB_REDELIVERED or RMQLAB_ROUTING_KEY: {stdout}"
     );
     assert_eq!(broker::ready(q.name()), 0);
 }
