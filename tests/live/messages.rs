@@ -36,6 +36,14 @@ fn take(queue: &str, count: usize) -> Vec<BasicGetMessage> {
     })
 }
 
+/// The bodies of `count` messages taken from `queue`, as text.
+fn bodies(queue: &str, count: usize) -> Vec<String> {
+    take(queue, count)
+        .iter()
+        .map(|message| text(&message.delivery.data))
+        .collect()
+}
+
 /// A dead-lettered message's `x-death` as RabbitMQ writes it, and every other width of value.
 fn every_kind_of_header() -> FieldTable {
     let text = |value: &str| AMQPValue::LongString(value.into());
@@ -232,13 +240,8 @@ fn an_emitter_replays_each_line_with_its_own_routing_key() {
         text(&emitted.stdout),
         " [x] Sent other:not for us\n [x] Sent wanted:for us\n [x] Sent wanted:keyless\n"
     );
-    // The line without a key took the command's SEVERITY, which is taken as a JSON message's
-    // key, not as words.
-    let bodies: Vec<String> = take(q.name(), 2)
-        .iter()
-        .map(|m| text(&m.delivery.data))
-        .collect();
-    assert_eq!(bodies, ["for us", "keyless"]);
+    // The line without a key took the command's SEVERITY.
+    assert_eq!(bodies(q.name(), 2), ["for us", "keyless"]);
     assert_eq!(broker::ready(q.name()), 0);
 }
 
@@ -373,11 +376,7 @@ fn a_bad_json_line_stops_there_after_publishing_the_lines_before_it() {
             && stderr.contains("line 3 of standard input is not a message: not JSON"),
         "{stderr}"
     );
-    let bodies: Vec<String> = take(q.name(), 2)
-        .iter()
-        .map(|m| text(&m.delivery.data))
-        .collect();
-    assert_eq!(bodies, ["one", "two"]);
+    assert_eq!(bodies(q.name(), 2), ["one", "two"]);
     assert_eq!(broker::ready(q.name()), 0, "nothing after the bad line");
 
     let typed = run(
