@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// A message to publish. `properties` is `None` for a plain line: the command's own properties
 /// apply; `routing_key` is `None` unless the input gave one (`--input json`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Message {
     pub body: Vec<u8>,
     pub routing_key: Option<String>,

@@ -544,10 +544,7 @@ impl InFlight {
         }
         self.ahead.insert(number);
         while self.ahead.remove(&(self.confirmed + 1)) {
-            let message = self
-                .pending
-                .pop_front()
-                .unwrap_or_else(|| Vec::new().into());
+            let message = self.pending.pop_front().unwrap_or_default();
             self.confirmed += 1;
             report.confirmed(self.confirmed, &message)?;
         }

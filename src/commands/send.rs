@@ -51,20 +51,17 @@ impl Send<'_> {
             .map(|key| message.routing_key.as_deref().unwrap_or(key))
     }
 
-    /// Where a message no queue took was going, for the note: the exchange, and the routing key
-    /// unless the exchange is a fanout, which ignores keys.
-    fn destination(&self) -> String {
+    /// Where the messages go, for the note when one is dropped.
+    fn destination(&self) -> Destination {
         let exchange = self.target.exchange;
         let fanout = self
             .topology
             .exchanges
             .iter()
             .any(|declared| declared.name == exchange && declared.kind == ExchangeKind::Fanout);
-        match self.target.routing_key {
-            RoutingKey::Fixed(key) | RoutingKey::Given(key) if !fanout => {
-                format!("exchange '{exchange}' for routing key '{key}'")
-            }
-            _ => format!("exchange '{exchange}'"),
+        Destination::Exchange {
+            name: exchange.to_string(),
+            keyed: !fanout,
         }
     }
 }
@@ -181,7 +178,7 @@ pub async fn send(
             " [!] {} of {} messages were dropped: no queue is bound to {}",
             published.dropped,
             published.confirmed,
-            send.destination()
+            lines.dropped_destination()
         ));
     }
     if published.republished > 0 {
@@ -306,8 +303,11 @@ pub(super) struct SentLines<'a, W: Write> {
     /// The routing key the ` [x] Sent` lines show.
     key: Option<&'a str>,
     /// Where the messages go, for the note when one is dropped.
-    destination: String,
+    destination: Destination,
     dropped: u64,
+    /// The routing key the dropped messages were returned with, while it is the same for all.
+    dropped_key: Option<String>,
+    dropped_keys_differ: bool,
     /// The reader of stdout went away.
     closed: bool,
     /// Writing stdout failed otherwise.
@@ -321,7 +321,7 @@ pub(super) struct SentLines<'a, W: Write> {
 pub(super) fn stdout_lines(
     ctx: &Context,
     size: Option<u64>,
-    destination: String,
+    destination: Destination,
 ) -> SentLines<'static, impl Write> {
     let progress = ctx.status.progress.publishing(size);
     SentLines {
@@ -337,13 +337,50 @@ pub(super) fn stdout_lines(
         key: None,
         destination,
         dropped: 0,
+        dropped_key: None,
+        dropped_keys_differ: false,
         closed: false,
         failed: None,
         confirmed: 0,
     }
 }
 
+/// Where a publisher's messages go, for the note when one is dropped.
+pub(super) enum Destination {
+    Stream(String),
+    /// `keyed`: the exchange routes by key (not a fanout).
+    Exchange {
+        name: String,
+        keyed: bool,
+    },
+}
+
+impl Destination {
+    /// The destination of a message returned with `key`.
+    fn of(&self, key: Option<&str>) -> String {
+        match (self, key) {
+            (Destination::Stream(name), _) => format!("stream '{name}'"),
+            (Destination::Exchange { name, keyed: true }, Some(key)) => {
+                format!("exchange '{name}' for routing key '{key}'")
+            }
+            (Destination::Exchange { name, keyed: true }, None) => {
+                format!("exchange '{name}' for their routing keys")
+            }
+            (Destination::Exchange { name, .. }, _) => format!("exchange '{name}'"),
+        }
+    }
+}
+
 impl<W: Write> SentLines<'_, W> {
+    /// Where the dropped messages were going: with their routing key, when all had the same.
+    fn dropped_destination(&self) -> String {
+        let key = match self.dropped_keys_differ {
+            true => None,
+            false => self.dropped_key.as_deref(),
+        };
+        self.destination.of(key)
+    }
+
     /// Ends the progress; returns the write error that ended the report, if any.
     pub(super) fn finish(&mut self) -> Option<io::Error> {
         terminal::finish_publishing(&self.progress, self.confirmed);
@@ -383,11 +420,16 @@ impl<W: Write> Confirmations for SentLines<'_, W> {
         Ok(())
     }
 
-    fn dropped(&mut self, _routing_key: &str) {
+    fn dropped(&mut self, routing_key: &str) {
         self.dropped += 1;
+        match &self.dropped_key {
+            None if self.dropped == 1 => self.dropped_key = Some(routing_key.to_string()),
+            Some(key) if key != routing_key => self.dropped_keys_differ = true,
+            _ => {}
+        }
         // Said once, at the first; the total comes at the end.
         if self.dropped == 1 {
-            let (status, destination) = (self.status, &self.destination);
+            let (status, destination) = (self.status, self.destination.of(Some(routing_key)));
             self.progress.suspend(|| {
                 status.warn(format_args!(
                     " [!] no queue is bound to {destination}: message dropped"

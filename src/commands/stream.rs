@@ -4,7 +4,7 @@
 
 use super::{
     receive::{Out, WAITING_LINE, stdout},
-    send::{named_input, single_message, stdout_lines, stopped, with_input},
+    send::{Destination, named_input, single_message, stdout_lines, stopped, with_input},
 };
 use crate::{
     amqp::stream::{
@@ -90,7 +90,7 @@ async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut lines = stdout_lines(
         ctx,
         messages.size,
-        format!("stream '{}'", args.target.stream),
+        Destination::Stream(args.target.stream.clone()),
     );
     let published = streams
         .publish(

@@ -240,6 +240,14 @@ fn an_emitter_replays_each_line_with_its_own_routing_key() {
         text(&emitted.stdout),
         " [x] Sent other:not for us\n [x] Sent wanted:for us\n [x] Sent wanted:keyless\n"
     );
+    // The note names the key the dropped message had.
+    let stderr = text(&emitted.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "no queue is bound to exchange '{exchange}' for routing key 'other': message dropped"
+        )),
+        "{stderr}"
+    );
     // The line without a key took the command's SEVERITY.
     assert_eq!(bodies(q.name(), 2), ["for us", "keyless"]);
     assert_eq!(broker::ready(q.name()), 0);
