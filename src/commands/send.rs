@@ -77,6 +77,7 @@ pub async fn send(
     properties: &PropertyArgs,
 ) -> Result<Exit> {
     let form = properties.form();
+    let input_format = form.input;
     let file = input_file(message.file.as_ref(), message.words.is_empty(), form.input);
     // Catch signals from the start: one while connecting is a clean stop as well.
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
@@ -154,7 +155,9 @@ pub async fn send(
             Messages::single(body)
         }
     };
-    let mut lines = stdout_lines(ctx, messages.size, send.destination());
+    // The bar measures the input's bytes by the bodies: not a JSON line's.
+    let size = messages.size.filter(|_| input_format == InputFormat::Body);
+    let mut lines = stdout_lines(ctx, size, send.destination());
     lines.key = send.key_shown();
     let plan = Plan {
         connection_name: send.connection_name,
