@@ -56,6 +56,18 @@ fn output_help(text_line: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
     }
 }
 
+/// The long help of an `--exec`: what it does, then the variables its command gets.
+fn exec_long_help(what: &str, own: &[(&str, &str)]) -> String {
+    let mut help = format!(
+        "{what}\n\nThe command's environment describes the delivery (each variable is set, empty \
+         when the delivery has no such value):"
+    );
+    for (name, meaning) in crate::message::EXEC_VARIABLES.iter().chain(own) {
+        help.push_str(&format!("\n  {name}: {meaning}"));
+    }
+    help
+}
+
 fn exit_status_help() -> String {
     let mut help = String::from("Examples:\n");
     for example in EXAMPLES {
@@ -350,6 +362,11 @@ Examples:
   seq 0 100 | rmqlab rpc call -f - -o body
   echo hello | rmqlab rpc call --queue upper -f - -o json"
     )]
+    #[command(
+        mut_arg("correlation_id", made_by_rpc_call("correlation_id")),
+        mut_arg("reply_to", made_by_rpc_call("reply_to")),
+        mut_arg("expiration", made_by_rpc_call("expiration (--timeout)"))
+    )]
     Call(RpcCallArgs),
 }
 
@@ -364,8 +381,17 @@ pub struct RpcServeArgs {
     #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its stdout,
-    /// its exit status goes in the header x-exit-code
-    #[arg(long, value_name = "COMMAND")]
+    /// its exit status goes in the header x-exit-code; the request's metadata is in
+    /// RMQLAB_MSG_* variables
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        long_help = exec_long_help(
+            "Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its \
+             stdout, its exit status goes in the header x-exit-code.",
+            &[],
+        )
+    )]
     pub exec: Option<String>,
     #[command(flatten)]
     pub consume: ConsumeArgs,
@@ -402,6 +428,8 @@ pub struct RpcCallArgs {
     /// How to print each reply
     #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text)]
     pub output: ReplyFormat,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -490,6 +518,8 @@ pub struct PubsubEmitArgs {
     pub exchange: String,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -541,6 +571,8 @@ pub struct RoutingEmitArgs {
     pub severity: String,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -615,6 +647,8 @@ pub struct TopicsEmitArgs {
     pub routing_key: String,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -841,6 +875,8 @@ pub struct HelloSendArgs {
     pub queue_type: QueueTypeArg,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -863,6 +899,8 @@ pub struct TaskNewArgs {
     pub queue_type: QueueTypeArg,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -885,9 +923,17 @@ pub struct TaskWorkArgs {
     pub dot_duration: Duration,
     /// Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping:
     /// exit 0 acks the task, another exit is a failure (see --retries and --on-failure). Its
-    /// stderr passes through to rmqlab's; RMQLAB_FAILURES (the task's failures so far),
-    /// RMQLAB_REDELIVERED and RMQLAB_ROUTING_KEY are in its environment
-    #[arg(long, value_name = "COMMAND")]
+    /// stderr passes through to rmqlab's; the task's metadata is in RMQLAB_MSG_* variables
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        long_help = exec_long_help(
+            "Run COMMAND through `sh -c` for each task, the body on its stdin, instead of \
+             sleeping: exit 0 acks the task, another exit is a failure (see --retries and \
+             --on-failure). Its stderr passes through to rmqlab's.",
+            &[("RMQLAB_MSG_FAILURES", "the task's failures so far (header x-rmqlab-failures)")],
+        )
+    )]
     pub exec: Option<String>,
     /// Tries again after a task's first failure, at most N times: counted in the task's own
     /// header x-rmqlab-failures, never from the broker's redelivered flag or delivery count
@@ -1100,6 +1146,98 @@ pub struct MessageArgs {
     /// message for this long, as while a resource alarm blocks publishers [default: no bound]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub confirm_timeout: Option<Duration>,
+}
+
+pub use crate::message::InputFormat;
+
+const INPUT_LONG_HELP: &str = "How to read each input line: `body`, the line is the message's \
+body; `json`, the line is a whole message as consumers print it with `-o json` (body, or \
+body_base64 for exact bytes, which wins; routing_key; properties, with headers), so that \
+`rmqlab hello recv -o json | rmqlab hello send --queue copy --input json` copies what it \
+received. --input json reads stdin when no -f is given, unless the message is on the command \
+line (then it is one such line). The other fields of a line (exchange, redelivered, \
+delivery_tag) are the delivery's and are left out. A line's routing_key is used by \
+`pubsub`, `routing` and `topics emit` (the command's key is for lines that have none); \
+`hello send` and `task new` always publish to their queue. A line's delivery_mode wins over \
+`task new`'s persistent default. The flags below are set on every message over what the line \
+says (a --header replaces a header of the same name, the others add to the line's). A line that \
+is not such a message stops the run at that line: exit 65 naming the line, after the lines \
+before it are published and confirmed, and nothing after it.
+
+Header values in JSON: a string, true/false, null (void), an array, an object (a table), a \
+number with a fraction (a 64-bit float) and an integer (a signed 32-bit int when it fits, else \
+64-bit) are themselves; any other AMQP value is written {\"type\":TYPE,\"value\":VALUE} with \
+TYPE i8, u8, i16, u16, i32, u32 or i64 (an integer), f32 or f64 (a number, or \"NaN\", \"inf\", \
+\"-inf\"), decimal (a string: \"12.50\" is scale 2), timestamp (seconds since 1970, as in \
+x-death), bytes (a byte array, base64), string_base64 (a string that is not UTF-8) or table \
+(a table with a key `type` of its own). `-o json` prints values this way, so a replay \
+reproduces every value with its AMQP type.";
+
+/// What every AMQP publisher may set on its messages.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Message properties")]
+pub struct PropertyArgs {
+    /// How to read each input line: a body, or a whole message as `-o json` prints it (stdin
+    /// when no -f is given)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = InputFormat::Body,
+        long_help = INPUT_LONG_HELP
+    )]
+    pub input: InputFormat,
+    /// Set header NAME to the string TEXT; NAME:=JSON sets another type, written as in
+    /// `-o json` (n:=3 is a 32-bit integer; see --input). Repeatable
+    #[arg(long = "header", value_name = "NAME=TEXT", value_parser = crate::message::parse_header)]
+    pub headers: Vec<(String, lapin::types::AMQPValue)>,
+    /// The content_type property (text/plain, application/json)
+    #[arg(long, value_name = "TYPE", value_parser = short_string)]
+    pub content_type: Option<String>,
+    /// The message_id property
+    #[arg(long, value_name = "ID", value_parser = short_string)]
+    pub message_id: Option<String>,
+    /// The correlation_id property
+    #[arg(long, value_name = "ID", value_parser = short_string)]
+    pub correlation_id: Option<String>,
+    /// The reply_to property: the queue an answer should go to
+    #[arg(long, value_name = "QUEUE", value_parser = short_string)]
+    pub reply_to: Option<String>,
+    /// The expiration property: the broker drops (or dead-letters) the message once it waited
+    /// this long in a queue (500ms, 10s, 1h; sent as milliseconds)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expiration: Option<Duration>,
+    /// The priority property, 0 to 255 (a classic queue with x-max-priority orders by it)
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u8>,
+}
+
+impl PropertyArgs {
+    /// How input becomes messages, with what these flags set.
+    pub fn form(&self) -> crate::message::MessageForm {
+        crate::message::MessageForm {
+            input: self.input,
+            stamp: crate::message::Stamp {
+                headers: self.headers.clone(),
+                content_type: self.content_type.clone(),
+                message_id: self.message_id.clone(),
+                correlation_id: self.correlation_id.clone(),
+                reply_to: self.reply_to.clone(),
+                expiration: self.expiration,
+                priority: self.priority,
+            },
+        }
+    }
+}
+
+/// For `rpc call`, which sets these itself: refuses the flag.
+fn made_by_rpc_call(property: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+    move |arg| {
+        arg.hide(true)
+            .value_parser(move |_: &str| -> Result<String, String> {
+                Err(format!("rpc call makes each request's {property} itself"))
+            })
+    }
 }
 
 /// A size in bytes: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`, `G`), or in powers of

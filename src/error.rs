@@ -147,6 +147,13 @@ pub enum Error {
     )]
     LineTooLong { path: String, line: u64, limit: u64 },
 
+    #[error("line {line} of {path} is not a message: {reason}")]
+    NotAMessage {
+        path: String,
+        line: u64,
+        reason: String,
+    },
+
     #[error(
         "cannot write the report to standard output; all {confirmed} message(s) were still \
          published and confirmed"
@@ -367,7 +374,7 @@ impl Error {
             Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => Code::Temporary,
             Error::PublishInterrupted { source, .. } => source.exit_code(),
             Error::ConfirmTimeout { .. } => Code::Temporary,
-            Error::LineTooLong { .. } => Code::Data,
+            Error::LineTooLong { .. } | Error::NotAMessage { .. } => Code::Data,
             Error::ReportLost { .. } => Code::Io,
             Error::ApiUnreachable { .. } | Error::NotManagementApi { .. } => Code::Unavailable,
             Error::ApiTimeout { .. } | Error::RefreshFailed { .. } => Code::Temporary,
@@ -612,6 +619,11 @@ impl Error {
             Error::ConfirmTimeout { .. } => Some(
                 "is the broker blocking publishers (a resource alarm: `rabbitmqctl status`)? \
                  --confirm-timeout allows more time"
+                    .into(),
+            ),
+            Error::NotAMessage { .. } => Some(
+                "with --input json each line is one message as `-o json` prints it (see \
+                 --help for the typed header values)"
                     .into(),
             ),
             Error::LineTooLong { .. } => Some(

@@ -93,7 +93,7 @@ impl Code {
             Code::Data => {
                 "data error: an exchange of another kind, a queue that contradicts an explicit \
                  --queue-type, a message nacked or returned unroutable, an input line longer \
-                 than --max-message-size, a queue or vhost not found, a delete refused by \
+                 than --max-message-size or not a message (--input json), a queue or vhost not found, a delete refused by \
                  --if-empty/--if-unused, tasks that failed on every try (parked, dead-lettered, \
                  --on-failure stop), a queue with no dead-letter exchange for --on-failure \
                  dead-letter, an RPC request no queue takes or a reply with x-error"

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod generate;
 pub mod input;
 pub mod management;
+pub mod message;
 pub mod output;
 pub mod signals;
 pub mod terminal;

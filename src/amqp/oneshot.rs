@@ -58,7 +58,7 @@ const FRAME_END: usize = 1;
 /// The channel the message goes out on.
 const CHANNEL: u16 = 1;
 
-/// Connects, declares and publishes `body`, and returns once the broker confirmed it and the
+/// Connects, declares and publishes `message`, and returns once the broker confirmed it and the
 /// connection is closed. No confirm within `confirm_timeout` fails ([`Error::ConfirmTimeout`]).
 pub async fn publish(
     ctx: &Context,
@@ -66,7 +66,7 @@ pub async fn publish(
     connection_name: &str,
     topology: &Topology,
     target: &Publication<'_>,
-    body: &[u8],
+    message: &crate::message::Message,
     confirm_timeout: Option<Duration>,
 ) -> Step<()> {
     let uri = ctx.url().amqp_uri();
@@ -113,18 +113,18 @@ pub async fn publish(
             },
         )
     })??;
-    let message = Message {
+    let message = OneMessage {
         target,
-        body,
+        message,
         confirm_timeout,
     };
     send_and_confirm(wire, tune, ctx, observer, topology, declarations, &message).await
 }
 
 /// The message of [`publish`], and how long its confirm may take.
-struct Message<'a> {
+struct OneMessage<'a> {
     target: &'a Publication<'a>,
-    body: &'a [u8],
+    message: &'a crate::message::Message,
     confirm_timeout: Option<Duration>,
 }
 
@@ -170,9 +170,9 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
     observer: &dyn Observer,
     topology: &Topology,
     declarations: Vec<AMQPClass>,
-    message: &Message<'_>,
+    message: &OneMessage<'_>,
 ) -> Step<()> {
-    let (target, body) = (message.target, message.body);
+    let (target, body) = (message.target, message.message.body.as_slice());
     let uri = ctx.url().amqp_uri();
     let ours = uri.query.frame_max.unwrap_or(DEFAULT_FRAME_MAX);
     let frame_max = match tune.frame_max {
@@ -213,7 +213,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
             CHANNEL,
             AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
                 exchange: target.exchange.into(),
-                routing_key: target.routing_key_of(body).as_ref().into(),
+                routing_key: target.routing_key_of(message.message).as_ref().into(),
                 mandatory: true,
                 immediate: false,
             })),
@@ -223,7 +223,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
             AMQPContentHeader {
                 class_id: 60,
                 body_size: body.len() as u64,
-                properties: target.properties(),
+                properties: target.properties_of(message.message),
             },
         ),
     ]);
@@ -745,9 +745,10 @@ mod tests {
         let outcome = async {
             let (wire, tune) = handshake(Wire::new(client), &ctx, "rmqlab test").await?;
             let declarations = topology.methods().unwrap();
-            let message = Message {
+            let hi = crate::message::Message::from(b"hi".to_vec());
+            let message = OneMessage {
                 target: &TARGET,
-                body: b"hi",
+                message: &hi,
                 confirm_timeout: None,
             };
             send_and_confirm(

@@ -4,7 +4,7 @@
 
 use super::{
     receive::{Out, WAITING_LINE, stdout},
-    send::{named_input, single_message, stdout_lines, stopped, with_input},
+    send::{Destination, named_input, single_message, stdout_lines, stopped, with_input},
 };
 use crate::uri::StreamUrl;
 use crate::{
@@ -103,16 +103,16 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
 async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let message = &args.message;
-    let input = named_input(message);
+    let input = named_input(message.file.as_deref());
     let mut messages = match &message.file {
         Some(path) => Messages::lines_of(path, message.max_message_size)?,
-        None => Messages::single(single_message(message, "Hello, World!")),
+        None => Messages::single(single_message(message, "Hello, World!").into()),
     };
     let streams = open(ctx, "rmqlab stream send", &args.target).await?;
     let mut lines = stdout_lines(
         ctx,
         messages.size,
-        format!("stream '{}'", args.target.stream),
+        Destination::Stream(args.target.stream.clone()),
     );
     let published = streams
         .publish(

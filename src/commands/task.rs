@@ -18,6 +18,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     management::Api,
+    message::exec_environment,
     output::{Received, TextLine, write_received},
     signals::Interrupts,
 };
@@ -34,6 +35,9 @@ use std::{
 /// and only rmqlab's own failures raise it (the broker's `redelivered` flag and a quorum queue's
 /// `x-delivery-count` also count a crashed worker or one stopped while holding tasks).
 pub const FAILURES_HEADER: &str = "x-rmqlab-failures";
+/// The `task work --exec` variable with the task's failures so far.
+pub const FAILURES_VARIABLE: &str = "RMQLAB_MSG_FAILURES";
+
 /// The header the broker itself keeps on quorum queue deliveries: never copied.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
@@ -52,7 +56,7 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
                 default_message: "Hello World!",
                 show_key: false,
             };
-            send(ctx, spec, &args.message).await
+            send(ctx, spec, &args.message, &args.properties).await
         }
         TaskCommand::Work(args) => work(ctx, args).await,
     }
@@ -379,14 +383,8 @@ impl Handler for Worker {
                 }
             }
             Some(exec) => {
-                let env = [
-                    (
-                        "RMQLAB_REDELIVERED",
-                        u8::from(delivery.redelivered).to_string(),
-                    ),
-                    ("RMQLAB_ROUTING_KEY", delivery.routing_key.to_string()),
-                    ("RMQLAB_FAILURES", failures(delivery).to_string()),
-                ];
+                let mut env = exec_environment(delivery);
+                env.push((FAILURES_VARIABLE, failures(delivery).to_string()));
                 let mut running = match exec::start(&exec.command, &env, false) {
                     Ok(running) => running,
                     Err(source) => {

@@ -564,6 +564,31 @@ pub mod broker {
         })
     }
 
+    /// Publishes one message with exactly these properties through `exchange` with `key`,
+    /// confirmed and mandatory (a message no queue takes fails the test).
+    pub fn publish_message(exchange: &str, key: &str, body: &[u8], properties: BasicProperties) {
+        block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            channel.confirm_select(Default::default()).await.unwrap();
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            let confirmation = channel
+                .basic_publish(exchange.into(), key.into(), options, body, properties)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(
+                confirmation.is_ack() && confirmation.take_message().is_none(),
+                "the broker did not take the message for '{key}'"
+            );
+            let _ = connection.close(200, "OK".into()).await;
+        })
+    }
+
     /// Takes one message (acked), or None when the queue is empty.
     pub fn get(queue: &str) -> Option<BasicGetMessage> {
         block_on(async {

@@ -19,6 +19,7 @@ mod completion;
 mod confirms;
 mod declarations;
 mod hardening;
+mod messages;
 mod publisher;
 mod pubsub;
 mod queues;
