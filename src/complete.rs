@@ -102,8 +102,9 @@ fn complete_names(names: Names, current: &OsStr) -> Vec<CompletionCandidate> {
         }
         .ok()
     };
+    // The timer is made inside the runtime: tokio's timers need one to exist.
     let listed = runtime
-        .block_on(tokio::time::timeout(NAMES_TIMEOUT, asked))
+        .block_on(async { tokio::time::timeout(NAMES_TIMEOUT, asked).await })
         .ok()
         .flatten();
     let mut listed: Vec<String> = listed
