@@ -672,7 +672,8 @@ Examples:
   rmqlab queues delete task_queue --if-empty --if-unused")]
     Delete(QueuesDeleteArgs),
     /// Show the first messages of a queue and leave them in it
-    #[command(after_long_help = "How the messages stay depends on the queue's type (asked of \
+    #[command(
+        after_long_help = "How the messages stay depends on the queue's type (asked of \
 the management API):
   stream   read from its first offset, as any stream reader does: nothing changes.
   classic  taken one by one (basic.get) on one channel without an ack, then all put back at once
@@ -687,10 +688,12 @@ Peeking and a consumer of the same queue compete: a message a consumer holds una
 Examples:
   rmqlab queues peek task_queue
   rmqlab queues peek orders --count 1 -o json | jq .properties.headers
-  rmqlab queues peek events --count 100 -o body")]
+  rmqlab queues peek events --count 100 -o body"
+    )]
     Peek(QueuesPeekArgs),
     /// Move messages to another queue or an exchange, each confirmed there before it is acked
-    #[command(after_long_help = "Each message is taken from SOURCE, published with its body, \
+    #[command(
+        after_long_help = "Each message is taken from SOURCE, published with its body, \
 properties and headers unchanged (mandatory, with publisher confirms), and acked on SOURCE only \
 once the broker confirmed it: at-least-once, nothing is lost. Up to 256 messages are in flight at \
 once. It stops when SOURCE is empty, after --count messages, or at Ctrl-C (the messages in flight \
@@ -707,10 +710,12 @@ them twice; the summary says how many.
 Examples:
   rmqlab queues move task_queue.failed task_queue
   rmqlab queues move orders orders.archive --count 1000
-  rmqlab queues move orders --to-exchange events --routing-key orders.replayed")]
+  rmqlab queues move orders --to-exchange events --routing-key orders.replayed"
+    )]
     Move(QueuesMoveArgs),
     /// Group what is in a dead-letter queue by how it died, and redrive it where it came from
-    #[command(after_long_help = "Each message is read as `queues peek` reads (and put back \
+    #[command(
+        after_long_help = "Each message is read as `queues peek` reads (and put back \
 without being taken): a quorum queue needs --force, except for a --redrive without --reason or \
 --from-queue, which takes every message it can redrive and puts nothing back. Messages are \
 grouped by their first death, from the headers RabbitMQ adds when it dead-letters one \
@@ -731,7 +736,8 @@ Examples:
   rmqlab queues dead-letters orders.dlq
   rmqlab queues dead-letters orders.dlq --redrive --reason rejected
   rmqlab queues dead-letters task_queue.failed --redrive
-  rmqlab queues dead-letters orders.dlq --from-queue orders --redrive --via-exchange")]
+  rmqlab queues dead-letters orders.dlq --from-queue orders --redrive --via-exchange"
+    )]
     DeadLetters(QueuesDeadLettersArgs),
 }
 

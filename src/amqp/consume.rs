@@ -254,7 +254,13 @@ pub(super) async fn publish_unconfirmed(
         ..BasicPublishOptions::default()
     };
     channel
-        .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body,
+            properties,
+        )
         .await
 }
 

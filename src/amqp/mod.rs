@@ -144,7 +144,9 @@ impl Session {
                 lapin::types::FieldTable::default(),
             )
             .await
-            .map_err(Error::broker(format!("cannot inspect exchange '{exchange}'")))
+            .map_err(Error::broker(format!(
+                "cannot inspect exchange '{exchange}'"
+            )))
     }
 
     /// Replaces a channel the broker closed (after a refused declaration) with a new one.

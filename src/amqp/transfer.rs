@@ -150,7 +150,7 @@ pub async fn read_stream(
 }
 
 /// Where a moved message is published.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Destination {
     pub exchange: String,
     pub routing_key: String,

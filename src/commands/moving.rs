@@ -27,7 +27,9 @@ pub async fn run(ctx: &Context, args: QueuesMoveArgs) -> Result<Exit> {
         });
     }
     let ready = check(ctx, &args).await?;
-    let total = args.count.map_or(ready.into(), |count| count.min(ready.into()));
+    let total = args
+        .count
+        .map_or(ready.into(), |count| count.min(ready.into()));
     let mut router = Fixed {
         exchange: args.to_exchange.clone().unwrap_or_default(),
         routing_key: args.destination.clone().or(args.routing_key.clone()),
