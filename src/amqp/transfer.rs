@@ -27,6 +27,7 @@ use lapin::{
 use std::{
     collections::{HashMap, VecDeque},
     hash::{DefaultHasher, Hash, Hasher},
+    time::Duration,
 };
 
 /// Messages published and not yet confirmed, at most, while moving.
@@ -85,22 +86,25 @@ pub async fn peek(
     looked.map(|()| taken)
 }
 
-/// Reads the first `count` messages of stream `stream` from its first offset (at most the
-/// `stored` messages it holds now), showing each to `look`; a stream keeps what is read.
+/// How long reading a stream waits for its first message, and for each next one, once the
+/// messages the broker counted are read: the count a stream reports lags a moment behind what
+/// it holds.
+const STREAM_FIRST: Duration = Duration::from_secs(1);
+const STREAM_NEXT: Duration = Duration::from_millis(500);
+
+/// Reads the first `count` messages of stream `stream` from its first offset, showing each to
+/// `look`; a stream keeps what is read.
 pub async fn read_stream(
     session: &Session,
     stream: &str,
     count: u64,
     mut look: impl FnMut(&Delivery) -> Result<()>,
 ) -> Result<u64> {
-    let (stored, _) = session.inspect_queue(stream).await?;
-    let wanted = count.min(stored.into());
-    if wanted == 0 {
-        return Ok(0);
-    }
+    let (counted, _) = session.inspect_queue(stream).await?;
+    let wanted = count;
     let channel = &session.channel;
     // A stream consumer needs a prefetch; it gets no more than it will show.
-    let prefetch = u16::try_from(wanted).unwrap_or(u16::MAX);
+    let prefetch = u16::try_from(wanted.min(1000)).unwrap_or(1000);
     channel
         .basic_qos(prefetch, BasicQosOptions { global: false })
         .await
@@ -122,7 +126,18 @@ pub async fn read_stream(
         .map_err(Error::broker(format!("cannot read stream '{stream}'")))?;
     let mut read = 0;
     while read < wanted {
-        let delivery = match deliveries.next().await {
+        let next = match read < counted.into() {
+            true => Some(deliveries.next().await),
+            false => {
+                let wait = if read == 0 { STREAM_FIRST } else { STREAM_NEXT };
+                tokio::time::timeout(wait, deliveries.next()).await.ok()
+            }
+        };
+        // Nothing more came: the end of the stream.
+        let Some(next) = next else {
+            break;
+        };
+        let delivery = match next {
             Some(Ok(delivery)) => delivery,
             Some(Err(source)) => {
                 return Err(Error::broker(format!("stopped reading stream '{stream}'"))(

@@ -25,5 +25,6 @@ mod routing;
 mod rpc;
 mod stream;
 mod terminal;
+mod toolkit;
 mod topics;
 mod worker;
