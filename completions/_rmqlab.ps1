@@ -49,7 +49,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('rpc', 'rpc', [CompletionResultType]::ParameterValue, 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell')
             [CompletionResult]::new('confirms', 'confirms', [CompletionResultType]::ParameterValue, 'Tutorial 7: the three publisher-confirm strategies, timed on your broker')
             [CompletionResult]::new('stream', 'stream', [CompletionResultType]::ParameterValue, 'Streams over the stream protocol (the stream tutorials): send, and read from an offset')
-            [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
+            [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete (management HTTP API); peek, move, dead letters')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -795,6 +795,9 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)')
             [CompletionResult]::new('purge', 'purge', [CompletionResultType]::ParameterValue, 'Remove every ready message of a queue')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a queue and the messages in it')
+            [CompletionResult]::new('peek', 'peek', [CompletionResultType]::ParameterValue, 'Show the first messages of a queue and leave them in it')
+            [CompletionResult]::new('move', 'move', [CompletionResultType]::ParameterValue, 'Move messages to another queue or an exchange, each confirmed there before it is acked')
+            [CompletionResult]::new('dead-letters', 'dead-letters', [CompletionResultType]::ParameterValue, 'Group what is in a dead-letter queue by how it died, and redrive it where it came from')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -870,10 +873,88 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'rmqlab;queues;peek' {
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Show at most N messages, from the head of the queue')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Peek into a quorum queue all the same, counting one delivery for each message shown')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;queues;move' {
+            [CompletionResult]::new('--to-exchange', '--to-exchange', [CompletionResultType]::ParameterName, 'Publish to this exchange instead of a queue; it must exist')
+            [CompletionResult]::new('--routing-key', '--routing-key', [CompletionResultType]::ParameterName, 'The routing key to publish with at --to-exchange [default: each message''s own]')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Move at most N messages')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'rmqlab;queues;dead-letters' {
+            [CompletionResult]::new('--reason', '--reason', [CompletionResultType]::ParameterName, 'Only the messages that (first) died for this reason')
+            [CompletionResult]::new('--from-queue', '--from-queue', [CompletionResultType]::ParameterName, 'Only the messages that (first) died in this queue')
+            [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format of the table')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format of the table')
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]')
+            [CompletionResult]::new('--api-url', '--api-url', [CompletionResultType]::ParameterName, 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]')
+            [CompletionResult]::new('--stream-url', '--stream-url', [CompletionResultType]::ParameterName, 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]')
+            [CompletionResult]::new('--color', '--color', [CompletionResultType]::ParameterName, 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up connecting after this long (500ms, 5s, 1m)')
+            [CompletionResult]::new('--api-timeout', '--api-timeout', [CompletionResultType]::ParameterName, 'Give up waiting for an answer of the management API after this long (`queues`)')
+            [CompletionResult]::new('--reconnect-timeout', '--reconnect-timeout', [CompletionResultType]::ParameterName, 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)')
+            [CompletionResult]::new('--tls-ca-file', '--tls-ca-file', [CompletionResultType]::ParameterName, 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]')
+            [CompletionResult]::new('--tls-cert-file', '--tls-cert-file', [CompletionResultType]::ParameterName, 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]')
+            [CompletionResult]::new('--tls-key-file', '--tls-key-file', [CompletionResultType]::ParameterName, 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]')
+            [CompletionResult]::new('--redrive', '--redrive', [CompletionResultType]::ParameterName, 'Republish each selected message where it died, confirmed, then ack it here')
+            [CompletionResult]::new('--via-exchange', '--via-exchange', [CompletionResultType]::ParameterName, 'With --redrive: publish through the exchange and routing keys of the first death, not straight to the queue')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Read a quorum queue all the same, counting one delivery for each message put back')
+            [CompletionResult]::new('--no-headers', '--no-headers', [CompletionResultType]::ParameterName, 'Leave out the header row')
+            [CompletionResult]::new('--tls-insecure', '--tls-insecure', [CompletionResultType]::ParameterName, 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print no status lines on stderr')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'Print more diagnostics on stderr (the broker address, each declaration)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'rmqlab;queues;help' {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)')
             [CompletionResult]::new('purge', 'purge', [CompletionResultType]::ParameterValue, 'Remove every ready message of a queue')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a queue and the messages in it')
+            [CompletionResult]::new('peek', 'peek', [CompletionResultType]::ParameterValue, 'Show the first messages of a queue and leave them in it')
+            [CompletionResult]::new('move', 'move', [CompletionResultType]::ParameterValue, 'Move messages to another queue or an exchange, each confirmed there before it is acked')
+            [CompletionResult]::new('dead-letters', 'dead-letters', [CompletionResultType]::ParameterValue, 'Group what is in a dead-letter queue by how it died, and redrive it where it came from')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -884,6 +965,15 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;queues;help;delete' {
+            break
+        }
+        'rmqlab;queues;help;peek' {
+            break
+        }
+        'rmqlab;queues;help;move' {
+            break
+        }
+        'rmqlab;queues;help;dead-letters' {
             break
         }
         'rmqlab;queues;help;help' {
@@ -918,7 +1008,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('rpc', 'rpc', [CompletionResultType]::ParameterValue, 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell')
             [CompletionResult]::new('confirms', 'confirms', [CompletionResultType]::ParameterValue, 'Tutorial 7: the three publisher-confirm strategies, timed on your broker')
             [CompletionResult]::new('stream', 'stream', [CompletionResultType]::ParameterValue, 'Streams over the stream protocol (the stream tutorials): send, and read from an offset')
-            [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete, through the management HTTP API')
+            [CompletionResult]::new('queues', 'queues', [CompletionResultType]::ParameterValue, 'Queue depth, purge and delete (management HTTP API); peek, move, dead letters')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print the completion script for a shell')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -1015,6 +1105,9 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)')
             [CompletionResult]::new('purge', 'purge', [CompletionResultType]::ParameterValue, 'Remove every ready message of a queue')
             [CompletionResult]::new('delete', 'delete', [CompletionResultType]::ParameterValue, 'Delete a queue and the messages in it')
+            [CompletionResult]::new('peek', 'peek', [CompletionResultType]::ParameterValue, 'Show the first messages of a queue and leave them in it')
+            [CompletionResult]::new('move', 'move', [CompletionResultType]::ParameterValue, 'Move messages to another queue or an exchange, each confirmed there before it is acked')
+            [CompletionResult]::new('dead-letters', 'dead-letters', [CompletionResultType]::ParameterValue, 'Group what is in a dead-letter queue by how it died, and redrive it where it came from')
             break
         }
         'rmqlab;help;queues;list' {
@@ -1024,6 +1117,15 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
             break
         }
         'rmqlab;help;queues;delete' {
+            break
+        }
+        'rmqlab;help;queues;peek' {
+            break
+        }
+        'rmqlab;help;queues;move' {
+            break
+        }
+        'rmqlab;help;queues;dead-letters' {
             break
         }
         'rmqlab;help;completions' {

@@ -113,11 +113,20 @@ _rmqlab() {
             rmqlab__subcmd__help__subcmd__pubsub,listen)
                 cmd="rmqlab__subcmd__help__subcmd__pubsub__subcmd__listen"
                 ;;
+            rmqlab__subcmd__help__subcmd__queues,dead-letters)
+                cmd="rmqlab__subcmd__help__subcmd__queues__subcmd__dead__subcmd__letters"
+                ;;
             rmqlab__subcmd__help__subcmd__queues,delete)
                 cmd="rmqlab__subcmd__help__subcmd__queues__subcmd__delete"
                 ;;
             rmqlab__subcmd__help__subcmd__queues,list)
                 cmd="rmqlab__subcmd__help__subcmd__queues__subcmd__list"
+                ;;
+            rmqlab__subcmd__help__subcmd__queues,move)
+                cmd="rmqlab__subcmd__help__subcmd__queues__subcmd__move"
+                ;;
+            rmqlab__subcmd__help__subcmd__queues,peek)
+                cmd="rmqlab__subcmd__help__subcmd__queues__subcmd__peek"
                 ;;
             rmqlab__subcmd__help__subcmd__queues,purge)
                 cmd="rmqlab__subcmd__help__subcmd__queues__subcmd__purge"
@@ -176,6 +185,9 @@ _rmqlab() {
             rmqlab__subcmd__pubsub__subcmd__help,listen)
                 cmd="rmqlab__subcmd__pubsub__subcmd__help__subcmd__listen"
                 ;;
+            rmqlab__subcmd__queues,dead-letters)
+                cmd="rmqlab__subcmd__queues__subcmd__dead__subcmd__letters"
+                ;;
             rmqlab__subcmd__queues,delete)
                 cmd="rmqlab__subcmd__queues__subcmd__delete"
                 ;;
@@ -185,8 +197,17 @@ _rmqlab() {
             rmqlab__subcmd__queues,list)
                 cmd="rmqlab__subcmd__queues__subcmd__list"
                 ;;
+            rmqlab__subcmd__queues,move)
+                cmd="rmqlab__subcmd__queues__subcmd__move"
+                ;;
+            rmqlab__subcmd__queues,peek)
+                cmd="rmqlab__subcmd__queues__subcmd__peek"
+                ;;
             rmqlab__subcmd__queues,purge)
                 cmd="rmqlab__subcmd__queues__subcmd__purge"
+                ;;
+            rmqlab__subcmd__queues__subcmd__help,dead-letters)
+                cmd="rmqlab__subcmd__queues__subcmd__help__subcmd__dead__subcmd__letters"
                 ;;
             rmqlab__subcmd__queues__subcmd__help,delete)
                 cmd="rmqlab__subcmd__queues__subcmd__help__subcmd__delete"
@@ -196,6 +217,12 @@ _rmqlab() {
                 ;;
             rmqlab__subcmd__queues__subcmd__help,list)
                 cmd="rmqlab__subcmd__queues__subcmd__help__subcmd__list"
+                ;;
+            rmqlab__subcmd__queues__subcmd__help,move)
+                cmd="rmqlab__subcmd__queues__subcmd__help__subcmd__move"
+                ;;
+            rmqlab__subcmd__queues__subcmd__help,peek)
+                cmd="rmqlab__subcmd__queues__subcmd__help__subcmd__peek"
                 ;;
             rmqlab__subcmd__queues__subcmd__help,purge)
                 cmd="rmqlab__subcmd__queues__subcmd__help__subcmd__purge"
@@ -889,8 +916,22 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__help__subcmd__queues)
-            opts="list purge delete"
+            opts="list purge delete peek move dead-letters"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__help__subcmd__queues__subcmd__dead__subcmd__letters)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -917,6 +958,34 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__help__subcmd__queues__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__help__subcmd__queues__subcmd__move)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__help__subcmd__queues__subcmd__peek)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1441,12 +1510,82 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues)
-            opts="-q -v -h --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete help"
+            opts="-q -v -h --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete peek move dead-letters help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__queues__subcmd__dead__subcmd__letters)
+            opts="-o -q -v -h --redrive --via-exchange --reason --from-queue --force --output --no-headers --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --reason)
+                    COMPREPLY=($(compgen -W "rejected expired maxlen delivery_limit parked" -- "${cur}"))
+                    return 0
+                    ;;
+                --from-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "table tsv json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "table tsv json" -- "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1553,8 +1692,22 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__help)
-            opts="list purge delete help"
+            opts="list purge delete peek move dead-letters help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__queues__subcmd__help__subcmd__dead__subcmd__letters)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1595,6 +1748,34 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__queues__subcmd__help__subcmd__move)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__queues__subcmd__help__subcmd__peek)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1651,6 +1832,138 @@ _rmqlab() {
                     ;;
                 --watch)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__queues__subcmd__move)
+            opts="-q -v -h --to-exchange --routing-key --count --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --to-exchange)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --routing-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__queues__subcmd__peek)
+            opts="-o -q -v -h --count --force --output --url --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
                     return 0
                     ;;
                 --url)

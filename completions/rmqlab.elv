@@ -46,7 +46,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand rpc 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
             cand confirms 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
             cand stream 'Streams over the stream protocol (the stream tutorials): send, and read from an offset'
-            cand queues 'Queue depth, purge and delete, through the management HTTP API'
+            cand queues 'Queue depth, purge and delete (management HTTP API); peek, move, dead letters'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -737,6 +737,9 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
             cand purge 'Remove every ready message of a queue'
             cand delete 'Delete a queue and the messages in it'
+            cand peek 'Show the first messages of a queue and leave them in it'
+            cand move 'Move messages to another queue or an exchange, each confirmed there before it is acked'
+            cand dead-letters 'Group what is in a dead-letter queue by how it died, and redrive it where it came from'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'rmqlab;queues;list'= {
@@ -808,10 +811,85 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'rmqlab;queues;peek'= {
+            cand --count 'Show at most N messages, from the head of the queue'
+            cand -o 'How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line'
+            cand --output 'How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --stream-url 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --force 'Peek into a quorum queue all the same, counting one delivery for each message shown'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;queues;move'= {
+            cand --to-exchange 'Publish to this exchange instead of a queue; it must exist'
+            cand --routing-key 'The routing key to publish with at --to-exchange [default: each message''s own]'
+            cand --count 'Move at most N messages'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --stream-url 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'rmqlab;queues;dead-letters'= {
+            cand --reason 'Only the messages that (first) died for this reason'
+            cand --from-queue 'Only the messages that (first) died in this queue'
+            cand -o 'Output format of the table'
+            cand --output 'Output format of the table'
+            cand --url 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ''s default user]'
+            cand --api-url 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]'
+            cand --stream-url 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]'
+            cand --color 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)'
+            cand --connect-timeout 'Give up connecting after this long (500ms, 5s, 1m)'
+            cand --api-timeout 'Give up waiting for an answer of the management API after this long (`queues`)'
+            cand --reconnect-timeout 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)'
+            cand --tls-ca-file 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system''s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]'
+            cand --tls-cert-file 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]'
+            cand --tls-key-file 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]'
+            cand --redrive 'Republish each selected message where it died, confirmed, then ack it here'
+            cand --via-exchange 'With --redrive: publish through the exchange and routing keys of the first death, not straight to the queue'
+            cand --force 'Read a quorum queue all the same, counting one delivery for each message put back'
+            cand --no-headers 'Leave out the header row'
+            cand --tls-insecure 'Do not verify the server''s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+            cand -q 'Print no status lines on stderr'
+            cand --quiet 'Print no status lines on stderr'
+            cand -v 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand --verbose 'Print more diagnostics on stderr (the broker address, each declaration)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'rmqlab;queues;help'= {
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
             cand purge 'Remove every ready message of a queue'
             cand delete 'Delete a queue and the messages in it'
+            cand peek 'Show the first messages of a queue and leave them in it'
+            cand move 'Move messages to another queue or an exchange, each confirmed there before it is acked'
+            cand dead-letters 'Group what is in a dead-letter queue by how it died, and redrive it where it came from'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'rmqlab;queues;help;list'= {
@@ -819,6 +897,12 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;queues;help;purge'= {
         }
         &'rmqlab;queues;help;delete'= {
+        }
+        &'rmqlab;queues;help;peek'= {
+        }
+        &'rmqlab;queues;help;move'= {
+        }
+        &'rmqlab;queues;help;dead-letters'= {
         }
         &'rmqlab;queues;help;help'= {
         }
@@ -850,7 +934,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand rpc 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
             cand confirms 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
             cand stream 'Streams over the stream protocol (the stream tutorials): send, and read from an offset'
-            cand queues 'Queue depth, purge and delete, through the management HTTP API'
+            cand queues 'Queue depth, purge and delete (management HTTP API); peek, move, dead letters'
             cand completions 'Print the completion script for a shell'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -922,12 +1006,21 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
             cand list 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
             cand purge 'Remove every ready message of a queue'
             cand delete 'Delete a queue and the messages in it'
+            cand peek 'Show the first messages of a queue and leave them in it'
+            cand move 'Move messages to another queue or an exchange, each confirmed there before it is acked'
+            cand dead-letters 'Group what is in a dead-letter queue by how it died, and redrive it where it came from'
         }
         &'rmqlab;help;queues;list'= {
         }
         &'rmqlab;help;queues;purge'= {
         }
         &'rmqlab;help;queues;delete'= {
+        }
+        &'rmqlab;help;queues;peek'= {
+        }
+        &'rmqlab;help;queues;move'= {
+        }
+        &'rmqlab;help;queues;dead-letters'= {
         }
         &'rmqlab;help;completions'= {
         }

@@ -50,7 +50,7 @@ complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "topics" -d 'Tutorial 
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "rpc" -d 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "confirms" -d 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "stream" -d 'Streams over the stream protocol (the stream tutorials): send, and read from an offset'
-complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
+complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "queues" -d 'Queue depth, purge and delete (management HTTP API); peek, move, dead letters'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c rmqlab -n "__fish_rmqlab_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand hello; and not __fish_seen_subcommand_from send recv help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
@@ -601,26 +601,29 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand stream; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand stream; and __fish_seen_subcommand_from help" -f -a "recv" -d 'Read a stream from an offset and print each message with its offset'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand stream; and __fish_seen_subcommand_from help" -f -a "info" -d 'Show a stream\'s first and last offsets, its leader and replicas, and the offsets named consumers stored'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand stream; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l stream-url -d 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l stream-url -d 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
 always\t''
 never\t''"
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -s q -l quiet -d 'Print no status lines on stderr'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -s h -l help -d 'Print help'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -f -a "list" -d 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -f -a "purge" -d 'Remove every ready message of a queue'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -f -a "delete" -d 'Delete a queue and the messages in it'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -s h -l help -d 'Print help'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "list" -d 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "purge" -d 'Remove every ready message of a queue'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "delete" -d 'Delete a queue and the messages in it'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "peek" -d 'Show the first messages of a queue and leave them in it'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "move" -d 'Move messages to another queue or an exchange, each confirmed there before it is acked'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "dead-letters" -d 'Group what is in a dead-letter queue by how it died, and redrive it where it came from'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete peek move dead-letters help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l vhost -d 'List the queues of this vhost only [default: every vhost]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l filter -d 'Only queues whose name matches this regular expression (matched by the broker)' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l sort -d 'Sort by this column [default: vhost, then name]' -r -f -a "vhost\t''
@@ -686,9 +689,81 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_su
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -s q -l quiet -d 'Print no status lines on stderr'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from delete" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l count -d 'Show at most N messages, from the head of the queue' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -s o -l output -d 'How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line' -r -f -a "text\t'the tutorial\'s line for each message (named above)'
+body\t'each body exactly, then a newline'
+json\t'one JSON object per line: body, exchange, routing_key, redelivered, delivery_tag, properties'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l stream-url -d 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l force -d 'Peek into a quorum queue all the same, counting one delivery for each message shown'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from peek" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l to-exchange -d 'Publish to this exchange instead of a queue; it must exist' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l routing-key -d 'The routing key to publish with at --to-exchange [default: each message\'s own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l count -d 'Move at most N messages' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l stream-url -d 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from move" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l reason -d 'Only the messages that (first) died for this reason' -r -f -a "rejected\t'rejected or nacked without requeue'
+expired\t'its TTL (per message or per queue) passed'
+maxlen\t'dropped from the head of a queue over its length limit'
+delivery_limit\t'delivered more often than a quorum queue\'s delivery limit'
+parked\t'parked in QUEUE.failed by `task work --exec`'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l from-queue -d 'Only the messages that (first) died in this queue' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -s o -l output -d 'Output format of the table' -r -f -a "table\t'a table that fits the terminal'
+tsv\t'tab-separated values, one queue a line'
+json\t'a JSON array of objects with the API\'s field names'"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l stream-url -d 'Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL] [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l color -d 'When to colour status markers on stderr (auto: on a terminal, unless NO_COLOR is set)' -r -f -a "auto\t''
+always\t''
+never\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l connect-timeout -d 'Give up connecting after this long (500ms, 5s, 1m)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l api-timeout -d 'Give up waiting for an answer of the management API after this long (`queues`)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l reconnect-timeout -d 'After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never reconnect)' -r
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l tls-ca-file -d 'Trust the server certificates signed by the CA(s) in this PEM file, besides the system\'s roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l tls-cert-file -d 'Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l tls-key-file -d 'Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]' -r -F
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l redrive -d 'Republish each selected message where it died, confirmed, then ack it here'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l via-exchange -d 'With --redrive: publish through the exchange and routing keys of the first death, not straight to the queue'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l force -d 'Read a quorum queue all the same, counting one delivery for each message put back'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l no-headers -d 'Leave out the header row'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -l tls-insecure -d 'Do not verify the server\'s certificate: for tests only, never in production [env: RMQLAB_TLS_INSECURE]'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -s q -l quiet -d 'Print no status lines on stderr'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -s v -l verbose -d 'Print more diagnostics on stderr (the broker address, each declaration)'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from dead-letters" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "list" -d 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "purge" -d 'Remove every ready message of a queue'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "delete" -d 'Delete a queue and the messages in it'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "peek" -d 'Show the first messages of a queue and leave them in it'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "move" -d 'Move messages to another queue or an exchange, each confirmed there before it is acked'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "dead-letters" -d 'Group what is in a dead-letter queue by how it died, and redrive it where it came from'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l url -d 'AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL] [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ\'s default user]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand completions" -l api-url -d 'Base URL of the management HTTP API, for `queues` and `task work --on-failure dead-letter` [env: RMQLAB_API_URL] [default: http://<host of --url>:15672, with the user and password of --url unless it has its own]' -r
@@ -714,7 +789,7 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "rpc" -d 'Tutorial 6: request/reply (RPC) through queue `rpc_queue`, from the shell'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "confirms" -d 'Tutorial 7: the three publisher-confirm strategies, timed on your broker'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "stream" -d 'Streams over the stream protocol (the stream tutorials): send, and read from an offset'
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "queues" -d 'Queue depth, purge and delete, through the management HTTP API'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "queues" -d 'Queue depth, purge and delete (management HTTP API); peek, move, dead letters'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "completions" -d 'Print the completion script for a shell'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and not __fish_seen_subcommand_from hello task pubsub routing topics rpc confirms stream queues completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from hello" -f -a "send" -d 'Declare the queue and publish one message (or one per line of -f), confirmed by the broker'
@@ -736,3 +811,6 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subc
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "list" -d 'List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready messages_unacknowledged`)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "purge" -d 'Remove every ready message of a queue'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "delete" -d 'Delete a queue and the messages in it'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "peek" -d 'Show the first messages of a queue and leave them in it'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "move" -d 'Move messages to another queue or an exchange, each confirmed there before it is acked'
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand help; and __fish_seen_subcommand_from queues" -f -a "dead-letters" -d 'Group what is in a dead-letter queue by how it died, and redrive it where it came from'

@@ -275,7 +275,7 @@ Examples:
     /// Streams over the stream protocol (the stream tutorials): send, and read from an offset
     #[command(subcommand)]
     Stream(StreamCommand),
-    /// Queue depth, purge and delete, through the management HTTP API
+    /// Queue depth, purge and delete (management HTTP API); peek, move, dead letters
     #[command(subcommand)]
     Queues(QueuesCommand),
     /// Print the completion script for a shell
@@ -774,7 +774,7 @@ pub struct QueuesMoveArgs {
     #[arg(long, value_name = "EXCHANGE", value_parser = name)]
     pub to_exchange: Option<String>,
     /// The routing key to publish with at --to-exchange [default: each message's own]
-    #[arg(long, value_name = "KEY", requires = "to_exchange", value_parser = short_string)]
+    #[arg(long, value_name = "KEY", conflicts_with = "destination", value_parser = short_string)]
     pub routing_key: Option<String>,
     /// Move at most N messages
     #[arg(long, value_name = "N", value_parser = positive)]

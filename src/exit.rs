@@ -96,7 +96,9 @@ impl Code {
                  than --max-message-size, a queue or vhost not found, a delete refused by \
                  --if-empty/--if-unused, tasks that failed on every try (parked, dead-lettered, \
                  --on-failure stop), a queue with no dead-letter exchange for --on-failure \
-                 dead-letter, an RPC request no queue takes or a reply with x-error"
+                 dead-letter, an RPC request no queue takes or a reply with x-error, a quorum \
+                 queue peeked without --force, a message `queues move` or --redrive could not \
+                 publish"
             }
             Code::NoInput => {
                 "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"
