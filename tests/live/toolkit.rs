@@ -6,7 +6,7 @@ use crate::common::{
 };
 use lapin::{
     BasicProperties,
-    options::{BasicGetOptions, BasicPublishOptions, BasicRejectOptions, QueueDeclareOptions},
+    options::{BasicGetOptions, BasicPublishOptions, BasicRejectOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use serde_json::Value;
@@ -28,19 +28,7 @@ fn declare(queue: &str, arguments: &[(&str, AMQPValue)]) {
     for (key, value) in arguments {
         table.insert(ShortString::from(*key), value.clone());
     }
-    broker::block_on(async {
-        let connection = broker::connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(queue.into(), options, table)
-            .await
-            .expect("declare the test's queue");
-        let _ = connection.close(200, "OK".into()).await;
-    });
+    broker::declare_durable(queue, table);
 }
 
 /// A classic queue that dead-letters to `dlq` through the default exchange.
@@ -51,30 +39,6 @@ fn dead_lettering(queue: &str, dlq: &str, more: &[(&str, AMQPValue)]) {
     ];
     arguments.extend(more.iter().cloned());
     declare(queue, &arguments);
-}
-
-/// Publishes each body with `properties`, confirmed, through the default exchange.
-fn publish_with(queue: &str, bodies: &[&str], properties: BasicProperties) {
-    broker::block_on(async {
-        let connection = broker::connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel.confirm_select(Default::default()).await.unwrap();
-        for body in bodies {
-            channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    properties.clone(),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
-        let _ = connection.close(200, "OK".into()).await;
-    });
 }
 
 /// Takes `count` messages from the head of `queue` and rejects them without requeue: they are
@@ -299,7 +263,7 @@ fn move_keeps_properties_and_headers_and_stops_after_count() {
         .with_correlation_id("corr".into())
         .with_priority(4)
         .with_headers(headers);
-    publish_with(source.name(), &["a", "b", "c"], properties.clone());
+    broker::publish_with(source.name(), &["a", "b", "c"], properties.clone());
 
     let two = rmq(
         &format!("queues move {source} {destination} --count 2"),
@@ -398,21 +362,21 @@ impl DeadLetters {
             &[("x-message-ttl", AMQPValue::LongInt(50))],
         );
         let persistent = BasicProperties::default().with_delivery_mode(2);
-        publish_with(
+        broker::publish_with(
             a.name(),
             &["a1", "a2", "a3", "a4", "a5"],
             persistent.clone(),
         );
         reject(a.name(), 1); // a3
-        publish_with(b.name(), &["b1", "b2"], persistent.clone());
+        broker::publish_with(b.name(), &["b1", "b2"], persistent.clone());
         reject(b.name(), 2);
         // Per-message TTL: they expire at the head of b.
-        publish_with(
+        broker::publish_with(
             b.name(),
             &["b3", "b4"],
             persistent.clone().with_expiration("1".into()),
         );
-        publish_with(c.name(), &["c1"], persistent);
+        broker::publish_with(c.name(), &["c1"], persistent);
         eventually(WAIT, "eight dead letters", || {
             broker::ready(dlq.name()) == 8
         });
