@@ -535,8 +535,9 @@ pub mod broker {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
             channel.confirm_select(Default::default()).await.unwrap();
+            let mut confirms = Vec::with_capacity(bodies.len());
             for body in bodies {
-                channel
+                let confirm = channel
                     .basic_publish(
                         "".into(),
                         queue.into(),
@@ -545,9 +546,14 @@ pub mod broker {
                         properties.clone(),
                     )
                     .await
-                    .unwrap()
-                    .await
                     .unwrap();
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                assert!(
+                    confirm.await.unwrap().is_ack(),
+                    "the broker nacked a message"
+                );
             }
             let _ = connection.close(200, "OK".into()).await;
         })

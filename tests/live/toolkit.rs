@@ -2,7 +2,8 @@
 //! holds afterwards, in which order, with which properties and headers.
 
 use crate::common::{
-    TestQueue, assert_code, broker, eventually, rmq, rmqlab, run, text, unique_name, wait_output,
+    Running, TestQueue, assert_code, assert_ended_by, broker, eventually, rmq, rmqlab, run, text,
+    unique_name, wait_output,
 };
 use lapin::{
     BasicProperties,
@@ -390,7 +391,9 @@ fn groups(output: &Output) -> Vec<(String, String, u64)> {
     let rows: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
     rows.iter()
         .map(|row| {
-            assert!(row["oldest"].is_string() && row["newest"].is_string());
+            if row["queue"] != "(unknown)" {
+                assert!(row["oldest"].is_string() && row["newest"].is_string());
+            }
             (
                 row["queue"].as_str().unwrap().to_string(),
                 row["reason"].as_str().unwrap().to_string(),
@@ -569,4 +572,91 @@ fn parked_tasks_are_listed_and_redriven_to_their_queue() {
     assert_eq!(bodies_of(&back), ["p1", "p2"]);
     assert_eq!(header(&back[0], "x-rmqlab-queue"), Some(long(queue.name())));
     assert_eq!(broker::ready(parked.name()), 0);
+}
+
+#[test]
+fn move_to_an_exchange_uses_each_message_routing_key_by_default() {
+    let source = TestQueue::new("move-own-key");
+    let destination = TestQueue::new("move-own-key-dst");
+    broker::declare(source.name(), true).unwrap();
+    broker::declare(destination.name(), true).unwrap();
+    broker::publish(source.name(), &["k1", "k2"]);
+    // The messages were published with the source's name as routing key.
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_bind(
+                destination.name().into(),
+                "amq.direct".into(),
+                source.name().into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "OK".into()).await;
+    });
+    let output = rmq(
+        &format!("queues move {source} --to-exchange amq.direct"),
+        None,
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        format!(" [x] Moved 2 message(s) from queue '{source}' to exchange 'amq.direct'\n")
+    );
+    assert_eq!(bodies_of(&drain(destination.name())), ["k1", "k2"]);
+    assert_eq!(broker::ready(source.name()), 0);
+}
+
+#[test]
+fn move_stopped_by_ctrl_c_loses_nothing_and_ends_by_sigint() {
+    let source = TestQueue::new("move-stop");
+    let destination = TestQueue::new("move-stop-dst");
+    broker::declare(source.name(), true).unwrap();
+    broker::declare(destination.name(), true).unwrap();
+    let bodies: Vec<String> = (1..=20_000).map(|n| n.to_string()).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    broker::publish(source.name(), &refs);
+    let mover = Running::start(&["queues", "move", source.name(), destination.name()]);
+    eventually(WAIT, "the move to begin", || {
+        broker::ready(destination.name()) > 0
+    });
+    mover.signal("INT");
+    let (status, lines, stderr) = mover.finish_status(WAIT);
+    assert_ended_by(&status, "INT", &stderr);
+    let summary = lines.join("\n");
+    let moved: usize = summary
+        .strip_prefix(" [x] Moved ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {summary} {stderr}"));
+    assert!(moved < bodies.len(), "stopped before the end: {summary}");
+    let at_destination = drain(destination.name());
+    let left = drain(source.name());
+    assert_eq!(
+        at_destination.len(),
+        moved,
+        "every message counted arrived once"
+    );
+    let mut all = bodies_of(&at_destination);
+    all.extend(bodies_of(&left));
+    assert_eq!(all, bodies, "nothing lost, nothing doubled, in order");
+}
+
+#[test]
+fn messages_without_death_facts_show_as_unknown_and_stay() {
+    let dlq = TestQueue::new("dl-unknown");
+    broker::declare(dlq.name(), true).unwrap();
+    broker::publish(dlq.name(), &["plain"]);
+    let listed = rmq(&format!("queues dead-letters {dlq} -o json"), None);
+    assert_eq!(
+        groups(&listed),
+        [("(unknown)".to_string(), String::new(), 1)]
+    );
+    let redriven = rmq(&format!("queues dead-letters {dlq} --redrive"), None);
+    assert_code(&redriven, 0);
+    assert!(text(&redriven.stdout).contains("Redrove 0 message(s)"));
+    assert_eq!(bodies_of(&drain(dlq.name())), ["plain"]);
 }
