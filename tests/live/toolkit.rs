@@ -2,8 +2,8 @@
 //! holds afterwards, in which order, with which properties and headers.
 
 use crate::common::{
-    Running, TestQueue, assert_code, assert_ended_by, broker, eventually, rmq, rmqlab, run, text,
-    unique_name, wait_output,
+    BIN, Running, TestQueue, assert_code, assert_ended_by, broker, eventually, rmq, rmqlab, run,
+    text, unique_name, wait_output,
 };
 use lapin::{
     BasicProperties,
@@ -659,4 +659,28 @@ fn messages_without_death_facts_show_as_unknown_and_stay() {
     assert_code(&redriven, 0);
     assert!(text(&redriven.stdout).contains("Redrove 0 message(s)"));
     assert_eq!(bodies_of(&drain(dlq.name())), ["plain"]);
+}
+
+#[test]
+fn move_shows_a_progress_bar_on_a_terminal_only() {
+    let source = TestQueue::new("move-bar");
+    let destination = TestQueue::new("move-bar-dst");
+    broker::declare(source.name(), true).unwrap();
+    broker::declare(destination.name(), true).unwrap();
+    let bodies: Vec<String> = (1..=5_000).map(|n| n.to_string()).collect();
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    broker::publish(source.name(), &refs);
+    let shown = crate::terminal::on_terminal(
+        &format!("{BIN} queues move {source} {destination} > /dev/null"),
+        &[],
+    );
+    assert!(
+        shown.contains("moving") && shown.contains("/5,000 confirmed"),
+        "no bar: {shown:?}"
+    );
+    assert_eq!(broker::ready(destination.name()), 5_000);
+    let piped = rmq(&format!("queues move {destination} {source}"), None);
+    assert_code(&piped, 0);
+    assert_eq!(text(&piped.stderr), "", "no progress into a pipe");
+    assert_eq!(broker::ready(source.name()), 5_000);
 }
