@@ -11,7 +11,7 @@ use super::{
 };
 use crate::{
     context::Context,
-    error::{Error, Result},
+    error::{Error, Result, amqp_error},
     signals::Interrupts,
 };
 use futures_lite::StreamExt;
@@ -30,6 +30,9 @@ use std::{
     time::Duration,
 };
 
+/// The broker's reply to a method a queue type does not implement (`basic.get` on a stream).
+const NOT_IMPLEMENTED: u16 = 540;
+
 /// Messages published and not yet confirmed, at most, while moving.
 pub const MOVE_WINDOW: usize = 256;
 
@@ -39,9 +42,17 @@ pub async fn take(channel: &Channel, queue: &str) -> Result<Option<(Delivery, u3
     let got = channel
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
         .await
-        .map_err(Error::broker(format!(
-            "cannot take a message from queue '{queue}'"
-        )))?;
+        .map_err(|source| match amqp_error(&source) {
+            // A stream: it keeps its messages, and is read by offset.
+            Some(refused) if refused.get_id() == NOT_IMPLEMENTED => Error::MoveRefused {
+                reason: format!(
+                    "messages cannot be taken from queue '{queue}' one by one (the broker said: \
+                     {})",
+                    refused.get_message()
+                ),
+            },
+            _ => Error::broker(format!("cannot take a message from queue '{queue}'"))(source),
+        })?;
     Ok(got.map(|got| (got.delivery, got.message_count)))
 }
 

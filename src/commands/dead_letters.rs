@@ -279,7 +279,7 @@ pub fn render(
             name(&death.queue),
             death.reason.clone(),
             match (format, death.exchange.as_str()) {
-                (TableFormat::Table, "") => "(default)".into(),
+                (TableFormat::Table, "") if !death.reason.is_empty() => "(default)".into(),
                 (_, exchange) => name(exchange),
             },
             name(&death.routing_keys.join(",")),

@@ -244,6 +244,22 @@ fn peek_reads_a_stream_by_offset_and_changes_nothing() {
     assert_code(&all, 0);
     assert_eq!(text(&all.stdout), "s1\ns2\ns3\ns4\ns5\n");
 
+    // A stream keeps what is read: it cannot be moved from, nor redriven.
+    let moved = on_stream_node(
+        &["queues", "move", &stream, "--to-exchange", "amq.direct"],
+        None,
+    );
+    assert_code(&moved, 65);
+    assert!(
+        text(&moved.stderr).contains("cannot be taken from queue"),
+        "{}",
+        text(&moved.stderr)
+    );
+    let redriven = on_stream_node(&["queues", "dead-letters", &stream, "--redrive"], None);
+    assert_code(&redriven, 65);
+    let all = on_stream_node(&["queues", "peek", &stream, "-o", "body"], None);
+    assert_eq!(text(&all.stdout), "s1\ns2\ns3\ns4\ns5\n");
+
     let deleted = on_stream_node(&["queues", "delete", &stream], None);
     assert_code(&deleted, 0);
 }
