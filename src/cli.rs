@@ -279,10 +279,17 @@ Examples:
     #[command(subcommand)]
     Queues(QueuesCommand),
     /// Print the completion script for a shell
-    #[command(after_long_help = "Examples:
+    #[command(
+        after_long_help = "The script runs rmqlab at each Tab (rmqlab must be on PATH): \
+queue, stream and exchange names come live from the management API of the broker named on the \
+line (--url, --api-url) or in the environment, asked with a timeout under a second; no answer \
+completes nothing.
+
+Examples:
   source <(rmqlab completions bash)
   rmqlab completions zsh > ~/.zfunc/_rmqlab
-  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish")]
+  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish"
+    )]
     Completions {
         /// The shell to complete for
         #[arg(value_enum, value_name = "SHELL")]
@@ -375,7 +382,7 @@ pub struct RpcCallArgs {
     #[arg(long, value_enum, value_name = "KIND", default_value_t = ReplyQueueKind::Direct)]
     pub reply_queue: ReplyQueueKind,
     /// Give up (exit 75) when a reply takes longer than this; also the requests' expiration
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = reply_timeout)]
     pub timeout: Duration,
     /// Requests in flight at once with -f
     #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u16).range(1..))]
@@ -1330,6 +1337,18 @@ fn watch_interval(value: &str) -> Result<Duration, String> {
         ));
     }
     Ok(interval)
+}
+
+/// `rpc call --timeout`: at least a millisecond, as it is also the requests' expiration in
+/// whole milliseconds (an expiration of 0 would have the broker drop every request at once).
+fn reply_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) {
+        return Err(
+            "a reply cannot come in less than 1ms (it is also the requests' expiration)".into(),
+        );
+    }
+    Ok(timeout)
 }
 
 /// A `--filter` pattern, checked here because the broker answers a broken one with an empty

@@ -638,6 +638,15 @@ impl Error {
                         .into(),
                 )
             }
+            Error::Broker { source, .. }
+                if amqp_error(source).is_some_and(is_internal_exchange_refusal) =>
+            {
+                Some(
+                    "an internal exchange takes messages only from other exchanges bound to \
+                     it; publish to one of those, or use another --exchange"
+                        .into(),
+                )
+            }
             Error::NoRequestQueue { queue, .. } => Some(format!(
                 "`rmqlab rpc serve{}` declares the queue: start it first",
                 queue_option(queue)
@@ -732,8 +741,20 @@ fn reason_suffix(reason: &str) -> String {
     }
 }
 
+/// The broker's refusal of a publish to an exchange declared `internal` (reachable only
+/// through exchange-to-exchange bindings).
+fn is_internal_exchange_refusal(amqp: &lapin::protocol::AMQPError) -> bool {
+    *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+        && amqp
+            .get_message()
+            .as_str()
+            .contains("cannot publish to internal exchange")
+}
+
 fn broker_exit_code(source: &lapin::Error) -> Code {
     match source.kind() {
+        // Not a permission: nobody may publish to an internal exchange.
+        lapin::ErrorKind::ProtocolError(amqp) if is_internal_exchange_refusal(amqp) => Code::Data,
         lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
             | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Code::NoPermission,

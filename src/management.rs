@@ -56,6 +56,8 @@ struct ApiError {
 pub struct Api {
     client: Client,
     base: Url,
+    /// The vhost of `--url`.
+    vhost: String,
     user: String,
     password: String,
     caller: ApiCaller,
@@ -119,6 +121,7 @@ impl Api {
             },
             client,
             base,
+            vhost: ctx.url.vhost().to_string(),
             user,
             password,
         })
@@ -201,6 +204,29 @@ impl Api {
         later.sort_by_key(|(page, _)| *page);
         rows.extend(later.into_iter().flat_map(|(_, items)| items));
         Ok(rows)
+    }
+
+    /// The names of the queues (of type `of_type` only, when given) or exchanges (`kind`:
+    /// `queues` or `exchanges`) of the vhost of `--url`: one small request, for completion.
+    pub async fn names(&self, kind: &str, of_type: Option<&str>) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+            #[serde(default, rename = "type")]
+            kind: Option<String>,
+        }
+        let mut url = self.endpoint(&[kind, &self.vhost]);
+        url.query_pairs_mut()
+            .append_pair("columns", "name,type")
+            .append_pair("disable_stats", "true");
+        let named: Vec<Named> = self
+            .fetch(self.request(reqwest::Method::GET, url), kind)
+            .await?;
+        Ok(named
+            .into_iter()
+            .filter(|named| of_type.is_none_or(|wanted| named.kind.as_deref() == Some(wanted)))
+            .map(|named| named.name)
+            .collect())
     }
 
     /// Removes every ready message of a queue.

@@ -283,6 +283,19 @@ fn watching_more_often_than_100ms_is_a_usage_error() {
 }
 
 #[test]
+fn an_rpc_timeout_under_a_millisecond_is_a_usage_error() {
+    for timeout in ["0s", "500us"] {
+        let output = rmqlab_nowhere(&["rpc", "call", "--timeout", timeout]);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains("less than 1ms"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn usage_lines_do_not_show_options_from_the_environment() {
     let output = rmqlab()
         .env("RMQLAB_URL", "amqp://u:Sekr1t@127.0.0.1:1/%2f")
