@@ -607,13 +607,24 @@ fn parked_tasks_are_listed_and_redriven_to_their_queue() {
     assert_eq!(broker::ready(parked.name()), 0);
 }
 
-#[test]
-fn move_to_an_exchange_uses_each_message_routing_key_by_default() {
-    let source = TestQueue::new("move-own-key");
-    let destination = TestQueue::new("move-own-key-dst");
+/// Two classic queues of one test, the source holding `bodies`.
+fn source_and_destination(test: &str, bodies: &[&str]) -> (TestQueue, TestQueue) {
+    let source = TestQueue::new(test);
+    let destination = TestQueue::new(&format!("{test}-dst"));
     broker::declare(source.name(), true).unwrap();
     broker::declare(destination.name(), true).unwrap();
-    broker::publish(source.name(), &["k1", "k2"]);
+    broker::publish(source.name(), bodies);
+    (source, destination)
+}
+
+/// The bodies "1" to "count".
+fn numbers(count: u32) -> Vec<String> {
+    (1..=count).map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn move_to_an_exchange_uses_each_message_routing_key_by_default() {
+    let (source, destination) = source_and_destination("move-own-key", &["k1", "k2"]);
     // The messages were published with the source's name as routing key.
     broker::block_on(async {
         let connection = broker::connect().await;
@@ -645,13 +656,9 @@ fn move_to_an_exchange_uses_each_message_routing_key_by_default() {
 
 #[test]
 fn move_stopped_by_ctrl_c_loses_nothing_and_ends_by_sigint() {
-    let source = TestQueue::new("move-stop");
-    let destination = TestQueue::new("move-stop-dst");
-    broker::declare(source.name(), true).unwrap();
-    broker::declare(destination.name(), true).unwrap();
-    let bodies: Vec<String> = (1..=20_000).map(|n| n.to_string()).collect();
+    let bodies = numbers(20_000);
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    broker::publish(source.name(), &refs);
+    let (source, destination) = source_and_destination("move-stop", &refs);
     let mover = Running::start(&["queues", "move", source.name(), destination.name()]);
     eventually(WAIT, "the move to begin", || {
         broker::ready(destination.name()) > 0
@@ -696,13 +703,9 @@ fn messages_without_death_facts_show_as_unknown_and_stay() {
 
 #[test]
 fn move_shows_a_progress_bar_on_a_terminal_only() {
-    let source = TestQueue::new("move-bar");
-    let destination = TestQueue::new("move-bar-dst");
-    broker::declare(source.name(), true).unwrap();
-    broker::declare(destination.name(), true).unwrap();
-    let bodies: Vec<String> = (1..=5_000).map(|n| n.to_string()).collect();
+    let bodies = numbers(5_000);
     let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    broker::publish(source.name(), &refs);
+    let (source, destination) = source_and_destination("move-bar", &refs);
     let shown = crate::terminal::on_terminal(
         &format!("{BIN} queues move {source} {destination} > /dev/null"),
         &[],
