@@ -299,7 +299,7 @@ Examples:
     /// Streams over the stream protocol (the stream tutorials): send, and read from an offset
     #[command(subcommand)]
     Stream(StreamCommand),
-    /// Queue depth, purge and delete, through the management HTTP API
+    /// Queue depth, purge and delete (management HTTP API); peek, move, dead letters
     #[command(subcommand)]
     Queues(QueuesCommand),
     /// Print the completion script for a shell
@@ -724,6 +724,159 @@ Examples:
   rmqlab queues delete hello
   rmqlab queues delete task_queue --if-empty --if-unused")]
     Delete(QueuesDeleteArgs),
+    /// Show the first messages of a queue and leave them in it
+    #[command(
+        after_long_help = "How the messages stay depends on the queue's type (asked of \
+the management API):
+  stream   read from its first offset, as any stream reader does: nothing changes.
+  classic  taken one by one (basic.get) on one channel without an ack, then all put back at once
+           (basic.nack, requeue): they keep their order, but are now marked redelivered (said
+           on stderr).
+  quorum   refused (65) unless --force: a quorum queue counts every message put back as one
+           delivery (the header x-delivery-count), and past its delivery limit (x-delivery-limit;
+           20 by default on RabbitMQ 4.x) drops or dead-letters it; RabbitMQ 3.x also puts them
+           back at the end of the queue (4.x in their places). With --force rmqlab says so.
+Peeking and a consumer of the same queue compete: a message a consumer holds unacked is not seen.
+
+Examples:
+  rmqlab queues peek task_queue
+  rmqlab queues peek orders --count 1 -o json | jq .properties.headers
+  rmqlab queues peek events --count 100 -o body"
+    )]
+    Peek(QueuesPeekArgs),
+    /// Move messages to another queue or an exchange, each confirmed there before it is acked
+    #[command(
+        after_long_help = "Each message is taken from SOURCE, published with its body, \
+properties and headers unchanged (mandatory, with publisher confirms), and acked on SOURCE only \
+once the broker confirmed it: at-least-once, nothing is lost. Up to 256 messages are in flight at \
+once. It stops when SOURCE is empty, after --count messages, or at Ctrl-C (the messages in flight \
+are confirmed and acked first), and prints one summary line.
+
+DESTINATION must exist: rmqlab declares nothing here, so that a mistyped name cannot swallow the \
+messages (65 before anything is moved). A message no queue takes at --to-exchange, or one the \
+broker nacks, stops the move (65) and stays in SOURCE, as does every message after it.
+
+After a lost connection rmqlab reconnects (--reconnect-timeout) and carries on: the messages \
+published but not yet acked went back to SOURCE and are published again, so DESTINATION may hold \
+them twice; the summary says how many.
+
+Examples:
+  rmqlab queues move task_queue.failed task_queue
+  rmqlab queues move orders orders.archive --count 1000
+  rmqlab queues move orders --to-exchange events --routing-key orders.replayed"
+    )]
+    Move(QueuesMoveArgs),
+    /// Group what is in a dead-letter queue by how it died, and redrive it where it came from
+    #[command(
+        after_long_help = "Each message is read as `queues peek` reads (and put back \
+without being taken): a quorum queue needs --force, except for a --redrive without --reason or \
+--from-queue, which takes every message it can redrive and puts nothing back. Messages are \
+grouped by their first death, from the headers RabbitMQ adds when it dead-letters one \
+(x-first-death-queue, x-first-death-reason, x-first-death-exchange and the routing keys of that \
+death in x-death): the queue it died in, why (rejected, expired, maxlen, delivery_limit), the \
+exchange and routing keys it was first published with, how many, and the oldest and newest time \
+of death. Tasks parked by `task work --exec` (QUEUE.failed) carry rmqlab's own headers instead: \
+they show with the reason `parked`, the queue in x-rmqlab-queue and the time in \
+x-rmqlab-failed-at. A message with neither shows as (unknown) and is never redriven.
+
+--redrive republishes each selected message with its properties and headers, confirmed, then \
+acks it (as `queues move`): straight to the queue it died in through the default exchange (a \
+fanout or topic exchange would copy it to every other queue bound to it), or with --via-exchange \
+through the exchange and routing keys it was first published with. Expired messages redriven to a \
+queue that has a message TTL expire again after it: rmqlab says so.
+
+Examples:
+  rmqlab queues dead-letters orders.dlq
+  rmqlab queues dead-letters orders.dlq --redrive --reason rejected
+  rmqlab queues dead-letters task_queue.failed --redrive
+  rmqlab queues dead-letters orders.dlq --from-queue orders --redrive --via-exchange"
+    )]
+    DeadLetters(QueuesDeadLettersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesPeekArgs {
+    /// The queue (or stream) to look into, in the vhost of --url
+    #[arg(value_name = "QUEUE", value_parser = name)]
+    pub queue: String,
+    /// Show at most N messages, from the head of the queue
+    #[arg(long, value_name = "N", default_value = "10", value_parser = positive)]
+    pub count: u64,
+    /// Peek into a quorum queue all the same, counting one delivery for each message shown
+    #[arg(long)]
+    pub force: bool,
+    /// How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesMoveArgs {
+    /// The queue to take the messages from
+    #[arg(value_name = "SOURCE", value_parser = name)]
+    pub source: String,
+    /// The queue to put them in, through the default exchange; it must exist
+    #[arg(
+        value_name = "DESTINATION",
+        value_parser = name,
+        required_unless_present = "to_exchange",
+        conflicts_with = "to_exchange"
+    )]
+    pub destination: Option<String>,
+    /// Publish to this exchange instead of a queue; it must exist
+    #[arg(long, value_name = "EXCHANGE", value_parser = name)]
+    pub to_exchange: Option<String>,
+    /// The routing key to publish with at --to-exchange [default: each message's own]
+    #[arg(long, value_name = "KEY", conflicts_with = "destination", value_parser = short_string)]
+    pub routing_key: Option<String>,
+    /// Move at most N messages
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesDeadLettersArgs {
+    /// The dead-letter queue (or QUEUE.failed of `task work`), in the vhost of --url
+    #[arg(value_name = "QUEUE", value_parser = name)]
+    pub queue: String,
+    /// Republish each selected message where it died, confirmed, then ack it here
+    #[arg(long)]
+    pub redrive: bool,
+    /// With --redrive: publish through the exchange and routing keys of the first death, not
+    /// straight to the queue
+    #[arg(long, requires = "redrive")]
+    pub via_exchange: bool,
+    /// Only the messages that (first) died for this reason
+    #[arg(long, value_enum, value_name = "REASON")]
+    pub reason: Option<DeathReason>,
+    /// Only the messages that (first) died in this queue
+    #[arg(long, value_name = "QUEUE", value_parser = name)]
+    pub from_queue: Option<String>,
+    /// Read a quorum queue all the same, counting one delivery for each message put back
+    #[arg(long)]
+    pub force: bool,
+    /// Output format of the table
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = TableFormat::Table)]
+    pub output: TableFormat,
+    /// Leave out the header row
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
+/// Why a message was dead-lettered (`x-first-death-reason`), or parked by `task work`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeathReason {
+    /// rejected or nacked without requeue
+    Rejected,
+    /// its TTL (per message or per queue) passed
+    Expired,
+    /// dropped from the head of a queue over its length limit
+    Maxlen,
+    /// delivered more often than a quorum queue's delivery limit
+    #[value(name = "delivery_limit")]
+    DeliveryLimit,
+    /// parked in QUEUE.failed by `task work --exec`
+    Parked,
 }
 
 #[derive(Debug, Args)]

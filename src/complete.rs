@@ -61,7 +61,7 @@ fn with_live_names(command: clap::Command, path: &[&str]) -> clap::Command {
     let under_queues = path.first() == Some(&"queues");
     let command = command.mut_args(|arg| {
         let names = match arg.get_id().as_str() {
-            "queue" | "source" | "destination" => Names::Queues,
+            "queue" | "source" | "destination" | "from_queue" => Names::Queues,
             "name" if under_queues && arg.is_positional() => Names::Queues,
             "stream" => Names::Streams,
             "exchange" | "to_exchange" => Names::Exchanges,

@@ -268,6 +268,27 @@ pub enum Error {
     #[error("the broker did not take the task into queue '{queue}': {reason}")]
     Forward { queue: String, reason: String },
 
+    #[error(
+        "the broker did not take a message into {to}: {reason}; {moved} message(s) were moved \
+         before it, and it is still in queue '{source_queue}'"
+    )]
+    NotMoved {
+        to: String,
+        reason: String,
+        moved: u64,
+        source_queue: String,
+    },
+
+    #[error("nothing moved: {reason}")]
+    MoveRefused { reason: String },
+
+    #[error("{queue_type} queue '{queue}' refused: {reason}")]
+    PeekRefused {
+        queue: String,
+        queue_type: String,
+        reason: String,
+    },
+
     #[error("{}", tasks_failed(*.parked, *.dead_lettered, .parking_queue))]
     TasksFailed {
         parked: u64,
@@ -387,6 +408,9 @@ impl Error {
             Error::Output(_) => Code::Io,
             Error::Exec { .. } | Error::ExecNotStarted { .. } | Error::Runtime(_) => Code::Os,
             Error::Forward { .. }
+            | Error::NotMoved { .. }
+            | Error::MoveRefused { .. }
+            | Error::PeekRefused { .. }
             | Error::TasksFailed { .. }
             | Error::TaskStopped { .. }
             | Error::NoDeadLetterExchange { .. } => Code::Data,
@@ -506,6 +530,17 @@ impl Error {
                 "the stream protocol of rmqlab needs RabbitMQ 3.11 or later with the \
                  rabbitmq_stream plugin (older brokers close the connection at once); check \
                  that --stream-url names a stream port (5552), not an AMQP one"
+                    .into(),
+            ),
+            Error::PeekRefused { .. } => Some(
+                "pass --force to read it all the same (see --help: each message read counts one \
+                 delivery toward the queue's delivery limit), or consume it for good with \
+                 `queues move`"
+                    .into(),
+            ),
+            Error::NotMoved { .. } => Some(
+                "does the destination exist (`queues list`)? A queue is taken through the \
+                 default exchange; --to-exchange needs a binding for --routing-key"
                     .into(),
             ),
             Error::NotAStream { .. } => {

@@ -91,12 +91,14 @@ impl Code {
                  listen without keys"
             }
             Code::Data => {
-                "data error: an exchange of another kind, a queue that contradicts an explicit \
+                "data error: an exchange of another kind (or internal, to a publisher), a queue that contradicts an explicit \
                  --queue-type, a message nacked or returned unroutable, an input line longer \
                  than --max-message-size or not a message (--input json), a queue or vhost not found, a delete refused by \
                  --if-empty/--if-unused, tasks that failed on every try (parked, dead-lettered, \
                  --on-failure stop), a queue with no dead-letter exchange for --on-failure \
-                 dead-letter, an RPC request no queue takes or a reply with x-error"
+                 dead-letter, an RPC request no queue takes or a reply with x-error, a quorum \
+                 queue peeked without --force, a message `queues move` or --redrive could not \
+                 publish"
             }
             Code::NoInput => {
                 "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"

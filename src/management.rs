@@ -331,12 +331,34 @@ impl Api {
     /// its effective policy (`dead-letter-exchange`); `None` when it has none (`""`, the
     /// default exchange, is one). A queue that does not exist is [`Error::ApiNotFound`].
     pub async fn dead_letter_exchange(&self, vhost: &str, name: &str) -> Result<Option<String>> {
+        Ok(dead_letter_exchange_of(&self.queue(vhost, name).await?))
+    }
+
+    /// What the API knows of one queue, as it describes it.
+    async fn queue(&self, vhost: &str, name: &str) -> Result<serde_json::Value> {
         let url = self.endpoint(&["queues", vhost, name]);
         let what = format!("queue '{name}' in vhost '{vhost}'");
-        let queue: serde_json::Value = self
-            .fetch(self.request(reqwest::Method::GET, url), &what)
+        self.fetch(self.request(reqwest::Method::GET, url), &what)
+            .await
+    }
+
+    /// A queue's type and message TTL; a queue that does not exist is [`Error::ApiNotFound`].
+    pub async fn queue_facts(&self, vhost: &str, name: &str) -> Result<QueueFacts> {
+        Ok(QueueFacts::of(&self.queue(vhost, name).await?))
+    }
+
+    /// The RabbitMQ version of the broker behind the API (`3.10.8`, `4.0.5`).
+    pub async fn rabbitmq_version(&self) -> Result<String> {
+        let mut url = self.endpoint(&["overview"]);
+        url.query_pairs_mut()
+            .append_pair("columns", "rabbitmq_version");
+        let overview: serde_json::Value = self
+            .fetch(self.request(reqwest::Method::GET, url), "the overview")
             .await?;
-        Ok(dead_letter_exchange_of(&queue))
+        Ok(overview["rabbitmq_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
     }
 
     async fn fetch<T: serde::de::DeserializeOwned>(
@@ -477,6 +499,27 @@ impl ApiCaller {
     }
 }
 
+/// What `queues peek`, `move` and `dead-letters` need to know of a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFacts {
+    /// `classic`, `quorum` or `stream`.
+    pub queue_type: String,
+    /// Milliseconds a message may stay in it, by argument (`x-message-ttl`, which wins) or
+    /// policy (`message-ttl`).
+    pub message_ttl: Option<u64>,
+}
+
+impl QueueFacts {
+    fn of(queue: &serde_json::Value) -> QueueFacts {
+        let number = |object: &str, key: &str| queue.get(object)?.get(key)?.as_u64();
+        QueueFacts {
+            queue_type: queue["type"].as_str().unwrap_or("classic").to_string(),
+            message_ttl: number("arguments", "x-message-ttl")
+                .or_else(|| number("effective_policy_definition", "message-ttl")),
+        }
+    }
+}
+
 /// The dead-letter exchange a queue's API object names; a queue argument wins over a policy, as
 /// in RabbitMQ. A queue without a policy may show `effective_policy_definition` as `[]`.
 fn dead_letter_exchange_of(queue: &serde_json::Value) -> Option<String> {
@@ -575,6 +618,25 @@ mod tests {
             of(r#"{"arguments":{},"effective_policy_definition":{"dead-letter-exchange":"dlx"}}"#),
             Some("dlx".into())
         );
+    }
+
+    #[test]
+    fn queue_facts_take_the_type_and_a_ttl_from_arguments_or_policy() {
+        let of = |json: &str| QueueFacts::of(&serde_json::from_str(json).unwrap());
+        assert_eq!(
+            of(r#"{"type":"quorum","arguments":{},"effective_policy_definition":[]}"#),
+            QueueFacts {
+                queue_type: "quorum".into(),
+                message_ttl: None
+            }
+        );
+        let by_policy =
+            of(r#"{"type":"classic","effective_policy_definition":{"message-ttl":500}}"#);
+        assert_eq!(by_policy.message_ttl, Some(500));
+        let both = of(
+            r#"{"arguments":{"x-message-ttl":10},"effective_policy_definition":{"message-ttl":500}}"#,
+        );
+        assert_eq!(both.message_ttl, Some(10));
     }
 
     #[test]

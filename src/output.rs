@@ -247,7 +247,7 @@ pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
 }
 
 /// Keeps one row a line: tabs, newlines and backslashes in names are escaped.
-fn tsv_escape(field: &str) -> String {
+pub fn tsv_escape(field: &str) -> String {
     field
         .replace('\\', "\\\\")
         .replace('\t', "\\t")

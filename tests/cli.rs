@@ -47,6 +47,12 @@ const NAME_PLACES: &[&[&str]] = &[
     &["stream", "recv", "--stream", "{}"],
     &["stream", "recv", "--name", "{}"],
     &["stream", "info", "{}"],
+    &["queues", "peek", "{}"],
+    &["queues", "move", "{}", "d"],
+    &["queues", "move", "s", "{}"],
+    &["queues", "move", "s", "--to-exchange", "{}"],
+    &["queues", "dead-letters", "{}"],
+    &["queues", "dead-letters", "q", "--from-queue", "{}"],
 ];
 
 #[test]
@@ -948,4 +954,37 @@ fn stream_commands_try_the_stream_port_of_each_url() {
         "{stderr}"
     );
     assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
+}
+
+#[test]
+fn peek_move_and_dead_letters_check_their_arguments_before_connecting() {
+    for (args, needle) in [
+        (&["queues", "move", "src"][..], "<DESTINATION>"),
+        (
+            &["queues", "move", "src", "dst", "--to-exchange", "x"],
+            "cannot be used",
+        ),
+        (
+            &["queues", "move", "src", "dst", "--routing-key", "k"],
+            "cannot be used",
+        ),
+        (
+            &["queues", "move", "src", "dst", "--count", "0"],
+            "1 or more",
+        ),
+        (&["queues", "peek", "q", "--count", "0"], "1 or more"),
+        (
+            &["queues", "dead-letters", "q", "--via-exchange"],
+            "--redrive",
+        ),
+        (
+            &["queues", "dead-letters", "q", "--reason", "lost"],
+            "rejected",
+        ),
+    ] {
+        let output = rmqlab_nowhere(args);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
 }

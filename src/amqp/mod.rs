@@ -11,6 +11,7 @@ pub mod reconnect;
 pub mod rpc;
 pub mod stream;
 pub mod topology;
+pub mod transfer;
 
 use crate::{
     context::Context,
@@ -154,6 +155,25 @@ impl Session {
             .await
             .map_err(Error::broker(format!("cannot inspect queue '{queue}'")))?;
         Ok((declared.message_count(), declared.consumer_count()))
+    }
+
+    /// Checks that an exchange exists (a passive declaration).
+    pub async fn inspect_exchange(&self, exchange: &str) -> Result<()> {
+        let options = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Direct,
+                options,
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map_err(Error::broker(format!(
+                "cannot inspect exchange '{exchange}'"
+            )))
     }
 
     /// Replaces a channel the broker closed (after a refused declaration) with a new one.

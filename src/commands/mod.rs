@@ -3,8 +3,11 @@
 //! `report`.
 
 pub mod confirms;
+pub mod dead_letters;
 pub mod exec;
 pub mod hello;
+pub mod moving;
+pub mod peek;
 pub mod pubsub;
 pub mod queues;
 pub mod receive;

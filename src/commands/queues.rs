@@ -23,6 +23,9 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
     let api = Api::new(ctx).await?;
     match command {
         QueuesCommand::List(args) => list(ctx, &api, &args).await,
+        QueuesCommand::Peek(args) => super::peek::run(ctx, &api, args).await,
+        QueuesCommand::Move(args) => super::moving::run(ctx, args).await,
+        QueuesCommand::DeadLetters(args) => super::dead_letters::run(ctx, &api, args).await,
         QueuesCommand::Purge(args) => {
             let vhost = args.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("purging");

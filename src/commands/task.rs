@@ -38,6 +38,10 @@ pub const FAILURES_HEADER: &str = "x-rmqlab-failures";
 /// The `task work --exec` variable with the task's failures so far.
 pub const FAILURES_VARIABLE: &str = "RMQLAB_MSG_FAILURES";
 
+/// The header of a parked task that names the queue it failed in.
+pub const QUEUE_HEADER: &str = "x-rmqlab-queue";
+/// The header of a parked task that says when it was parked (RFC 3339).
+pub const FAILED_AT_HEADER: &str = "x-rmqlab-failed-at";
 /// The header the broker itself keeps on quorum queue deliveries: never copied.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
@@ -255,9 +259,9 @@ impl Exec {
                 }
                 put("x-rmqlab-stderr", text(&finished.stderr_tail));
                 put("x-rmqlab-command", text(&self.command));
-                put("x-rmqlab-queue", text(&self.queue));
+                put(QUEUE_HEADER, text(&self.queue));
                 put(
-                    "x-rmqlab-failed-at",
+                    FAILED_AT_HEADER,
                     text(&humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
                 );
                 Outcome::Park { headers }

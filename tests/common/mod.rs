@@ -521,6 +521,11 @@ pub mod broker {
             "x-queue-type".into(),
             lapin::types::AMQPValue::LongString("quorum".into()),
         );
+        declare_durable(queue, arguments);
+    }
+
+    /// Declares a durable queue with these arguments (a dead-letter exchange, a length limit...).
+    pub fn declare_durable(queue: &str, arguments: FieldTable) {
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
@@ -531,7 +536,7 @@ pub mod broker {
             channel
                 .queue_declare(queue.into(), options, arguments)
                 .await
-                .expect("declare a quorum queue");
+                .unwrap_or_else(|error| panic!("declare queue {queue}: {error}"));
             let _ = connection.close(200, "OK".into()).await;
         });
     }
@@ -542,23 +547,39 @@ pub mod broker {
         if queue_state(queue).is_none() {
             declare_quorum(queue);
         }
+        publish_with(
+            queue,
+            bodies,
+            BasicProperties::default().with_delivery_mode(2),
+        );
+    }
+
+    /// Publishes each body with `properties` to `queue` through the default exchange, each
+    /// confirmed.
+    pub fn publish_with(queue: &str, bodies: &[&str], properties: BasicProperties) {
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
             channel.confirm_select(Default::default()).await.unwrap();
+            let mut confirms = Vec::with_capacity(bodies.len());
             for body in bodies {
-                channel
+                let confirm = channel
                     .basic_publish(
                         "".into(),
                         queue.into(),
                         BasicPublishOptions::default(),
                         body.as_bytes(),
-                        BasicProperties::default().with_delivery_mode(2),
+                        properties.clone(),
                     )
                     .await
-                    .unwrap()
-                    .await
                     .unwrap();
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                assert!(
+                    confirm.await.unwrap().is_ack(),
+                    "the broker nacked a message"
+                );
             }
             let _ = connection.close(200, "OK".into()).await;
         })

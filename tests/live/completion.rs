@@ -75,6 +75,11 @@ fn queue_and_exchange_names_come_from_the_broker() {
         format!("rmqlab queues purge {prefix}"),
         format!("rmqlab hello recv --queue {prefix}"),
         format!("rmqlab task new --queue {prefix}"),
+        format!("rmqlab queues peek {prefix}"),
+        format!("rmqlab queues move {prefix}"),
+        format!("rmqlab queues move src {prefix}"),
+        format!("rmqlab queues dead-letters {prefix}"),
+        format!("rmqlab queues dead-letters dlq --from-queue {prefix}"),
     ] {
         let words = bash_complete(&line);
         assert!(words.contains(&q.name().to_string()), "{line}: {words:?}");
@@ -90,6 +95,8 @@ fn queue_and_exchange_names_come_from_the_broker() {
     let x = TestExchange::new("complete_x");
     rmqlab_declares_exchange(&x.0);
     let words = bash_complete(&format!("rmqlab pubsub emit --exchange {}", x.0));
+    assert_eq!(words, vec![x.0.clone()]);
+    let words = bash_complete(&format!("rmqlab queues move src --to-exchange {}", x.0));
     assert_eq!(words, vec![x.0.clone()]);
     let words = bash_complete(&format!("rmqlab pubsub emit --exchange {prefix}"));
     assert!(words.is_empty(), "{words:?}");

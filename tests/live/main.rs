@@ -27,6 +27,7 @@ mod routing;
 mod rpc;
 mod stream;
 mod terminal;
+mod toolkit;
 mod topics;
 mod urls;
 mod worker;
