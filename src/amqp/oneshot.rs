@@ -67,7 +67,7 @@ pub async fn publish(
     body: &[u8],
     confirm_timeout: Option<Duration>,
 ) -> Step<()> {
-    let uri = ctx.url.amqp_uri();
+    let uri = ctx.url().amqp_uri();
     if uri
         .query
         .auth_mechanism
@@ -82,7 +82,7 @@ pub async fn publish(
         return Err(Handover::Untouched("a queue named by the broker".into()));
     };
     observer.observe(Event::Connecting {
-        url: &ctx.url,
+        url: ctx.url(),
         name: connection_name,
         how: " (one message, pipelined)",
     });
@@ -100,10 +100,13 @@ pub async fn publish(
         .await
         .map_err(|stop| Handover::Failed(Error::Interrupted(stop)))?;
     let (wire, tune) = connected.map_err(|_elapsed| {
-        Handover::Failed(Error::ConnectTimeout {
-            url: ctx.url.to_string(),
-            after: ctx.connect_timeout,
-        })
+        to_others(
+            ctx,
+            Error::ConnectTimeout {
+                url: ctx.url().to_string(),
+                after: ctx.connect_timeout,
+            },
+        )
     })??;
     let message = Message {
         target,
@@ -140,7 +143,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let start_ok = connection::StartOk {
         client_properties: client_properties(connection_name),
         mechanism: "PLAIN".into(),
-        response: format!("\0{}\0{}", ctx.url.user(), ctx.url.password()).into(),
+        response: format!("\0{}\0{}", ctx.url().user(), ctx.url().password()).into(),
         locale: "en_US".into(),
     };
     wire.send(&[method(
@@ -165,7 +168,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
     message: &Message<'_>,
 ) -> Step<()> {
     let (target, body) = (message.target, message.body);
-    let uri = ctx.url.amqp_uri();
+    let uri = ctx.url().amqp_uri();
     let ours = uri.query.frame_max.unwrap_or(DEFAULT_FRAME_MAX);
     let frame_max = match tune.frame_max {
         0 => ours,
@@ -185,7 +188,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
         method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: ctx.url.vhost().into(),
+                virtual_host: ctx.url().vhost().into(),
             })),
         ),
         method(
@@ -279,8 +282,17 @@ fn unexpected(ctx: &Context, expected: &str, got: &(u16, AMQPClass)) -> Handover
 /// A broker's connection.close before the connection opened: reported as lapin's would be.
 fn refused_connection(ctx: &Context, close: &connection::Close) -> Handover {
     match broker_error(close.reply_code, close.reply_text.as_str()) {
-        Some(source) => Handover::Failed(connect_error(source, &ctx.url)),
+        Some(source) => to_others(ctx, connect_error(source, ctx.url())),
         None => Handover::Untouched(closed_connection(close)),
+    }
+}
+
+/// A failure to connect to the first URL: final when it is the only one, else the general path
+/// tries the others.
+fn to_others(ctx: &Context, error: Error) -> Handover {
+    match ctx.urls.count() {
+        1 => Handover::Failed(error),
+        _ => Handover::Untouched(error.one_line()),
     }
 }
 
@@ -557,8 +569,8 @@ mod tests {
     fn context() -> Context {
         let url = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
         Context {
-            stream_url: crate::uri::StreamUrl::from_broker(&url),
-            url,
+            stream_url_given: None,
+            urls: crate::uri::BrokerUrls::single(url),
             reconnect_timeout: Duration::from_secs(1),
             tls: TlsSettings::default(),
             api_url: None,

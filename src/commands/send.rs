@@ -79,7 +79,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             let body = single_message(message, send.default_message);
             // One message over plain TCP: first the quick way, which hands anything but
             // success and definite refusals over.
-            if !ctx.url.is_tls() {
+            if !ctx.url().is_tls() {
                 let quick = oneshot::publish(
                     ctx,
                     observer,

@@ -34,9 +34,9 @@ pub async fn run(ctx: &Context, command: StreamCommand) -> Result<Exit> {
 
 async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
     ctx.status
-        .debug(format_args!("connecting to {}", ctx.stream_url));
+        .debug(format_args!("connecting to {}", ctx.stream_url()));
     let streams = unless_interrupted(connect(
-        &ctx.stream_url,
+        &ctx.stream_url(),
         &ctx.tls,
         "rmqlab stream info",
         ctx.connect_timeout,
@@ -55,9 +55,9 @@ async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
 /// Connects and creates the stream if absent, as both tutorial programs do.
 async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Result<Streams> {
     ctx.status
-        .debug(format_args!("connecting to {}", ctx.stream_url));
+        .debug(format_args!("connecting to {}", ctx.stream_url()));
     let streams = unless_interrupted(connect(
-        &ctx.stream_url,
+        &ctx.stream_url(),
         &ctx.tls,
         connection_name,
         ctx.connect_timeout,
