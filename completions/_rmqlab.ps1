@@ -827,6 +827,7 @@ Register-ArgumentCompleter -Native -CommandName 'rmqlab' -ScriptBlock {
         'rmqlab;queues;list' {
             [CompletionResult]::new('--vhost', '--vhost', [CompletionResultType]::ParameterName, 'List the queues of this vhost only [default: every vhost]')
             [CompletionResult]::new('--filter', '--filter', [CompletionResultType]::ParameterName, 'Only queues whose name matches this regular expression (matched by the broker)')
+            [CompletionResult]::new('--columns', '--columns', [CompletionResultType]::ParameterName, 'Show these columns, in this order (comma-separated; see below) [default: vhost, name, messages_ready, messages_unacknowledged, consumers]')
             [CompletionResult]::new('--sort', '--sort', [CompletionResultType]::ParameterName, 'Sort by this column [default: vhost, then name]')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')

@@ -1623,7 +1623,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__list)
-            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --vhost --filter --columns --sort --reverse --output --no-headers --watch --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1637,8 +1637,12 @@ _rmqlab() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --columns)
+                    COMPREPLY=($(compgen -W "vhost name type state durable messages messages_ready messages_unacknowledged consumers memory node leader members online" -- "${cur}"))
+                    return 0
+                    ;;
                 --sort)
-                    COMPREPLY=($(compgen -W "vhost name messages_ready messages_unacknowledged consumers" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "vhost name type state durable messages messages_ready messages_unacknowledged consumers memory node leader members online" -- "${cur}"))
                     return 0
                     ;;
                 --output)

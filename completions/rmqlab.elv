@@ -768,6 +768,7 @@ set edit:completion:arg-completer[rmqlab] = {|@words|
         &'rmqlab;queues;list'= {
             cand --vhost 'List the queues of this vhost only [default: every vhost]'
             cand --filter 'Only queues whose name matches this regular expression (matched by the broker)'
+            cand --columns 'Show these columns, in this order (comma-separated; see below) [default: vhost, name, messages_ready, messages_unacknowledged, consumers]'
             cand --sort 'Sort by this column [default: vhost, then name]'
             cand -o 'Output format'
             cand --output 'Output format'

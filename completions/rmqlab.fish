@@ -649,11 +649,34 @@ complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_see
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and not __fish_seen_subcommand_from list purge delete help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l vhost -d 'List the queues of this vhost only [default: every vhost]' -r
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l filter -d 'Only queues whose name matches this regular expression (matched by the broker)' -r
-complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l sort -d 'Sort by this column [default: vhost, then name]' -r -f -a "vhost\t''
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l columns -d 'Show these columns, in this order (comma-separated; see below) [default: vhost, name, messages_ready, messages_unacknowledged, consumers]' -r -f -a "vhost\t''
 name\t''
+type\t''
+state\t''
+durable\t''
+messages\t''
 messages_ready\t''
 messages_unacknowledged\t''
-consumers\t''"
+consumers\t''
+memory\t''
+node\t''
+leader\t''
+members\t''
+online\t''"
+complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -l sort -d 'Sort by this column [default: vhost, then name]' -r -f -a "vhost\t''
+name\t''
+type\t''
+state\t''
+durable\t''
+messages\t''
+messages_ready\t''
+messages_unacknowledged\t''
+consumers\t''
+memory\t''
+node\t''
+leader\t''
+members\t''
+online\t''"
 complete -c rmqlab -n "__fish_rmqlab_using_subcommand queues; and __fish_seen_subcommand_from list" -s o -l output -d 'Output format' -r -f -a "table\t'a table that fits the terminal'
 tsv\t'tab-separated values, one queue a line'
 json\t'a JSON array of objects with the API\'s field names'"
