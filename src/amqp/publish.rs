@@ -241,6 +241,10 @@ pub async fn publish_all<C: Confirmations>(
             Err(lost)
         }
     };
+    // Until when a nack counts as part of the failover that the last reconnection was: a
+    // quorum queue whose leader was on the lost node refuses what it is sent until it has
+    // elected another, and those messages are sent again like unconfirmed ones.
+    let mut failing_over_until: Option<Instant> = None;
     loop {
         let lost = match opened {
             Ok(session) => {
@@ -262,6 +266,12 @@ pub async fn publish_all<C: Confirmations>(
                         return window.stopped(watch);
                     }
                     Err(lost) if lost.is_connection_loss() => lost,
+                    Err(nacked @ Error::Nacked { .. })
+                        if failing_over_until.is_some_and(|until| Instant::now() < until) =>
+                    {
+                        session.close().await;
+                        nacked
+                    }
                     Err(error) => return Err(window.interrupted(error)),
                 }
             }
@@ -279,6 +289,7 @@ pub async fn publish_all<C: Confirmations>(
         let Some(session) = reopened else {
             return window.stopped(watch);
         };
+        failing_over_until = Some(Instant::now() + ctx.reconnect_timeout);
         opened = Ok(session);
         let count = window.forget_sent() + std::mem::take(&mut window.resend_pending);
         observer.observe(Event::Resending { count });
@@ -488,10 +499,14 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             return Ok(());
         };
         let number = self.published.confirmed + 1;
-        // On a lost connection the message stays in the window, to be sent again.
+        // On a lost connection, or refused, the message stays in the window, to be sent again
+        // if the caller retries.
         let confirmation = confirm
             .await
             .map_err(|source| confirmation_lost(source, number))?;
+        if confirmation.is_nack() {
+            return Err(Error::Nacked { number });
+        }
         let Entry { body, .. } = self
             .queue
             .pop_front()
