@@ -15,7 +15,7 @@ use std::time::Duration;
 pub struct Context {
     /// `--url`: one broker, or the nodes of a cluster in the order they are tried.
     pub urls: BrokerUrls,
-    /// `--stream-url`, when given; else the stream port of the broker in use.
+    /// `--stream-url`, when given; else the stream port beside each of `urls`.
     pub stream_url_given: Option<StreamUrl>,
     /// How long to keep trying to reconnect after a lost connection (zero: never).
     pub reconnect_timeout: Duration,
@@ -80,13 +80,6 @@ impl Context {
     /// The broker URL in use: the one connected to last, else the first to try.
     pub fn url(&self) -> &BrokerUrl {
         self.urls.in_use()
-    }
-
-    /// `--stream-url`, or the stream port of the broker in use.
-    pub fn stream_url(&self) -> StreamUrl {
-        self.stream_url_given
-            .clone()
-            .unwrap_or_else(|| StreamUrl::from_broker(self.url()))
     }
 }
 

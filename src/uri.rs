@@ -412,6 +412,8 @@ mod tests {
         let repeated = urls(&["amqp://h1", "amqp://h2,amqp://h3"], "--url").unwrap();
         assert_eq!(repeated.count(), 3);
         assert_eq!(urls(&["amqp://h1,"], "--url").unwrap().count(), 1);
+        let encoded = urls(&["amqp://u:a%2Cb@h1,amqp://h2"], "--url").unwrap();
+        assert_eq!((encoded.count(), encoded.in_use().password()), (2, "a,b"));
     }
 
     #[test]

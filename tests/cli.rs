@@ -903,3 +903,37 @@ fn api_url_lists_name_the_bad_item() {
     );
     assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
 }
+
+/// Without --stream-url, `stream` commands try the stream port beside each `--url` in turn
+/// (nodes on one host share theirs), and name every one that failed, password masked.
+#[test]
+fn stream_commands_try_the_stream_port_of_each_url() {
+    let output = rmqlab()
+        .env(
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f, amqp://guest:Sekr1t-pw@127.0.0.1:2/%2f, \
+             amqp://guest:Sekr1t-pw@127.0.0.2:1/%2f",
+        )
+        .args(["-v", "stream", "info", "s"])
+        .output()
+        .unwrap();
+    assert_code(&output, 69);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("rmqlab: error: could not connect to any of the 2 stream URLs\n"),
+        "{stderr}"
+    );
+    for host in ["127.0.0.1", "127.0.0.2"] {
+        assert!(
+            stderr.contains(&format!(
+                "rmqlab: skipping rabbitmq-stream://guest:****@{host}:5552/%2F"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("hint: is the stream plugin on?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
+}

@@ -21,7 +21,7 @@ use super::{
     publish::Publication,
     topology::{Refusal, Topology},
 };
-use crate::{context::Context, error::Error};
+use crate::{context::Context, error::Error, uri::BrokerUrl};
 use amq_protocol::{
     frame::{AMQPContentHeader, AMQPFrame, ProtocolVersion, WriteContext, gen_frame, parse_frame},
     protocol::{AMQPClass, AMQPError, basic, channel, confirm, connection, exchange, queue},
@@ -44,6 +44,8 @@ pub enum Handover {
     Lost(Error),
     /// A failure to report as it is (the lapin path would only meet it again).
     Failed(Error),
+    /// Of several URLs, `url` failed (nothing was sent): the lapin path tries the others.
+    Skipped { url: BrokerUrl, error: Error },
 }
 
 type Step<T> = std::result::Result<T, Handover>;
@@ -89,7 +91,10 @@ pub async fn publish(
     let connected = async {
         let stream = TcpStream::connect((uri.authority.host.as_str(), uri.authority.port))
             .await
-            .map_err(|error| Handover::Untouched(format!("cannot connect: {error}")))?;
+            .map_err(|error| match ctx.urls.count() {
+                1 => Handover::Untouched(format!("cannot connect: {error}")),
+                _ => to_others(ctx, connect_error(error.into(), ctx.url())),
+            })?;
         stream
             .set_nodelay(true)
             .map_err(|error| Handover::Untouched(format!("cannot set TCP_NODELAY: {error}")))?;
@@ -288,11 +293,15 @@ fn refused_connection(ctx: &Context, close: &connection::Close) -> Handover {
 }
 
 /// A failure to connect to the first URL: final when it is the only one, else the general path
-/// tries the others.
+/// tries the others first, this one last.
 fn to_others(ctx: &Context, error: Error) -> Handover {
     match ctx.urls.count() {
         1 => Handover::Failed(error),
-        _ => Handover::Untouched(error.one_line()),
+        _ => {
+            let url = ctx.url().clone();
+            ctx.urls.move_past_in_use();
+            Handover::Skipped { url, error }
+        }
     }
 }
 

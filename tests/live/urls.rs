@@ -3,7 +3,8 @@
 //! Failing over after a lost connection needs nodes a test may stop: see tests/faults.rs.
 
 use crate::common::{
-    TestQueue, api_base, assert_code, broker, broker_url, rmqlab, test_api_url, text,
+    TestQueue, api_base, assert_code, assert_hidden, assert_login_refused, broker, broker_url,
+    rmqlab, test_api_url, text,
 };
 use std::{
     process::Output,
@@ -43,13 +44,7 @@ fn with_list(list: &str, args: &[&str]) -> Output {
 }
 
 fn assert_no_secret(output: &Output) {
-    for stream in [&output.stdout, &output.stderr] {
-        assert!(
-            !text(stream).contains(SECRET),
-            "password shown: {}",
-            text(stream)
-        );
-    }
+    assert_hidden(output, SECRET);
 }
 
 #[test]
@@ -157,21 +152,12 @@ fn no_url_answering_is_69_quickly_and_names_each() {
         &format!("{}, {}", with_password(SECRET), closed(1)),
         &["task", "new", "--queue", q.name(), "x"],
     );
-    assert_code(&output, 77);
-    let stderr = text(&output.stderr);
+    assert_login_refused(&output, SECRET);
     assert!(
-        stderr.contains("caused by: the broker at amqp://guest:****@"),
-        "{stderr}"
+        text(&output.stderr).contains("caused by: the broker at amqp://guest:****@"),
+        "{}",
+        text(&output.stderr)
     );
-    assert!(
-        stderr.contains("refused the login of user 'guest'"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("hint: check the user and password"),
-        "{stderr}"
-    );
-    assert_no_secret(&output);
     assert!(!broker::exists(q.name()), "nothing was declared");
 }
 
@@ -243,4 +229,67 @@ fn the_management_api_follows_the_url_list() {
 
 fn regex_escape(name: &str) -> String {
     name.replace('.', "\\.")
+}
+
+/// amqps:// items of a list are TLS each, as a single one is: a plain listener among them is
+/// named as not TLS, never used in plaintext.
+#[test]
+fn amqps_items_of_a_list_are_tls_and_never_fall_back() {
+    let q = TestQueue::new("urls-tls");
+    let port = crate::common::broker_port();
+    let list = format!(
+        "amqps://guest:{SECRET}@127.0.0.1:1/%2f, amqps://guest:{SECRET}@127.0.0.1:{port}/%2f"
+    );
+    for args in [
+        &["hello", "send", "--queue", q.name()][..],
+        &["task", "work", "--queue", q.name()],
+    ] {
+        let output = with_list(&list, args);
+        assert_code(&output, 69);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "caused by: TLS to amqps://guest:****@127.0.0.1:{port}/%2f failed: the server \
+                 did not answer TLS: is port {port} a TLS listener?"
+            )),
+            "{stderr}"
+        );
+        assert_no_secret(&output);
+    }
+    assert!(
+        !broker::exists(q.name()),
+        "nothing was declared in plaintext"
+    );
+}
+
+/// `--shuffle-urls` draws a new order per process: over 20 runs, the closed port comes first in
+/// some (and is skipped) and second in others (and is never tried); every run connects.
+#[test]
+fn shuffled_urls_vary_their_order_per_process() {
+    let q = TestQueue::new("urls-shuffle");
+    let list = format!("{},{}", closed(1), broker_url());
+    let mut skipped = 0;
+    for _ in 0..20 {
+        let output = with_list(
+            &list,
+            &[
+                "-v",
+                "--shuffle-urls",
+                "task",
+                "new",
+                "--queue",
+                q.name(),
+                "x",
+            ],
+        );
+        assert_code(&output, 0);
+        if text(&output.stderr).contains("skipping amqp://guest:****@127.0.0.1:1/%2f") {
+            skipped += 1;
+        }
+    }
+    assert!(
+        (1..20).contains(&skipped),
+        "skipped in {skipped} of 20 runs"
+    );
+    assert_eq!(broker::ready(q.name()), 20);
 }
