@@ -937,3 +937,25 @@ fn stream_commands_try_the_stream_port_of_each_url() {
     );
     assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
 }
+
+#[test]
+fn an_unknown_column_is_a_usage_error_naming_the_valid_ones() {
+    let output = rmqlab()
+        .args(["queues", "list", "--columns", "name,colour"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'colour' for '--columns <COLUMN,...>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "[possible values: vhost, name, type, state, durable, messages, messages_ready, \
+             messages_unacknowledged, consumers, memory, node, leader, members, online]"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(text(&output.stdout), "");
+}

@@ -516,10 +516,15 @@ pub mod broker {
     /// Declares a queue as rmqlab creates one, and as the official tutorial programs declare
     /// theirs: durable, `x-queue-type: quorum`.
     pub fn declare_quorum(queue: &str) {
+        declare_typed(queue, "quorum");
+    }
+
+    /// Declares a durable queue of a type (`x-queue-type`: classic, quorum or stream).
+    pub fn declare_typed(queue: &str, kind: &str) {
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
+            lapin::types::AMQPValue::LongString(kind.into()),
         );
         block_on(async {
             let connection = connect().await;
@@ -531,7 +536,7 @@ pub mod broker {
             channel
                 .queue_declare(queue.into(), options, arguments)
                 .await
-                .expect("declare a quorum queue");
+                .unwrap_or_else(|e| panic!("declare a {kind} queue: {e}"));
             let _ = connection.close(200, "OK".into()).await;
         });
     }
