@@ -621,3 +621,55 @@ fn a_node_refusing_the_login_is_skipped_saying_why() {
         "the queue exists"
     );
 }
+
+/// A nack soon after a reconnection (a quorum queue electing a new leader refuses what it gets)
+/// is sent again, after a pause, until `--reconnect-timeout` has passed since the lost
+/// connection; a queue that goes on refusing (a full `reject-publish` queue here) then ends the
+/// run with 65, what was confirmed before it reported.
+#[test]
+fn a_nack_after_a_reconnection_is_sent_again_until_the_reconnect_timeout() {
+    let q = ClusterQueue::new("cluster_nack");
+    let _cluster = Cluster::take();
+    let declared = Command::new("curl")
+        .args(["-sf", "-m", "10", "-u", "guest:guest", "-X", "PUT"])
+        .args(["-H", "content-type: application/json", "-d"])
+        .arg(
+            r#"{"durable":true,"arguments":{"x-queue-type":"classic","x-max-length":1,"x-overflow":"reject-publish"}}"#,
+        )
+        .arg(format!("{}/api/queues/%2F/{q}", Node(1).api()))
+        .output()
+        .expect("run curl");
+    assert!(declared.status.success(), "{}", text(&declared.stderr));
+    let mut args = all_urls();
+    args.extend(words(&format!(
+        "--reconnect-timeout 3s task new --queue {q} -f -"
+    )));
+    let mut publisher = Running::spawn(rmqlab(&args).stdin(Stdio::piped()));
+    let mut stdin = publisher.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(b"1\n").unwrap();
+    assert_eq!(publisher.next_line(WAIT), " [x] Sent '1'");
+    Node(1).ctl(&["-q", "close_all_connections", "rmqlab cluster test"]);
+    let closed = Instant::now();
+    // The publisher finds its connection closed as it sends message 2, reconnects, and sends it
+    // again; the queue is full: message 2 is refused, again and again.
+    stdin.write_all(b"2\n").unwrap();
+    drop(stdin);
+    let (code, lines, stderr) = publisher.finish(WAIT);
+    let took = closed.elapsed();
+    assert_eq!(code, Some(65), "{stderr}");
+    assert_eq!(lines, [" [x] Sent '1'"], "{stderr}");
+    assert!(stderr.contains("Reconnected"), "{stderr}");
+    let refused = "the broker refused message 2 (nack): it was not stored";
+    assert!(
+        stderr.matches(refused).count() >= 3,
+        "refused, sent again, refused for good: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("rmqlab: error: {refused}")),
+        "{stderr}"
+    );
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "sent again for about --reconnect-timeout: {took:?}"
+    );
+}

@@ -205,6 +205,10 @@ async fn report_blocking(session: &Session, observer: &dyn Observer) -> Infallib
     std::future::pending().await
 }
 
+/// The wait before sending again what a queue refused while failing over: about what a quorum
+/// queue takes to elect a new leader.
+const NACK_PAUSE: Duration = Duration::from_secs(1);
+
 /// How a publish run begins.
 pub enum Start {
     /// Connect and declare first.
@@ -241,11 +245,13 @@ pub async fn publish_all<C: Confirmations>(
             Err(lost)
         }
     };
-    // Until when a nack counts as part of the failover that the last reconnection was: a
-    // quorum queue whose leader was on the lost node refuses what it is sent until it has
-    // elected another, and those messages are sent again like unconfirmed ones.
+    // Until when a nack counts as part of the failover that the last lost connection started
+    // (`--reconnect-timeout` after it): a quorum queue whose leader was on the lost node refuses
+    // what it is sent until it has elected another, and those messages are sent again, as
+    // unconfirmed ones are, after a pause. A nack after that is final.
     let mut failing_over_until: Option<Instant> = None;
     loop {
+        let mut nacked_while_failing_over = false;
         let lost = match opened {
             Ok(session) => {
                 let outcome = tokio::select! {
@@ -270,6 +276,7 @@ pub async fn publish_all<C: Confirmations>(
                         if failing_over_until.is_some_and(|until| Instant::now() < until) =>
                     {
                         session.close().await;
+                        nacked_while_failing_over = true;
                         nacked
                     }
                     Err(error) => return Err(window.interrupted(error)),
@@ -277,6 +284,11 @@ pub async fn publish_all<C: Confirmations>(
             }
             Err(lost) => lost,
         };
+        if nacked_while_failing_over {
+            tokio::time::sleep(NACK_PAUSE).await;
+        } else {
+            failing_over_until = Some(Instant::now() + ctx.reconnect_timeout);
+        }
         let reopened = reconnect::reopen(
             ctx,
             observer,
@@ -289,7 +301,6 @@ pub async fn publish_all<C: Confirmations>(
         let Some(session) = reopened else {
             return window.stopped(watch);
         };
-        failing_over_until = Some(Instant::now() + ctx.reconnect_timeout);
         opened = Ok(session);
         let count = window.forget_sent() + std::mem::take(&mut window.resend_pending);
         observer.observe(Event::Resending { count });
