@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{BIN, Running, eventually, text, unique_name, wait_output};
+use common::{BIN, Running, eventually, rabbitmqctl_on, text, unique_name, wait_output};
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -48,25 +48,9 @@ impl Node {
         format!("http://127.0.0.1:{}", 15700 + self.0)
     }
 
-    fn ctl_command(self, args: &[&str]) -> Command {
-        let mut command = Command::new("rabbitmqctl");
-        command.args(["-n", &self.name()]).args(args);
-        command
-    }
-
     /// Runs rabbitmqctl on this node, failing the test when it fails; returns its stdout.
     fn ctl(self, args: &[&str]) -> String {
-        let output = self
-            .ctl_command(args)
-            .output()
-            .expect("run rabbitmqctl (the cluster tests need it)");
-        assert!(
-            output.status.success(),
-            "rabbitmqctl -n {} {args:?} failed: {}",
-            self.name(),
-            text(&output.stderr)
-        );
-        text(&output.stdout)
+        rabbitmqctl_on(&self.name(), args)
     }
 
     /// Stops the node's RabbitMQ app (its Erlang VM stays up): its clients' connections close.
