@@ -135,6 +135,10 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         }
     }
     fields.extend(args.sort.map(QueueColumn::api_name));
+    if args.watch.is_some() {
+        // The change shown at each refresh is the change in ready messages.
+        fields.push(QueueColumn::MessagesReady.api_name());
+    }
     let listing = QueueListing {
         vhost: args.vhost.as_deref(),
         filter: args.filter.as_deref(),
