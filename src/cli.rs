@@ -703,16 +703,31 @@ pub struct ListenQueueArgs {
 pub enum QueuesCommand {
     /// List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready
     /// messages_unacknowledged`)
-    #[command(after_long_help = "Columns: vhost (when no --vhost is given), name, \
-messages_ready, messages_unacknowledged, consumers. A number the broker does not report yet (a \
-queue created a moment ago has no statistics) shows as 0 in table and tsv output and as null in \
-JSON. The broker refreshes these statistics every few seconds.
+    #[command(
+        after_long_help = "Columns (--columns, --sort): vhost, name, type (classic, \
+quorum, stream), state, durable, messages, messages_ready, messages_unacknowledged, consumers, \
+memory, node (a classic queue's node), leader (a quorum queue's or stream's leader), members, \
+online (the members that are running). Default: vhost (when no --vhost is given), name, \
+messages_ready, messages_unacknowledged, consumers. In a table, a quorum queue or stream whose \
+members are not all online has a `!` before its online (or members) list; in tsv and JSON the \
+online list is shorter than the members list.
+
+The listing comes from the management API without its statistics, so it answers at once however \
+many queues there are: a classic queue's counts are its own, exact at that moment; a quorum \
+queue's come from a table that RabbitMQ 3.x refreshes every few seconds; a stream's are asked \
+for one stream at a time from the statistics. The consumer counts come from one more request \
+(the list of consumers). Only --columns memory makes rmqlab ask for the statistics of every \
+queue, which is slower and lags about 5 s. A number the broker does not report shows as 0 in \
+table and tsv output and as null in JSON; other missing fields are empty, or null in JSON. \
+--filter is matched as the broker would match it (a PCRE, case-insensitive).
 
 Examples:
   rmqlab queues list
   rmqlab queues list --filter '^task' --sort messages_ready --reverse
+  rmqlab queues list --columns name,type,leader,members,online
   rmqlab queues list -o tsv --no-headers | cut -f2
-  rmqlab queues list --watch 2s")]
+  rmqlab queues list --watch 2s"
+    )]
     List(QueuesListArgs),
     /// Remove every ready message of a queue
     #[command(after_long_help = "Examples:
@@ -887,6 +902,10 @@ pub struct QueuesListArgs {
     /// Only queues whose name matches this regular expression (matched by the broker)
     #[arg(long, value_name = "REGEX", value_parser = regex)]
     pub filter: Option<String>,
+    /// Show these columns, in this order (comma-separated; see below) [default: vhost, name,
+    /// messages_ready, messages_unacknowledged, consumers]
+    #[arg(long, value_enum, value_name = "COLUMN,...", value_delimiter = ',')]
+    pub columns: Vec<QueueColumn>,
     /// Sort by this column [default: vhost, then name]
     #[arg(long, value_enum, value_name = "COLUMN")]
     pub sort: Option<QueueColumn>,
@@ -926,19 +945,37 @@ pub struct QueuesDeleteArgs {
     pub if_unused: bool,
 }
 
-/// A column of `queues list`, named as in the management API.
+/// A column of `queues list`, named as in the management API (and `rabbitmqctl list_queues`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueueColumn {
     #[value(name = "vhost")]
     Vhost,
     #[value(name = "name")]
     Name,
+    #[value(name = "type")]
+    Type,
+    #[value(name = "state")]
+    State,
+    #[value(name = "durable")]
+    Durable,
+    #[value(name = "messages")]
+    Messages,
     #[value(name = "messages_ready", alias = "ready")]
     MessagesReady,
     #[value(name = "messages_unacknowledged", alias = "unacked")]
     MessagesUnacknowledged,
     #[value(name = "consumers")]
     Consumers,
+    #[value(name = "memory")]
+    Memory,
+    #[value(name = "node")]
+    Node,
+    #[value(name = "leader")]
+    Leader,
+    #[value(name = "members")]
+    Members,
+    #[value(name = "online")]
+    Online,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -225,6 +225,9 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("the management API at {url} sent an answer rmqlab cannot read: {reason}")]
+    ApiAnswer { url: String, reason: String },
+
     #[error("management API request to {url} failed")]
     Api {
         url: String,
@@ -403,7 +406,9 @@ impl Error {
             Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => Code::Data,
             Error::ApiStatus { status, .. } if *status >= 500 => Code::Unavailable,
             Error::ApiStatus { .. } => Code::Data,
-            Error::Api { .. } | Error::MatcherDisagrees { .. } => Code::Software,
+            Error::Api { .. } | Error::ApiAnswer { .. } | Error::MatcherDisagrees { .. } => {
+                Code::Software
+            }
             Error::Input { .. } => Code::NoInput,
             Error::Output(_) => Code::Io,
             Error::Exec { .. } | Error::ExecNotStarted { .. } | Error::Runtime(_) => Code::Os,

@@ -14,8 +14,8 @@ use crate::{
 };
 use percent_encoding::percent_decode_str;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
-use serde::{Deserialize, Serialize};
-use std::{sync::Arc, time::Duration};
+use serde::Deserialize;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 use url::Url;
 
 /// The default port of the management plugin.
@@ -23,21 +23,119 @@ const API_PORT: u16 = 15672;
 /// Queues asked for per request.
 pub const PAGE_SIZE: u32 = 500;
 
-/// One queue as `queues list` shows it; the field names are the API's.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// One queue as `queues list` shows it; the field names are the API's. A field the listing did
+/// not ask for, or that the broker does not report for this queue (type), is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct QueueRow {
     pub vhost: String,
     pub name: String,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Usually `running`; some states are Erlang terms, shown as the API's JSON.
+    #[serde(default, deserialize_with = "text_or_json")]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub durable: Option<bool>,
+    #[serde(default)]
+    pub messages: Option<u64>,
     #[serde(default)]
     pub messages_ready: Option<u64>,
     #[serde(default)]
     pub messages_unacknowledged: Option<u64>,
     #[serde(default)]
     pub consumers: Option<u64>,
+    #[serde(default)]
+    pub memory: Option<u64>,
+    #[serde(default)]
+    pub node: Option<String>,
+    #[serde(default)]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
+    #[serde(default)]
+    pub online: Option<Vec<String>>,
 }
 
-/// The fields `queues list` asks for (`columns=`).
-const QUEUE_COLUMNS: &str = "vhost,name,messages_ready,messages_unacknowledged,consumers";
+impl QueueRow {
+    /// A replicated queue (quorum, stream) some of whose members are not running.
+    pub fn degraded(&self) -> bool {
+        matches!((&self.members, &self.online), (Some(members), Some(online)) if online.len() < members.len())
+    }
+
+    /// Fills what this row lacks from `other`, a later answer about the same queue.
+    fn fill_from(&mut self, other: QueueRow) {
+        fn fill<T>(mine: &mut Option<T>, theirs: Option<T>) {
+            if mine.is_none() {
+                *mine = theirs;
+            }
+        }
+        fill(&mut self.kind, other.kind);
+        fill(&mut self.state, other.state);
+        fill(&mut self.durable, other.durable);
+        fill(&mut self.messages, other.messages);
+        fill(&mut self.messages_ready, other.messages_ready);
+        fill(
+            &mut self.messages_unacknowledged,
+            other.messages_unacknowledged,
+        );
+        fill(&mut self.consumers, other.consumers);
+        fill(&mut self.memory, other.memory);
+        fill(&mut self.node, other.node);
+        fill(&mut self.leader, other.leader);
+        fill(&mut self.members, other.members);
+        fill(&mut self.online, other.online);
+    }
+}
+
+fn text_or_json<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<String>, D::Error> {
+    Ok(
+        match Option::<serde_json::Value>::deserialize(deserializer)? {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(text)) => Some(text),
+            Some(other) => Some(other.to_string()),
+        },
+    )
+}
+
+/// What `queues list` asks for.
+pub struct QueueListing<'a> {
+    /// One vhost, or every vhost.
+    pub vhost: Option<&'a str>,
+    /// A regular expression on the name, matched as the broker matches it (PCRE, caseless).
+    pub filter: Option<&'a str>,
+    /// The API's names of the fields wanted (vhost and name come always).
+    pub fields: &'a [&'static str],
+    /// Ask for every queue's statistics (memory): slower, and about 5 s behind.
+    pub stats: bool,
+}
+
+/// Fields that a stream reports only in its statistics.
+const STREAM_STATS_FIELDS: [&str; 7] = [
+    "messages",
+    "messages_ready",
+    "messages_unacknowledged",
+    "node",
+    "leader",
+    "members",
+    "online",
+];
+
+/// How many streams' statistics are asked for at once.
+const STREAM_REQUESTS: usize = 8;
+
+/// A consumer in `/api/consumers`, trimmed to its queue.
+#[derive(Deserialize)]
+struct ConsumerRow {
+    queue: QueueRef,
+}
+
+#[derive(Deserialize, PartialEq, Eq, Hash)]
+struct QueueRef {
+    vhost: String,
+    name: String,
+}
 
 #[derive(Deserialize)]
 struct Page<T> {
@@ -211,62 +309,123 @@ impl Api {
             .basic_auth(&self.user, Some(&self.password))
     }
 
-    /// Every queue (of `vhost`, or of all vhosts), optionally only those whose name matches the
-    /// regular expression `filter`. The first page tells how many there are; the others are
-    /// fetched concurrently.
-    pub async fn list_queues(
-        &self,
-        vhost: Option<&str>,
-        filter: Option<&str>,
-    ) -> Result<Vec<QueueRow>> {
-        let what = match vhost {
+    /// The queues `listing` asks for. Without statistics the broker answers from its queue
+    /// records alone, at once however many queues there are (a classic queue's counts are its
+    /// own, exact); the consumer counts come from the list of consumers, asked at the same time,
+    /// and streams, which report their counts only in their statistics, are asked about one by
+    /// one. The answer is read one queue at a time: only the rows kept are held.
+    pub async fn list_queues(&self, listing: &QueueListing<'_>) -> Result<Vec<QueueRow>> {
+        let what = match listing.vhost {
             Some(vhost) => format!("vhost '{vhost}'"),
             None => "queues".into(),
         };
-        let page_request = |page: u32| {
-            let mut url = match vhost {
-                Some(vhost) => self.endpoint(&["queues", vhost]),
-                None => self.endpoint(&["queues"]),
-            };
-            {
-                let mut query = url.query_pairs_mut();
+        let mut columns = vec!["vhost", "name", "type"];
+        let wants_node = listing.fields.contains(&"node");
+        if wants_node {
+            // A quorum queue's node is its leader's; 3.x leaves it out of the stats-free listing.
+            columns.push("leader");
+        }
+        for field in listing.fields {
+            if !columns.contains(field) {
+                columns.push(field);
+            }
+        }
+        let mut url = match listing.vhost {
+            Some(vhost) => self.endpoint(&["queues", vhost]),
+            None => self.endpoint(&["queues"]),
+        };
+        {
+            let mut query = url.query_pairs_mut();
+            if !listing.stats {
                 query
-                    .append_pair("page", &page.to_string())
-                    .append_pair("page_size", &PAGE_SIZE.to_string())
-                    .append_pair("columns", QUEUE_COLUMNS);
-                if let Some(filter) = filter {
-                    query
-                        .append_pair("name", filter)
-                        .append_pair("use_regex", "true");
+                    .append_pair("disable_stats", "true")
+                    .append_pair("enable_queue_totals", "true");
+            }
+            query.append_pair("columns", &columns.join(","));
+        }
+        let queues = async {
+            match listing
+                .filter
+                .map(|pattern| (pattern, name_matcher(pattern)))
+            {
+                // Only a paged request is filtered by the broker; each page costs it a sort of
+                // every queue, so this is kept for what rmqlab cannot match itself.
+                Some((pattern, None)) => self.list_pages(&url, pattern, &what).await,
+                matcher => {
+                    let matcher = matcher.and_then(|(_, matcher)| matcher);
+                    let mut rows = Vec::new();
+                    let request = self.request(reqwest::Method::GET, url.clone());
+                    self.caller
+                        .each(request, &what, |row: QueueRow| {
+                            if matcher
+                                .as_ref()
+                                .is_none_or(|matcher| matcher.is_match(row.name.as_bytes()))
+                            {
+                                rows.push(row);
+                            }
+                        })
+                        .await?;
+                    Ok(rows)
                 }
             }
+        };
+        let count_consumers = !listing.stats && listing.fields.contains(&"consumers");
+        let consumers = async {
+            match count_consumers {
+                true => self.consumer_counts(listing.vhost, &what).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (rows, counts) = tokio::join!(queues, consumers);
+        let mut rows = rows?;
+        if let Some(counts) = counts? {
+            for row in &mut rows {
+                let key = (row.vhost.clone(), row.name.clone());
+                row.consumers = Some(counts.get(&key).copied().unwrap_or(0));
+            }
+        }
+        if !listing.stats {
+            self.fill_streams(&mut rows, listing.fields, &what).await?;
+        }
+        if wants_node {
+            for row in rows.iter_mut().filter(|row| row.node.is_none()) {
+                row.node.clone_from(&row.leader);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The queues of `url` whose name matches `pattern`, filtered by the broker: every page is
+    /// asked for at once, as soon as the first tells how many there are.
+    async fn list_pages(&self, url: &Url, pattern: &str, what: &str) -> Result<Vec<QueueRow>> {
+        let page_request = |page: u32| {
+            let mut url = url.clone();
+            url.query_pairs_mut()
+                .append_pair("page", &page.to_string())
+                .append_pair("page_size", &PAGE_SIZE.to_string())
+                .append_pair("name", pattern)
+                .append_pair("use_regex", "true");
             self.request(reqwest::Method::GET, url)
         };
         let mut pages = tokio::task::JoinSet::new();
         let mut spawn = |page: u32| {
             let request = page_request(page);
             let api = self.caller.clone();
-            let what = what.clone();
+            let what = what.to_string();
             pages.spawn(async move {
                 let page_rows = api.fetch::<Page<QueueRow>>(request, &what).await;
                 (page, page_rows.map(|page_rows| page_rows.items))
             });
         };
-        // Each page costs the broker a walk over every queue: ask for the second page before
-        // the first tells whether there is one. When there is not, its answer (an error: "page
-        // out of range") is dropped.
-        spawn(2);
-        let first: Page<QueueRow> = self.fetch(page_request(1), &what).await?;
-        for page in 3..=first.page_count {
+        let first: Page<QueueRow> = self.fetch(page_request(1), what).await?;
+        for page in 2..=first.page_count {
             spawn(page);
         }
         let mut rows = first.items;
         let mut later = Vec::new();
         while let Some(joined) = pages.join_next().await {
             let (page, items) = joined.expect("a page request panicked");
-            if page <= first.page_count {
-                later.push((page, items?));
-            }
+            later.push((page, items?));
         }
         later.sort_by_key(|(page, _)| *page);
         rows.extend(later.into_iter().flat_map(|(_, items)| items));
@@ -294,6 +453,76 @@ impl Api {
             .filter(|named| of_type.is_none_or(|wanted| named.kind.as_deref() == Some(wanted)))
             .map(|named| named.name)
             .collect())
+    }
+
+    /// How many consumers each queue (vhost, name) has, from the list of consumers.
+    async fn consumer_counts(
+        &self,
+        vhost: Option<&str>,
+        what: &str,
+    ) -> Result<HashMap<(String, String), u64>> {
+        let mut url = match vhost {
+            Some(vhost) => self.endpoint(&["consumers", vhost]),
+            None => self.endpoint(&["consumers"]),
+        };
+        url.query_pairs_mut()
+            .append_pair("columns", "queue.name,queue.vhost");
+        let mut counts = HashMap::new();
+        let request = self.request(reqwest::Method::GET, url);
+        self.caller
+            .each(request, what, |consumer: ConsumerRow| {
+                *counts
+                    .entry((consumer.queue.vhost, consumer.queue.name))
+                    .or_insert(0) += 1;
+            })
+            .await?;
+        Ok(counts)
+    }
+
+    /// Fills the fields of `fields` that streams report only in their statistics, asking for
+    /// each stream's (a few at a time). A stream deleted meanwhile keeps what it had.
+    async fn fill_streams(
+        &self,
+        rows: &mut [QueueRow],
+        fields: &[&'static str],
+        what: &str,
+    ) -> Result<()> {
+        let mut columns = vec!["vhost", "name"];
+        columns.extend(fields.iter().filter(|f| STREAM_STATS_FIELDS.contains(f)));
+        if columns.len() == 2 {
+            return Ok(());
+        }
+        let columns = columns.join(",");
+        let mut streams = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| row.kind.as_deref() == Some("stream"))
+            .map(|(index, row)| {
+                let mut url = self.endpoint(&["queues", &row.vhost, &row.name]);
+                url.query_pairs_mut().append_pair("columns", &columns);
+                (index, self.request(reqwest::Method::GET, url))
+            })
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < STREAM_REQUESTS {
+                let Some((index, request)) = streams.next() else {
+                    break;
+                };
+                let api = self.caller.clone();
+                let what = what.to_string();
+                running.spawn(async move { (index, api.fetch::<QueueRow>(request, &what).await) });
+            }
+            let Some(joined) = running.join_next().await else {
+                return Ok(());
+            };
+            match joined.expect("a stream request panicked") {
+                (index, Ok(stats)) => rows[index].fill_from(stats),
+                (_, Err(Error::ApiNotFound { .. })) => {}
+                (_, Err(error)) => return Err(error),
+            }
+        }
     }
 
     /// Removes every ready message of a queue.
@@ -407,6 +636,41 @@ impl ApiCaller {
         }
     }
 
+    /// Sends a request whose answer is a JSON array and hands each element to `each` as it
+    /// arrives: however long the list, only one element at a time is held as text.
+    async fn each<T: serde::de::DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        what: &str,
+        mut each: impl FnMut(T),
+    ) -> Result<()> {
+        let mut response = self.send(request, what).await?;
+        let mut array = JsonArray::default();
+        let mut parsed = Ok(());
+        while parsed.is_ok() {
+            let chunk = unless_interrupted(response.chunk()).await;
+            let Some(chunk) = chunk
+                .map_err(Error::Interrupted)?
+                .map_err(|source| self.transport_error(source))?
+            else {
+                parsed = array.finish();
+                break;
+            };
+            parsed = array.push(&chunk, |element| {
+                each(serde_json::from_slice(element).map_err(|e| e.to_string())?);
+                Ok(())
+            });
+        }
+        if let Err(reason) = parsed {
+            self.is_rabbitmq().await?;
+            return Err(Error::ApiAnswer {
+                url: self.base.to_string(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
     /// `Ok` when `/api/overview` describes a RabbitMQ broker, else [`Error::NotManagementApi`].
     async fn is_rabbitmq(&self) -> Result<()> {
         let not_rabbitmq = |reason: String| Error::NotManagementApi {
@@ -478,25 +742,116 @@ impl ApiCaller {
     /// Sends a request and waits for the answer's head, unless Ctrl-C comes first.
     async fn send_only(&self, request: RequestBuilder) -> Result<Response> {
         let sent = unless_interrupted(request.send()).await;
-        sent.map_err(Error::Interrupted)?.map_err(|source| {
-            if source.is_timeout() {
-                let (after, option) = match source.is_connect() {
-                    true => (self.connect_timeout, "--connect-timeout"),
-                    false => (self.api_timeout, "--api-timeout"),
-                };
-                Error::ApiTimeout {
-                    url: self.base.to_string(),
-                    after,
-                    option,
-                }
-            } else {
-                Error::ApiUnreachable {
-                    url: self.base.to_string(),
-                    source: source.without_url(),
-                }
-            }
-        })
+        sent.map_err(Error::Interrupted)?
+            .map_err(|source| self.transport_error(source))
     }
+
+    /// A request that got no (whole) answer: a timeout, or an API out of reach.
+    fn transport_error(&self, source: reqwest::Error) -> Error {
+        if source.is_timeout() {
+            let (after, option) = match source.is_connect() {
+                true => (self.connect_timeout, "--connect-timeout"),
+                false => (self.api_timeout, "--api-timeout"),
+            };
+            Error::ApiTimeout {
+                url: self.base.to_string(),
+                after,
+                option,
+            }
+        } else {
+            Error::ApiUnreachable {
+                url: self.base.to_string(),
+                source: source.without_url(),
+            }
+        }
+    }
+}
+
+/// Splits a JSON array arriving in chunks into the text of its elements.
+#[derive(Default)]
+struct JsonArray {
+    /// The element being read.
+    element: Vec<u8>,
+    /// 0 before `[` and after `]`, 1 between elements, more inside one.
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    opened: bool,
+    after_comma: bool,
+}
+
+impl JsonArray {
+    fn push(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(&[u8]) -> std::result::Result<(), String>,
+    ) -> std::result::Result<(), String> {
+        for &byte in chunk {
+            if self.in_string {
+                self.element.push(byte);
+                match byte {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match (self.depth, byte) {
+                (_, b' ' | b'\n' | b'\r' | b'\t') if self.depth <= 1 => {}
+                (0, b'[') if !self.opened => {
+                    self.opened = true;
+                    self.depth = 1;
+                }
+                (0, _) => return Err("the answer is not a JSON array".into()),
+                (1, b',' | b']') => {
+                    if self.element.is_empty() {
+                        if byte == b',' || self.after_comma {
+                            return Err("an empty element in a JSON array".into());
+                        }
+                    } else {
+                        each(&self.element)?;
+                        self.element.clear();
+                    }
+                    self.after_comma = byte == b',';
+                    self.depth -= u32::from(byte == b']');
+                }
+                (_, b'"') => {
+                    self.in_string = true;
+                    self.element.push(byte);
+                }
+                (_, b'{' | b'[') => {
+                    self.depth += 1;
+                    self.element.push(byte);
+                }
+                (_, b'}' | b']') => {
+                    self.depth -= 1;
+                    self.element.push(byte);
+                }
+                _ => self.element.push(byte),
+            }
+        }
+        Ok(())
+    }
+
+    /// `Ok` when the array was closed.
+    fn finish(&self) -> std::result::Result<(), String> {
+        match self.opened && self.depth == 0 {
+            true => Ok(()),
+            false => Err("the answer ended before its JSON array did".into()),
+        }
+    }
+}
+
+/// The broker matches `--filter` with Erlang's `re`, caseless, on the name's bytes. The same
+/// here when the pattern is in what the `regex` crate takes (look-around and backreferences are
+/// not): `None` then, and the broker filters.
+fn name_matcher(pattern: &str) -> Option<regex::bytes::Regex> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .case_insensitive(true)
+        .build()
+        .ok()
 }
 
 /// What `queues peek`, `move` and `dead-letters` need to know of a queue.
@@ -617,6 +972,67 @@ mod tests {
         assert_eq!(
             of(r#"{"arguments":{},"effective_policy_definition":{"dead-letter-exchange":"dlx"}}"#),
             Some("dlx".into())
+        );
+    }
+
+    /// Feeds `text` to a JsonArray in chunks of `size` bytes; the elements, or the error.
+    fn split(text: &str, size: usize) -> std::result::Result<Vec<String>, String> {
+        let mut array = JsonArray::default();
+        let mut elements = Vec::new();
+        for chunk in text.as_bytes().chunks(size) {
+            array.push(chunk, |element| {
+                elements.push(String::from_utf8(element.to_vec()).unwrap());
+                Ok(())
+            })?;
+        }
+        array.finish().map(|()| elements)
+    }
+
+    #[test]
+    fn a_json_array_splits_into_its_elements_in_any_chunks() {
+        let text = r#" [ {"name":"a,]}\"[","members":["x","y"]} ,
+            {"name":"b","state":{"syncing":1}},7 ] "#;
+        for size in [1, 2, 3, 7, 1000] {
+            let elements = split(text, size).unwrap();
+            assert_eq!(
+                elements,
+                [
+                    r#"{"name":"a,]}\"[","members":["x","y"]}"#,
+                    r#"{"name":"b","state":{"syncing":1}}"#,
+                    "7"
+                ],
+                "chunks of {size}"
+            );
+            let row: QueueRow =
+                serde_json::from_str(r#"{"vhost":"/","name":"b","state":{"syncing":1}}"#).unwrap();
+            assert_eq!(row.state.as_deref(), Some(r#"{"syncing":1}"#));
+        }
+        assert_eq!(split("[]", 1).unwrap(), Vec::<String>::new());
+        for bad in [
+            "",
+            "[{}",
+            r#"{"error":"x"}"#,
+            "[1,]",
+            "[,1]",
+            "[1]x",
+            "<html>",
+        ] {
+            assert!(split(bad, 3).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_filter_matches_as_the_broker_does() {
+        let matcher = name_matcher("^task\\.").unwrap();
+        assert!(
+            matcher.is_match(b"TASK.1"),
+            "caseless, as the broker's re:run"
+        );
+        assert!(!matcher.is_match(b"tasks"));
+        assert!(name_matcher("^é").unwrap().is_match("é-queue".as_bytes()));
+        assert!(
+            name_matcher("^(?!tmp)").is_none(),
+            "look-ahead is left to the broker"
         );
     }
 

@@ -7,7 +7,7 @@ use crate::{
 };
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use lapin::BasicProperties;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::io::{self, Write};
 
 /// A received message, independent of the client library's delivery type.
@@ -112,7 +112,8 @@ pub fn to_json(message: &Received<'_>) -> Value {
 /// How `queues list` prints its rows.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueTable<'a> {
-    pub show_vhost: bool,
+    /// The columns, in order.
+    pub columns: &'a [QueueColumn],
     pub format: TableFormat,
     pub headers: bool,
     /// Width to fit a table into (a terminal's); `None` never wraps.
@@ -124,23 +125,109 @@ pub struct QueueTable<'a> {
 
 const READY_CHANGE: &str = "ready_change";
 
+/// The default columns of `queues list`; `vhost` first when the listing spans vhosts.
+pub fn default_queue_columns(with_vhost: bool) -> Vec<QueueColumn> {
+    let mut columns = Vec::with_capacity(5);
+    if with_vhost {
+        columns.push(QueueColumn::Vhost);
+    }
+    columns.extend([
+        QueueColumn::Name,
+        QueueColumn::MessagesReady,
+        QueueColumn::MessagesUnacknowledged,
+        QueueColumn::Consumers,
+    ]);
+    columns
+}
+
 impl QueueColumn {
-    fn value(self, row: &QueueRow) -> Cell<'_> {
+    /// The column's name: the management API's field name.
+    pub fn api_name(self) -> &'static str {
         match self {
-            QueueColumn::Vhost => Cell::Text(&row.vhost),
-            QueueColumn::Name => Cell::Text(&row.name),
-            QueueColumn::MessagesReady => Cell::Number(row.messages_ready.unwrap_or(0)),
-            QueueColumn::MessagesUnacknowledged => {
-                Cell::Number(row.messages_unacknowledged.unwrap_or(0))
-            }
-            QueueColumn::Consumers => Cell::Number(row.consumers.unwrap_or(0)),
+            QueueColumn::Vhost => "vhost",
+            QueueColumn::Name => "name",
+            QueueColumn::Type => "type",
+            QueueColumn::State => "state",
+            QueueColumn::Durable => "durable",
+            QueueColumn::Messages => "messages",
+            QueueColumn::MessagesReady => "messages_ready",
+            QueueColumn::MessagesUnacknowledged => "messages_unacknowledged",
+            QueueColumn::Consumers => "consumers",
+            QueueColumn::Memory => "memory",
+            QueueColumn::Node => "node",
+            QueueColumn::Leader => "leader",
+            QueueColumn::Members => "members",
+            QueueColumn::Online => "online",
+        }
+    }
+
+    /// Whether the column needs every queue's statistics (the slow, lagging listing).
+    pub fn needs_stats(self) -> bool {
+        self == QueueColumn::Memory
+    }
+
+    fn count(self, row: &QueueRow) -> Option<Option<u64>> {
+        Some(match self {
+            QueueColumn::Messages => row.messages,
+            QueueColumn::MessagesReady => row.messages_ready,
+            QueueColumn::MessagesUnacknowledged => row.messages_unacknowledged,
+            QueueColumn::Consumers => row.consumers,
+            QueueColumn::Memory => row.memory,
+            _ => return None,
+        })
+    }
+
+    fn value(self, row: &QueueRow) -> Cell<'_> {
+        if let Some(count) = self.count(row) {
+            return Cell::Number(count.unwrap_or(0));
+        }
+        fn text(text: &Option<String>) -> Cell<'_> {
+            Cell::Text(text.as_deref().unwrap_or("").into())
+        }
+        fn list(list: &Option<Vec<String>>) -> Cell<'_> {
+            Cell::Text(list.as_ref().map_or(String::new(), |l| l.join(",")).into())
+        }
+        match self {
+            QueueColumn::Vhost => Cell::Text(row.vhost.as_str().into()),
+            QueueColumn::Name => Cell::Text(row.name.as_str().into()),
+            QueueColumn::Type => text(&row.kind),
+            QueueColumn::State => text(&row.state),
+            QueueColumn::Durable => Cell::Text(match row.durable {
+                Some(true) => "true".into(),
+                Some(false) => "false".into(),
+                None => "".into(),
+            }),
+            QueueColumn::Node => text(&row.node),
+            QueueColumn::Leader => text(&row.leader),
+            QueueColumn::Members => list(&row.members),
+            QueueColumn::Online => list(&row.online),
+            _ => unreachable!("counts are handled above"),
+        }
+    }
+
+    /// The column's value in JSON: `null` for what the broker did not report.
+    fn json(self, row: &QueueRow) -> Value {
+        if let Some(count) = self.count(row) {
+            return json!(count);
+        }
+        match self {
+            QueueColumn::Vhost => json!(row.vhost),
+            QueueColumn::Name => json!(row.name),
+            QueueColumn::Type => json!(row.kind),
+            QueueColumn::State => json!(row.state),
+            QueueColumn::Durable => json!(row.durable),
+            QueueColumn::Node => json!(row.node),
+            QueueColumn::Leader => json!(row.leader),
+            QueueColumn::Members => json!(row.members),
+            QueueColumn::Online => json!(row.online),
+            _ => unreachable!("counts are handled above"),
         }
     }
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum Cell<'a> {
-    Text(&'a str),
+    Text(std::borrow::Cow<'a, str>),
     Number(u64),
 }
 
@@ -167,24 +254,42 @@ pub fn sort_queues(rows: &mut [QueueRow], column: Option<QueueColumn>, reverse: 
 }
 
 /// Renders queue rows as a table, TSV or JSON. An empty list is a header-only table, no TSV
-/// at all, and `[]` in JSON. Missing numbers are 0 in tables and TSV, `null` in JSON.
+/// at all, and `[]` in JSON. Missing numbers are 0 in tables and TSV, `null` in JSON. In a
+/// table, a replicated queue with members that are not running has `! ` before its online
+/// list (or its members, when online is not shown).
 pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
-    let mut columns = Vec::with_capacity(5);
-    if table.show_vhost {
-        columns.push(QueueColumn::Vhost);
+    let columns = table.columns;
+    if table.format == TableFormat::Json {
+        let objects: Vec<Value> = rows
+            .iter()
+            .map(|row| {
+                let object = columns
+                    .iter()
+                    .map(|c| (c.api_name().to_string(), c.json(row)))
+                    .collect();
+                Value::Object(object)
+            })
+            .collect();
+        let mut json = serde_json::to_string_pretty(&objects).expect("rows serialize");
+        json.push('\n');
+        return json;
     }
-    columns.extend([
-        QueueColumn::Name,
-        QueueColumn::MessagesReady,
-        QueueColumn::MessagesUnacknowledged,
-        QueueColumn::Consumers,
-    ]);
     let mut header: Vec<&str> = columns.iter().map(|c| c.api_name()).collect();
     if table.ready_change.is_some() {
         header.push(READY_CHANGE);
     }
+    let marked = [QueueColumn::Online, QueueColumn::Members]
+        .into_iter()
+        .find(|c| columns.contains(c))
+        .filter(|_| table.format == TableFormat::Table);
     let cells = |index: usize, row: &QueueRow| -> Vec<String> {
-        let mut cells: Vec<String> = columns.iter().map(|c| c.value(row).to_string()).collect();
+        let mut cells: Vec<String> = columns
+            .iter()
+            .map(|&c| match c.value(row) {
+                cell if Some(c) == marked && row.degraded() => format!("! {cell}"),
+                cell => cell.to_string(),
+            })
+            .collect();
         if let Some(changes) = table.ready_change {
             cells.push(match changes.get(index).copied().flatten() {
                 Some(change) if change > 0 => format!("+{change}"),
@@ -195,11 +300,7 @@ pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
         cells
     };
     match table.format {
-        TableFormat::Json => {
-            let mut json = serde_json::to_string_pretty(rows).expect("rows serialize");
-            json.push('\n');
-            json
-        }
+        TableFormat::Json => unreachable!("rendered above"),
         TableFormat::Tsv => {
             if rows.is_empty() {
                 return String::new();
@@ -234,10 +335,13 @@ pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
             for (index, row) in rows.iter().enumerate() {
                 out.add_row(cells(index, row));
             }
-            // Numbers (everything after the name) read best right-aligned.
-            let first_number = columns.len() - 3;
-            for index in first_number..header.len() {
-                if let Some(column) = out.column_mut(index) {
+            // Numbers read best right-aligned.
+            let numbers = columns
+                .iter()
+                .map(|c| c.count(&QueueRow::default()).is_some())
+                .chain(table.ready_change.map(|_| true));
+            for (index, number) in numbers.enumerate() {
+                if let (true, Some(column)) = (number, out.column_mut(index)) {
                     column.set_cell_alignment(CellAlignment::Right);
                 }
             }
@@ -406,20 +510,27 @@ mod tests {
                 messages_ready: Some(12),
                 messages_unacknowledged: Some(1),
                 consumers: Some(2),
+                ..QueueRow::default()
             },
             QueueRow {
                 vhost: "shop".into(),
                 name: "fresh".into(),
-                messages_ready: None,
-                messages_unacknowledged: None,
-                consumers: None,
+                ..QueueRow::default()
             },
         ]
     }
 
+    const DEFAULT: [QueueColumn; 5] = [
+        QueueColumn::Vhost,
+        QueueColumn::Name,
+        QueueColumn::MessagesReady,
+        QueueColumn::MessagesUnacknowledged,
+        QueueColumn::Consumers,
+    ];
+
     fn layout(format: TableFormat) -> QueueTable<'static> {
         QueueTable {
-            show_vhost: true,
+            columns: &DEFAULT,
             format,
             headers: true,
             width: None,
@@ -437,7 +548,7 @@ mod tests {
         );
         let no_headers = QueueTable {
             headers: false,
-            show_vhost: false,
+            columns: &DEFAULT[1..],
             ..layout(TableFormat::Tsv)
         };
         assert_eq!(
@@ -518,6 +629,87 @@ mod tests {
             lines[2].ends_with("\t0\t"),
             "a new queue has no change yet: {:?}",
             lines[2]
+        );
+    }
+
+    /// A quorum queue with one of three members down, and a classic queue.
+    fn placed() -> Vec<QueueRow> {
+        let nodes = |n: &[&str]| Some(n.iter().map(|n| n.to_string()).collect());
+        vec![
+            QueueRow {
+                vhost: "/".into(),
+                name: "orders".into(),
+                kind: Some("quorum".into()),
+                leader: Some("rmq2@h".into()),
+                members: nodes(&["rmq1@h", "rmq2@h", "rmq3@h"]),
+                online: nodes(&["rmq2@h", "rmq3@h"]),
+                ..QueueRow::default()
+            },
+            QueueRow {
+                vhost: "/".into(),
+                name: "log".into(),
+                kind: Some("classic".into()),
+                node: Some("rmq1@h".into()),
+                durable: Some(true),
+                ..QueueRow::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn chosen_columns_show_placement_and_mark_a_degraded_queue() {
+        let columns = [
+            QueueColumn::Name,
+            QueueColumn::Type,
+            QueueColumn::Leader,
+            QueueColumn::Members,
+            QueueColumn::Online,
+        ];
+        let chosen = |format| QueueTable {
+            columns: &columns,
+            ..layout(format)
+        };
+        assert_eq!(
+            render_queues(&placed(), &chosen(TableFormat::Tsv)),
+            "name\ttype\tleader\tmembers\tonline\n\
+             orders\tquorum\trmq2@h\trmq1@h,rmq2@h,rmq3@h\trmq2@h,rmq3@h\n\
+             log\tclassic\t\t\t\n"
+        );
+        let table = render_queues(&placed(), &chosen(TableFormat::Table));
+        assert!(
+            table.contains("┆ ! rmq2@h,rmq3@h │"),
+            "the online list is marked:\n{table}"
+        );
+        assert_eq!(table.matches('!').count(), 1, "{table}");
+        let members_only = [QueueColumn::Name, QueueColumn::Members];
+        let table = render_queues(
+            &placed(),
+            &QueueTable {
+                columns: &members_only,
+                ..layout(TableFormat::Table)
+            },
+        );
+        assert!(table.contains("! rmq1@h,rmq2@h,rmq3@h"), "{table}");
+        let json: Value =
+            serde_json::from_str(&render_queues(&placed(), &chosen(TableFormat::Json))).unwrap();
+        assert_eq!(
+            json[0],
+            json!({"name": "orders", "type": "quorum", "leader": "rmq2@h",
+                   "members": ["rmq1@h", "rmq2@h", "rmq3@h"], "online": ["rmq2@h", "rmq3@h"]})
+        );
+        assert_eq!(json[1]["members"], Value::Null);
+        let durable = [QueueColumn::Durable, QueueColumn::Node, QueueColumn::Memory];
+        let json: Value = serde_json::from_str(&render_queues(
+            &placed(),
+            &QueueTable {
+                columns: &durable,
+                ..layout(TableFormat::Json)
+            },
+        ))
+        .unwrap();
+        assert_eq!(
+            json[1],
+            json!({"durable": true, "node": "rmq1@h", "memory": null})
         );
     }
 

@@ -336,8 +336,8 @@ fn help_texts_name_each_commands_own_lines() {
 }
 
 /// A local HTTP server for the management API's failures: each request gets `answer(path,
-/// n)` (n counts the requests whose path holds `page=1`, or all others), `None` meaning no
-/// answer at all (the connection stays open). Returns its base URL.
+/// n)` (n counts the queue listings: unpaged, or the first page; usize::MAX for all others),
+/// `None` meaning no answer at all (the connection stays open). Returns its base URL.
 fn fake_api(
     answer: impl Fn(&str, usize) -> Option<(u16, String)> + Send + Sync + 'static,
 ) -> String {
@@ -363,7 +363,8 @@ fn fake_api(
                 .nth(1)
                 .unwrap_or_default()
                 .to_string();
-            let n = match path.contains("page=1&") || !path.contains("page=") {
+            let listing = path.contains("page=1&") || !path.contains("page=");
+            let n = match path.starts_with("/api/queues") && listing {
                 true => counter.fetch_add(1, Ordering::SeqCst),
                 false => usize::MAX,
             };
@@ -388,8 +389,8 @@ fn fake_api(
     base
 }
 
-const ONE_QUEUE_PAGE: &str = r#"{"items":[{"vhost":"/","name":"q","messages_ready":3,"messages_unacknowledged":0,"consumers":0}],"page_count":1,"page":1,"page_size":500,"item_count":1,"filtered_count":1,"total_count":1}"#;
-const PAGE_OUT_OF_RANGE: &str = r#"{"error":"bad_request","reason":"page out of range"}"#;
+const ONE_QUEUE: &str =
+    r#"[{"vhost":"/","name":"q","type":"classic","messages_ready":3,"messages_unacknowledged":0}]"#;
 
 #[test]
 fn a_server_that_is_not_the_management_api_is_named_so() {
@@ -423,11 +424,11 @@ fn the_api_timeout_bounds_a_request_and_is_named() {
 
 #[test]
 fn watch_keeps_going_through_failed_refreshes_within_the_reconnect_timeout() {
-    // Refreshes: a page, a failure, a page, then failures only.
-    let base = fake_api(|path, n| match (path.contains("page=1&"), n) {
-        (false, _) => Some((400, PAGE_OUT_OF_RANGE.into())),
-        (true, 0 | 2) => Some((200, ONE_QUEUE_PAGE.into())),
-        (true, _) => Some((
+    // Refreshes: a listing, a failure, a listing, then failures only.
+    let base = fake_api(|path, n| match (path.starts_with("/api/consumers"), n) {
+        (true, _) => Some((200, "[]".into())),
+        (false, 0 | 2) => Some((200, ONE_QUEUE.into())),
+        (false, _) => Some((
             503,
             r#"{"error":"unavailable","reason":"overloaded"}"#.into(),
         )),
@@ -987,4 +988,26 @@ fn peek_move_and_dead_letters_check_their_arguments_before_connecting() {
         let stderr = text(&output.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn an_unknown_column_is_a_usage_error_naming_the_valid_ones() {
+    let output = rmqlab()
+        .args(["queues", "list", "--columns", "name,colour"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("invalid value 'colour' for '--columns <COLUMN,...>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "[possible values: vhost, name, type, state, durable, messages, messages_ready, \
+             messages_unacknowledged, consumers, memory, node, leader, members, online]"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(text(&output.stdout), "");
 }

@@ -211,6 +211,10 @@ async fn report_blocking(session: &Session, observer: &dyn Observer) -> Infallib
     std::future::pending().await
 }
 
+/// The wait before sending again what a queue refused while failing over: about what a quorum
+/// queue takes to elect a new leader.
+const NACK_PAUSE: Duration = Duration::from_secs(1);
+
 /// How a publish run begins.
 pub enum Start {
     /// Connect and declare first.
@@ -247,7 +251,13 @@ pub async fn publish_all<C: Confirmations>(
             Err(lost)
         }
     };
+    // Until when a nack counts as part of the failover that the last lost connection started
+    // (`--reconnect-timeout` after it): a quorum queue whose leader was on the lost node refuses
+    // what it is sent until it has elected another, and those messages are sent again, as
+    // unconfirmed ones are, after a pause. A nack after that is final.
+    let mut failing_over_until: Option<Instant> = None;
     loop {
+        let mut nacked_while_failing_over = false;
         let lost = match opened {
             Ok(session) => {
                 let outcome = tokio::select! {
@@ -268,11 +278,23 @@ pub async fn publish_all<C: Confirmations>(
                         return window.stopped(watch);
                     }
                     Err(lost) if lost.is_connection_loss() => lost,
+                    Err(nacked @ Error::Nacked { .. })
+                        if failing_over_until.is_some_and(|until| Instant::now() < until) =>
+                    {
+                        session.close().await;
+                        nacked_while_failing_over = true;
+                        nacked
+                    }
                     Err(error) => return Err(window.interrupted(error)),
                 }
             }
             Err(lost) => lost,
         };
+        if nacked_while_failing_over {
+            tokio::time::sleep(NACK_PAUSE).await;
+        } else {
+            failing_over_until = Some(Instant::now() + ctx.reconnect_timeout);
+        }
         let reopened = reconnect::reopen(
             ctx,
             observer,
@@ -494,10 +516,14 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             return Ok(());
         };
         let number = self.published.confirmed + 1;
-        // On a lost connection the message stays in the window, to be sent again.
+        // On a lost connection, or refused, the message stays in the window, to be sent again
+        // if the caller retries.
         let confirmation = confirm
             .await
             .map_err(|source| confirmation_lost(source, number))?;
+        if confirmation.is_nack() {
+            return Err(Error::Nacked { number });
+        }
         let Entry { message, .. } = self
             .queue
             .pop_front()

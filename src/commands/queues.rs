@@ -7,8 +7,8 @@ use crate::{
     context::Context,
     error::{Error, Result},
     exit::Exit,
-    management::{Api, QueueRow},
-    output::{QueueTable, render_queues, sort_queues},
+    management::{Api, QueueListing, QueueRow},
+    output::{QueueTable, default_queue_columns, render_queues, sort_queues},
     signals::{Interrupts, Stop},
     terminal::escape_controls,
 };
@@ -122,17 +122,41 @@ fn refusal(error: Error, queue: &str) -> Error {
 
 async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let on_terminal = io::stdout().is_terminal();
+    let columns = match args.columns.is_empty() {
+        // JSON objects always name their vhost, as they did before columns could be chosen.
+        true => default_queue_columns(args.vhost.is_none() || args.output == TableFormat::Json),
+        false => args.columns.clone(),
+    };
+    let mut fields: Vec<&'static str> = columns.iter().map(|c| c.api_name()).collect();
+    // The `!` of a degraded queue compares the two lists.
+    for (shown, other) in [
+        (QueueColumn::Online, QueueColumn::Members),
+        (QueueColumn::Members, QueueColumn::Online),
+    ] {
+        if columns.contains(&shown) {
+            fields.push(other.api_name());
+        }
+    }
+    fields.extend(args.sort.map(QueueColumn::api_name));
+    if args.watch.is_some() {
+        // The change shown at each refresh is the change in ready messages.
+        fields.push(QueueColumn::MessagesReady.api_name());
+    }
+    let listing = QueueListing {
+        vhost: args.vhost.as_deref(),
+        filter: args.filter.as_deref(),
+        fields: &fields,
+        stats: columns.iter().chain(&args.sort).any(|c| c.needs_stats()),
+    };
     let table = QueueTable {
-        show_vhost: args.vhost.is_none(),
+        columns: &columns,
         format: args.output,
         headers: !args.no_headers,
         width: on_terminal.then(terminal_width).flatten(),
         ready_change: None,
     };
     let fetch = || async {
-        let mut rows = api
-            .list_queues(args.vhost.as_deref(), args.filter.as_deref())
-            .await?;
+        let mut rows = api.list_queues(&listing).await?;
         sort_queues(&mut rows, args.sort, args.reverse);
         if on_terminal && args.output != TableFormat::Json {
             // Names are the broker's data: they must not drive the terminal.
@@ -222,16 +246,4 @@ fn key(row: &QueueRow) -> (String, String) {
 
 fn terminal_width() -> Option<u16> {
     comfy_table::Table::new().width()
-}
-
-impl QueueColumn {
-    pub fn api_name(self) -> &'static str {
-        match self {
-            QueueColumn::Vhost => "vhost",
-            QueueColumn::Name => "name",
-            QueueColumn::MessagesReady => "messages_ready",
-            QueueColumn::MessagesUnacknowledged => "messages_unacknowledged",
-            QueueColumn::Consumers => "consumers",
-        }
-    }
 }

@@ -516,10 +516,15 @@ pub mod broker {
     /// Declares a queue as rmqlab creates one, and as the official tutorial programs declare
     /// theirs: durable, `x-queue-type: quorum`.
     pub fn declare_quorum(queue: &str) {
+        declare_typed(queue, "quorum");
+    }
+
+    /// Declares a durable queue of a type (`x-queue-type`: classic, quorum or stream).
+    pub fn declare_typed(queue: &str, kind: &str) {
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
+            lapin::types::AMQPValue::LongString(kind.into()),
         );
         declare_durable(queue, arguments);
     }
@@ -760,6 +765,27 @@ pub fn rabbitmqctl_cleanup(args: &[&str]) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
+/// The machine's rabbitmqctl for the node `node` (a node of a test's own, or of the cluster of
+/// `scripts/cluster-up`), with `args`.
+pub fn rabbitmqctl_on_command(node: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("rabbitmqctl");
+    command.args(["-n", node]).args(args);
+    command
+}
+
+/// Runs [`rabbitmqctl_on_command`], failing the test when it fails; returns its stdout.
+pub fn rabbitmqctl_on(node: &str, args: &[&str]) -> String {
+    let output = rabbitmqctl_on_command(node, args)
+        .output()
+        .unwrap_or_else(|error| panic!("run rabbitmqctl (the tests need it): {error}"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl -n {node} {args:?} failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
 /// A RabbitMQ node of one test's own, for the faults that must never touch the shared nodes
 /// (a resource alarm): the machine's RabbitMQ (3.x) under its own node name, AMQP and
 /// distribution ports and directories, no plugins, run as the `rabbitmq` user (whose home holds
@@ -867,21 +893,12 @@ impl OwnNode {
 
     /// The machine's rabbitmqctl for this node.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("rabbitmqctl");
-        command.args(["-n", &self.name]).args(args);
-        command
+        rabbitmqctl_on_command(&self.name, args)
     }
 
     /// Runs rabbitmqctl on this node, failing the test when it fails; returns its stdout.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let output = self.ctl_command(args).output().expect("run rabbitmqctl");
-        assert!(
-            output.status.success(),
-            "rabbitmqctl -n {} {args:?} failed: {}",
-            self.name,
-            text(&output.stderr)
-        );
-        text(&output.stdout)
+        rabbitmqctl_on(&self.name, args)
     }
 
     /// The resource alarms in effect on this node, as Erlang terms.

@@ -118,6 +118,195 @@ fn filter_sort_and_reverse() {
         [name(1), name(0), name(2)]
     );
     assert_eq!(names("--sort name --reverse"), [name(2), name(1), name(0)]);
+
+    // As the broker matches: caseless; and what only the broker can match (look-ahead), it does.
+    let upper = format!("--filter ^{}", regex_escape(&prefix.to_uppercase()));
+    let output = list(&format!("{upper} -o tsv --no-headers"));
+    assert_eq!(text(&output.stdout).lines().count(), 3, "caseless");
+    let ahead = format!(
+        "--filter ^{}\\.(?!y) -o tsv --no-headers",
+        regex_escape(&prefix)
+    );
+    let output = list(&ahead);
+    assert_code(&output, 0);
+    let listed: Vec<String> = text(&output.stdout)
+        .lines()
+        .map(|line| line.split('\t').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        [name(0), name(2)],
+        "look-ahead, filtered by the broker"
+    );
+}
+
+/// The default listing is the queue's own count, not the statistics (about 5 s behind): a
+/// classic queue's depth is exact the moment the publisher's confirm arrives.
+#[test]
+fn a_classic_queues_depth_is_exact_right_after_publishing() {
+    let q = TestQueue::new("exact");
+    broker::declare_typed(q.name(), "classic");
+    let filter = format!(
+        "--vhost / --filter ^{}$ -o tsv --no-headers",
+        regex_escape(q.name())
+    );
+    for (bodies, total) in [(&["1", "2"][..], 2), (&["3", "4", "5"][..], 5)] {
+        broker::publish(q.name(), bodies);
+        let output = list(&filter);
+        assert_code(&output, 0);
+        assert_eq!(text(&output.stdout), format!("{q}\t{total}\t0\t0\n"));
+    }
+}
+
+/// `--columns` picks the API's fields, in tsv, JSON and table alike; `type` tells classic,
+/// quorum and stream apart, and a replicated queue names its leader, members and the members
+/// online.
+#[test]
+fn columns_choose_fields_and_show_every_queue_type() {
+    let prefix = unique_name("columns");
+    let kinds = ["classic", "quorum", "stream"];
+    let queues: Vec<TestQueue> = kinds
+        .iter()
+        .map(|kind| TestQueue(format!("{prefix}.{kind}")))
+        .collect();
+    for (queue, kind) in queues.iter().zip(kinds) {
+        broker::declare_typed(queue.name(), kind);
+    }
+    let chosen = format!(
+        "--filter ^{} --columns name,type,durable,state,leader,members,online",
+        regex_escape(&prefix)
+    );
+
+    // A stream's members are in its statistics only (3.x): a new one's come a few seconds late.
+    let mut tsv = String::new();
+    eventually(STATS, "the stream's members", || {
+        let output = list(&format!("{chosen} -o tsv"));
+        assert_code(&output, 0);
+        tsv = text(&output.stdout);
+        tsv.lines()
+            .nth(3)
+            .is_some_and(|line| !line.ends_with("\t\t"))
+    });
+    let lines: Vec<Vec<&str>> = tsv.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(
+        lines[0],
+        [
+            "name", "type", "durable", "state", "leader", "members", "online"
+        ]
+    );
+    assert_eq!(lines.len(), 4, "{tsv}");
+    let leader = lines[2][4];
+    assert!(leader.contains('@'), "a quorum queue's leader: {tsv}");
+    assert_eq!(
+        lines[1],
+        [queues[0].name(), "classic", "true", "running", "", "", ""]
+    );
+    assert_eq!(
+        lines[2],
+        [
+            queues[1].name(),
+            "quorum",
+            "true",
+            "running",
+            leader,
+            leader,
+            leader
+        ]
+    );
+    assert_eq!(
+        &lines[3][..4],
+        [queues[2].name(), "stream", "true", "running"]
+    );
+    // 3.x does not name a stream's leader in its API; 4.x does.
+    assert!(["", leader].contains(&lines[3][4]), "{tsv}");
+    assert_eq!(&lines[3][5..], [leader, leader], "{tsv}");
+
+    let json = json_rows(&list(&format!("{chosen} -o json")));
+    let keys: Vec<&str> = json[1]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "name", "type", "durable", "state", "leader", "members", "online"
+        ]
+    );
+    assert_eq!(json[1]["members"], serde_json::json!([leader]));
+    assert_eq!(json[1]["online"], serde_json::json!([leader]));
+    assert_eq!(json[1]["durable"], true);
+    assert_eq!(json[0]["members"], Value::Null);
+    assert_eq!(json[2]["type"], "stream");
+
+    let table = list(&format!("{chosen} -o table"));
+    assert_code(&table, 0);
+    let table = text(&table.stdout);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|line| line.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"))
+            .to_string()
+    };
+    let cells = |line: &str| -> Vec<String> {
+        line.trim_matches('│')
+            .split('┆')
+            .map(|cell| cell.trim().to_string())
+            .collect()
+    };
+    assert_eq!(
+        cells(table.lines().nth(1).unwrap()),
+        [
+            "name", "type", "durable", "state", "leader", "members", "online"
+        ]
+    );
+    assert_eq!(
+        cells(&row(queues[1].name())),
+        [
+            queues[1].name(),
+            "quorum",
+            "true",
+            "running",
+            leader,
+            leader,
+            leader
+        ]
+    );
+    assert_eq!(cells(&row(queues[2].name()))[1], "stream");
+    assert!(!table.contains('!'), "every member is online:\n{table}");
+}
+
+/// A stream reports its counts only in its statistics: they come, a few seconds late.
+#[test]
+fn a_streams_messages_are_counted() {
+    let stream = TestQueue::new("stream_count");
+    broker::declare_typed(stream.name(), "stream");
+    broker::publish(stream.name(), &["1", "2", "3"]);
+    let chosen = format!(
+        "--filter ^{}$ --columns name,type,messages -o tsv --no-headers",
+        regex_escape(stream.name())
+    );
+    eventually(STATS, "the stream to count 3 messages", || {
+        text(&list(&chosen).stdout) == format!("{stream}\tstream\t3\n")
+    });
+}
+
+/// `memory` is in the statistics only: asking for it asks for them.
+#[test]
+fn memory_comes_from_the_statistics() {
+    let q = TestQueue::new("memory");
+    broker::declare_typed(q.name(), "classic");
+    let chosen = format!(
+        "--filter ^{}$ --columns name,memory -o json",
+        regex_escape(q.name())
+    );
+    eventually(STATS, "the queue's memory", || {
+        json_rows(&list(&chosen))
+            .first()
+            .is_some_and(|row| row["memory"].as_u64().is_some_and(|bytes| bytes > 0))
+    });
 }
 
 /// A vhost for one test, with guest allowed in it, deleted at the end.
