@@ -9,10 +9,13 @@ use std::{path::PathBuf, time::Duration};
 
 /// The environment variables rmqlab reads, for the man page's ENVIRONMENT.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
-    ("RMQLAB_URL", "The broker URI, as --url."),
+    (
+        "RMQLAB_URL",
+        "The broker URI, as --url; a comma-separated list for the nodes of a cluster.",
+    ),
     (
         "AMQP_URL",
-        "The broker URI when neither --url nor RMQLAB_URL is given.",
+        "The broker URI (or list) when neither --url nor RMQLAB_URL is given.",
     ),
     (
         "RMQLAB_API_URL",
@@ -128,21 +131,30 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL]
-    /// [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ's default user]
+    /// AMQP 0-9-1 URI of the broker (amqps:// for TLS). Repeat it, or give a comma-separated
+    /// list, for the nodes of a cluster: rmqlab connects to the first that answers, in order,
+    /// and after a lost connection to whichever answers next. All name the same vhost; a comma
+    /// in a password is written %2C [env: RMQLAB_URL, then AMQP_URL] [default:
+    /// amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ's default user]
     // RMQLAB_URL is read with AMQP_URL where the settings are made, not by clap: clap would name
     // an option taken from the environment in its usage lines, as if it had been typed.
     #[arg(long, global = true, value_name = "URI")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
+
+    /// Try the URLs of --url in a random order, so that clients started alike spread over the
+    /// nodes of a cluster
+    #[arg(long, global = true)]
+    pub shuffle_urls: bool,
 
     /// Base URL of the management HTTP API, for `queues` and `task work --on-failure
-    /// dead-letter` [env: RMQLAB_API_URL] [default:
-    /// http://<host of --url>:15672, with the user and password of --url unless it has its own]
+    /// dead-letter`; a comma-separated list: the first that answers [env: RMQLAB_API_URL]
+    /// [default: http://<host of the --url in use>:15672, with the user and password of that
+    /// URL unless the API URL has its own]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
 
     /// Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL]
-    /// [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]
+    /// [default: rabbitmq-stream://<user, host and vhost of the --url in use>, port 5552]
     #[arg(long, global = true, value_name = "URL")]
     pub stream_url: Option<String>,
 

@@ -6,16 +6,17 @@ use crate::{
     error::{Error, Result},
     terminal::{self, escape_controls, paint_marker, write_stderr},
     tls::TlsSettings,
-    uri::{BrokerUrl, DEFAULT_URL, StreamUrl},
+    uri::{BrokerUrl, BrokerUrls, DEFAULT_URL, StreamUrl},
 };
 use std::time::Duration;
 
 /// Where to connect and how to report.
 #[derive(Debug, Clone)]
 pub struct Context {
-    pub url: BrokerUrl,
-    /// `--stream-url`, or the stream port of `--url`'s broker.
-    pub stream_url: StreamUrl,
+    /// `--url`: one broker, or the nodes of a cluster in the order they are tried.
+    pub urls: BrokerUrls,
+    /// `--stream-url`, when given; else the stream port beside each of `urls`.
+    pub stream_url_given: Option<StreamUrl>,
     /// How long to keep trying to reconnect after a lost connection (zero: never).
     pub reconnect_timeout: Duration,
     pub tls: TlsSettings,
@@ -33,25 +34,31 @@ impl Context {
     pub fn new(global: &GlobalArgs) -> Result<Context> {
         // The options first, then RMQLAB_URL, then AMQP_URL, the conventional one.
         let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let raw = global
-            .url
-            .clone()
-            .or_else(|| from_env("RMQLAB_URL"))
-            .or_else(|| from_env("AMQP_URL"))
-            .unwrap_or_else(|| DEFAULT_URL.to_string());
-        let url = BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?;
-        let stream_url = match global
+        let (values, source) = match global.url.is_empty() {
+            false => (global.url.clone(), "--url"),
+            true => match (from_env("RMQLAB_URL"), from_env("AMQP_URL")) {
+                (Some(value), _) => (vec![value], "RMQLAB_URL"),
+                (None, Some(value)) => (vec![value], "AMQP_URL"),
+                (None, None) => (vec![DEFAULT_URL.to_string()], "the default"),
+            },
+        };
+        let mut urls = BrokerUrls::parse(&values, source).map_err(Error::InvalidUrl)?;
+        if global.shuffle_urls {
+            // Random enough to spread clients started at the same moment.
+            urls = urls.shuffled(uuid::Uuid::new_v4().as_u64_pair().0);
+        }
+        let stream_url_given = match global
             .stream_url
             .clone()
             .filter(|url| !url.is_empty())
             .or_else(|| from_env("RMQLAB_STREAM_URL"))
         {
-            Some(raw) => StreamUrl::parse(&raw).map_err(Error::InvalidUrl)?,
-            None => StreamUrl::from_broker(&url),
+            Some(raw) => Some(StreamUrl::parse(&raw).map_err(Error::InvalidUrl)?),
+            None => None,
         };
         Ok(Context {
-            url,
-            stream_url,
+            urls,
+            stream_url_given,
             api_url: global
                 .api_url
                 .clone()
@@ -68,6 +75,11 @@ impl Context {
             reconnect_timeout: global.reconnect_timeout,
             status: Status::new(global),
         })
+    }
+
+    /// The broker URL in use: the one connected to last, else the first to try.
+    pub fn url(&self) -> &BrokerUrl {
+        self.urls.in_use()
     }
 }
 

@@ -57,6 +57,17 @@ pub enum Error {
     #[error("no answer from the broker at {url} within {}", humantime::format_duration(*.after))]
     ConnectTimeout { url: String, after: Duration },
 
+    /// Every URL of a list failed. `chief` is the failure that tells most (a refusal before an
+    /// unreachable node) and sets the exit code and hint; `others` are shown after it.
+    #[error("could not connect to any of the {} {what}", .others.len() + 1)]
+    NoUrlConnected {
+        /// "broker URLs", "management API URLs".
+        what: &'static str,
+        #[source]
+        chief: Box<Error>,
+        others: Vec<Error>,
+    },
+
     #[error("the broker at {url} refused the login of user '{user}'")]
     LoginRefused {
         url: String,
@@ -344,6 +355,7 @@ impl Error {
             Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
             Error::Tls { .. } => Code::Data,
             Error::ConnectTimeout { .. } => Code::Temporary,
+            Error::NoUrlConnected { chief, .. } => chief.exit_code(),
             Error::NotTls { .. } => Code::Unavailable,
             Error::VhostNotFound { .. } => Code::Data,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => Code::NoPermission,
@@ -407,7 +419,31 @@ impl Error {
 
     /// A failed (re)connection attempt that a later attempt may get past.
     pub fn is_transient(&self) -> bool {
-        self.is_connection_loss() || matches!(self.exit_code(), Code::Unavailable | Code::Temporary)
+        match self {
+            // One node answering later is enough.
+            Error::NoUrlConnected { chief, others, .. } => {
+                chief.is_transient() || others.iter().any(Error::is_transient)
+            }
+            _ => {
+                self.is_connection_loss()
+                    || matches!(self.exit_code(), Code::Unavailable | Code::Temporary)
+            }
+        }
+    }
+
+    /// Of the failures to connect to each URL of a list, the one to report: the first definite
+    /// refusal (a login, a vhost: what the user has to fix), else the first failure.
+    pub fn no_url_connected(what: &'static str, mut failures: Vec<Error>) -> Error {
+        let chief = failures
+            .iter()
+            .position(|failure| !failure.is_transient())
+            .unwrap_or(0);
+        let chief = Box::new(failures.remove(chief));
+        Error::NoUrlConnected {
+            what,
+            chief,
+            others: failures,
+        }
     }
 
     /// stdout was closed by its reader (`| head`): not a failure.
@@ -438,12 +474,21 @@ impl Error {
             previous = text;
             source = cause.source();
         }
+        // The other URLs of a list, each on a line of its own after the chief failure.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = cause {
+            if let Some(Error::NoUrlConnected { others, .. }) = error.downcast_ref::<Error>() {
+                causes.extend(others.iter().map(Error::one_line));
+            }
+            cause = error.source();
+        }
         causes
     }
 
     /// A line telling the user what to do next, where one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::NoUrlConnected { chief, .. } => chief.hint(),
             Error::StreamUnreachable { .. } => Some(
                 "is the stream plugin on? `rabbitmq-plugins enable rabbitmq_stream` on the broker \
                  (it listens on 5552); or point --stream-url / RMQLAB_STREAM_URL at its stream \

@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     signals::unless_interrupted,
     tls::INSECURE_WARNING,
-    uri::InvalidUrl,
+    uri::{BrokerUrl, InvalidUrl, list_items},
 };
 use percent_encoding::percent_decode_str;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -62,22 +62,90 @@ pub struct Api {
 }
 
 impl Api {
-    /// The API at `--api-url` (default `http://<host of --url>:15672`), with the credentials of
-    /// the API URL when it carries some, else those of `--url`.
-    pub fn new(ctx: &Context) -> Result<Api> {
-        let (base, user, password) = match &ctx.api_url {
-            Some(raw) => parse_api_url(raw)?,
-            None => {
-                let host = match ctx.url.host() {
-                    host if host.contains(':') => format!("[{host}]"),
-                    host => host.to_string(),
-                };
-                let base = Url::parse(&format!("http://{host}:{API_PORT}/")).map_err(|e| {
-                    Error::InvalidUrl(InvalidUrl::new("API URL", &host, &e.to_string()))
-                })?;
-                (base, None, None)
+    /// The API at `--api-url` (default `http://<host of the --url in use>:15672`), with the
+    /// credentials of the API URL when it carries some, else those of that `--url`. Of several
+    /// (a list in `--api-url`, or several `--url`), the first that answers, from the one in
+    /// use on.
+    pub async fn new(ctx: &Context) -> Result<Api> {
+        let candidates = match &ctx.api_url {
+            Some(raw) => {
+                let values = [raw.clone()];
+                let items =
+                    list_items(&values, "API URL", "--api-url").map_err(Error::InvalidUrl)?;
+                items
+                    .into_iter()
+                    .map(|(raw, item)| {
+                        parse_api_url(raw).map_err(|error| match error {
+                            Error::InvalidUrl(invalid) => {
+                                Error::InvalidUrl(InvalidUrl { item, ..invalid })
+                            }
+                            other => other,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
             }
+            None => ctx
+                .urls
+                .attempt_order()
+                .map(|(_, url)| {
+                    let (base, _, _) = default_api_url(url)?;
+                    Ok((
+                        base,
+                        Some(url.user().to_string()),
+                        Some(url.password().to_string()),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
+        // Nodes on one host share its API (the same user twice needs one try).
+        let mut candidates = candidates;
+        let mut seen = Vec::new();
+        candidates.retain(|candidate| match seen.contains(candidate) {
+            true => false,
+            false => {
+                seen.push(candidate.clone());
+                true
+            }
+        });
+        if let [(base, user, password)] = &candidates[..] {
+            let api = Api::at(ctx, base.clone(), user.clone(), password.clone())?;
+            ctx.status
+                .debug(format_args!("management API at {}", api.base));
+            return Ok(api);
+        }
+        let mut failures = Vec::new();
+        for (base, user, password) in candidates {
+            let api = Api::at(ctx, base, user, password)?;
+            match api.answers().await {
+                Ok(()) => {
+                    ctx.status
+                        .debug(format_args!("management API at {}", api.base));
+                    return Ok(api);
+                }
+                Err(error @ Error::Interrupted(_)) => return Err(error),
+                Err(error) => {
+                    ctx.status.debug(format_args!(
+                        "skipping the management API at {}: {}",
+                        api.base,
+                        error.one_line()
+                    ));
+                    failures.push(error);
+                }
+            }
+        }
+        Err(Error::no_url_connected("management API URLs", failures))
+    }
+
+    /// Whether the API answers this user (`/api/whoami`: cheap however big the broker).
+    async fn answers(&self) -> Result<()> {
+        let url = self.endpoint(&["whoami"]);
+        self.send(self.request(reqwest::Method::GET, url), "the API")
+            .await
+            .map(drop)
+    }
+
+    /// The API at `base`; without credentials of its own, with those of the `--url` in use.
+    fn at(ctx: &Context, base: Url, user: Option<String>, password: Option<String>) -> Result<Api> {
         let mut client = Client::builder();
         if base.scheme() == "https" {
             if ctx.tls.insecure {
@@ -98,9 +166,8 @@ impl Api {
                 url: base.to_string(),
                 source,
             })?;
-        ctx.status.debug(format_args!("management API at {base}"));
-        let user = user.unwrap_or_else(|| ctx.url.user().to_string());
-        let password = password.unwrap_or_else(|| ctx.url.password().to_string());
+        let user = user.unwrap_or_else(|| ctx.url().user().to_string());
+        let password = password.unwrap_or_else(|| ctx.url().password().to_string());
         let mut overview = base.clone();
         overview
             .path_segments_mut()
@@ -396,6 +463,17 @@ fn dead_letter_exchange_of(queue: &serde_json::Value) -> Option<String> {
     };
     named("arguments", "x-dead-letter-exchange")
         .or_else(|| named("effective_policy_definition", "dead-letter-exchange"))
+}
+
+/// The API beside a broker: `http://<its host>:15672/`.
+fn default_api_url(url: &BrokerUrl) -> Result<(Url, Option<String>, Option<String>)> {
+    let host = match url.host() {
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    };
+    let base = Url::parse(&format!("http://{host}:{API_PORT}/"))
+        .map_err(|e| Error::InvalidUrl(InvalidUrl::new("API URL", &host, &e.to_string())))?;
+    Ok((base, None, None))
 }
 
 /// Splits an API URL into its base and the credentials it carries, if any.

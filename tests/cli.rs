@@ -805,3 +805,147 @@ fn a_closed_stdout_does_not_change_the_answer() {
         text(&output.stderr)
     );
 }
+
+/// A list of broker URIs is checked whole before anything connects: a bad item, an empty list
+/// or two vhosts are usage errors (2) that name the item and never show a password, whether
+/// the list comes from `--url` (repeated or comma-separated), RMQLAB_URL or AMQP_URL.
+#[test]
+fn url_lists_are_checked_before_connecting_and_name_the_bad_item() {
+    let good = "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f , amqp://guest:Sekr1t-pw@127.0.0.1:99999/%2f ,",
+            "invalid broker URI 'amqp://guest:****@127.0.0.1:99999/%2f' (URL 2 of 2 in \
+             RMQLAB_URL): invalid port number",
+        ),
+        (
+            "AMQP_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f,http://guest:Sekr1t-pw@127.0.0.1/",
+            "invalid broker URI 'http://guest:****@127.0.0.1/' (URL 2 of 2 in AMQP_URL): \
+             unknown scheme 'http'",
+        ),
+        (
+            "RMQLAB_URL",
+            " , ",
+            "invalid broker URI: RMQLAB_URL lists no URL",
+        ),
+        (
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f,,amqp://guest:Sekr1t-pw@127.0.0.1:2/%2f",
+            "invalid broker URI (URL 2 of 3 in RMQLAB_URL): it is empty",
+        ),
+        (
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f, amqp://guest:Sekr1t-pw@127.0.0.1:2/staging",
+            "invalid broker URI 'amqp://guest:****@127.0.0.1:2/staging' (URL 2 of 2 in \
+             RMQLAB_URL): its vhost 'staging' is not '/', the first URL's",
+        ),
+    ];
+    for (variable, value, expected) in cases {
+        for command in [
+            &["hello", "send"][..],
+            &["task", "work"],
+            &["queues", "list"],
+        ] {
+            let output = rmqlab()
+                .env_remove("RMQLAB_URL")
+                .env(variable, value)
+                .args(command)
+                .output()
+                .unwrap();
+            assert_code(&output, 2);
+            let stderr = text(&output.stderr);
+            assert!(
+                stderr.starts_with(&format!("rmqlab: error: {expected}")),
+                "{variable}={value} {command:?}: {stderr}"
+            );
+            assert!(!stderr.contains("Sekr1t-pw"), "password shown: {stderr}");
+        }
+    }
+    // Repeated --url: the items are numbered across the options.
+    let output = rmqlab()
+        .args([
+            "--url",
+            good,
+            "--url",
+            &format!("{good},amqp://u:Sekr1t-pw@h/other"),
+        ])
+        .args(["task", "new", "x"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "rmqlab: error: invalid broker URI 'amqp://u:****@h/other' (URL 3 of 3 in --url): \
+             its vhost 'other' is not '/'"
+        ),
+        "{stderr}"
+    );
+    let output = rmqlab()
+        .args(["--url", "", "hello", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    assert!(
+        text(&output.stderr).starts_with("rmqlab: error: invalid broker URI: --url lists no URL"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// `--api-url` may be a list too: a bad item is a usage error naming it, password masked.
+#[test]
+fn api_url_lists_name_the_bad_item() {
+    let output = rmqlab_nowhere(&[
+        "--api-url",
+        "http://127.0.0.1:1/, ftp://ops:Sekr1t-pw@127.0.0.1/",
+        "queues",
+        "list",
+    ]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "rmqlab: error: invalid API URL 'ftp://ops:****@127.0.0.1/' (URL 2 of 2 in \
+             --api-url): unknown scheme 'ftp'"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
+}
+
+/// Without --stream-url, `stream` commands try the stream port beside each `--url` in turn
+/// (nodes on one host share theirs), and name every one that failed, password masked.
+#[test]
+fn stream_commands_try_the_stream_port_of_each_url() {
+    let output = rmqlab()
+        .env(
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f, amqp://guest:Sekr1t-pw@127.0.0.1:2/%2f, \
+             amqp://guest:Sekr1t-pw@127.0.0.2:1/%2f",
+        )
+        .args(["-v", "stream", "info", "s"])
+        .output()
+        .unwrap();
+    assert_code(&output, 69);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("rmqlab: error: could not connect to any of the 2 stream URLs\n"),
+        "{stderr}"
+    );
+    for host in ["127.0.0.1", "127.0.0.2"] {
+        assert!(
+            stderr.contains(&format!(
+                "rmqlab: skipping rabbitmq-stream://guest:****@{host}:5552/%2F"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("hint: is the stream plugin on?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
+}

@@ -637,3 +637,111 @@ fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() 
         .collect();
     assert_eq!(distinct, (1..=1000).collect(), "every line arrived");
 }
+
+/// `amqp://guest:****@127.0.0.1:PORT/%2f`: how rmqlab shows a node's URL.
+fn shown(node: &OwnNode) -> String {
+    format!("amqp://guest:****@127.0.0.1:{}/%2f", node.port)
+}
+
+/// Two nodes of the test's own, not clustered (each holds its own queue), given to one worker
+/// as a list: it works on the first, goes to the second when the first stops, and back to the
+/// first when both stopped and the first returns. `--idle-timeout` does not run while it
+/// reconnects, however long that takes; none back within `--reconnect-timeout` is 75.
+#[test]
+fn a_worker_fails_over_along_its_url_list_and_idle_time_waits_while_reconnecting() {
+    let _serial = serial();
+    let a = OwnNode::start("urls-a");
+    let b = OwnNode::start("urls-b");
+    let list = format!("{}, {}", a.url(), b.url());
+    let send = |node: &OwnNode, body: &str| {
+        let output = on_node(node, &["task", "new", "--queue", "failover", body])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    let idle = Duration::from_secs(10);
+    let mut worker = Running::spawn(rmqlab().env("RMQLAB_URL", &list).args([
+        "-v",
+        "task",
+        "work",
+        "--queue",
+        "failover",
+        "--dot-duration",
+        "0s",
+        "--idle-timeout",
+        "10s",
+        "--reconnect-timeout",
+        "2m",
+        "-o",
+        "body",
+    ]));
+    worker.wait_for_stderr(&format!("rmqlab: connected to {}", shown(&a)), WAIT);
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    send(&a, "one");
+    assert_eq!(worker.next_line(WAIT), "one");
+
+    // The first node stops: the second, tried first, takes over.
+    a.ctl(&["-q", "stop_app"]);
+    worker.wait_for_stderr(&format!("rmqlab: connected to {}", shown(&b)), WAIT);
+    let stderr = worker.wait_for_stderr("Reconnected", WAIT);
+    assert!(
+        stderr.contains(&format!(
+            "reconnecting to whichever of the 2 URLs answers, from {} on (attempt 1)",
+            shown(&b)
+        )),
+        "{stderr}"
+    );
+    send(&b, "two");
+    assert_eq!(worker.next_line(WAIT), "two");
+
+    // Both stopped for longer than the idle timeout: the worker keeps trying, around the
+    // list, and takes the next task once the first node is back.
+    b.ctl(&["-q", "stop_app"]);
+    let stopped_at = Instant::now();
+    worker.wait_for_stderr("(attempt 8)", WAIT);
+    assert!(stopped_at.elapsed() > idle, "{:?}", stopped_at.elapsed());
+    a.ctl(&["-q", "start_app"]);
+    send(&a, "three");
+    assert_eq!(worker.next_line(WAIT), "three");
+    let (code, lines, stderr) = worker.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines, ["one", "two", "three"]);
+    assert!(
+        stderr.contains(&format!(
+            "reconnecting to whichever of the 2 URLs answers, from {} on (attempt 1)",
+            shown(&a)
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("rmqlab: skipping {}: ", shown(&b))),
+        "{stderr}"
+    );
+
+    // None back in time: 75, saying what each URL answered.
+    let worker = Running::spawn(rmqlab().env("RMQLAB_URL", &list).args([
+        "task",
+        "work",
+        "--queue",
+        "failover",
+        "--reconnect-timeout",
+        "3s",
+    ]));
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    a.ctl(&["-q", "stop_app"]);
+    let (code, _, stderr) = worker.finish(WAIT);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rmqlab: error: could not reconnect to the broker within 3s\n  caused by: could not \
+             connect to any of the 2 broker URLs\n"
+        ),
+        "{stderr}"
+    );
+    for node in [&a, &b] {
+        assert!(
+            stderr.contains(&format!("cannot reach the broker at {}", shown(node))),
+            "{stderr}"
+        );
+    }
+}

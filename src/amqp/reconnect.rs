@@ -1,4 +1,5 @@
-//! After a lost connection: connect again with backoff, within `--reconnect-timeout`.
+//! After a lost connection: connect again with backoff, within `--reconnect-timeout`, to
+//! whichever URL of `--url` answers first, the one lost last.
 
 use super::events::{Event, Observer};
 use crate::{
@@ -34,11 +35,14 @@ where
     let deadline = Instant::now() + ctx.reconnect_timeout;
     let mut delay = FIRST_DELAY;
     let mut last = lost;
+    // The node just lost is likely down: the others first, it last.
+    ctx.urls.move_past_in_use();
     for attempt in 1.. {
         observer.observe(Event::Reconnecting {
             attempt,
             error: &last,
-            url: &ctx.url,
+            url: ctx.url(),
+            urls: ctx.urls.count(),
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt_ctx = Context {

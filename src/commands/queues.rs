@@ -20,11 +20,11 @@ use std::{
 use tokio::time::Instant;
 
 pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
-    let api = Api::new(ctx)?;
+    let api = Api::new(ctx).await?;
     match command {
         QueuesCommand::List(args) => list(ctx, &api, &args).await,
         QueuesCommand::Purge(args) => {
-            let vhost = args.vhost.as_deref().unwrap_or(ctx.url.vhost());
+            let vhost = args.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("purging");
             let purged = api.purge_queue(vhost, &args.name).await;
             spinner.finish_and_clear();
@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
             ))
         }
         QueuesCommand::Delete(args) => {
-            let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url.vhost());
+            let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("deleting");
             let name = &args.queue.name;
             let deleted = match api
@@ -74,7 +74,7 @@ async fn delete_quorum_queue_if(
     if_unused: bool,
 ) -> Result<()> {
     let in_vhost = Context {
-        url: ctx.url.with_vhost(vhost),
+        urls: ctx.urls.with_vhost(vhost),
         ..ctx.clone()
     };
     let session = Session::connect(&in_vhost, "rmqlab queues delete", &ctx.status).await?;

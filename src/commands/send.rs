@@ -79,7 +79,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             let body = single_message(message, send.default_message);
             // One message over plain TCP: first the quick way, which hands anything but
             // success and definite refusals over.
-            if !ctx.url.is_tls() {
+            if !ctx.url().is_tls() {
                 let quick = oneshot::publish(
                     ctx,
                     observer,
@@ -111,7 +111,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                             false => Exit::Success,
                         });
                     }
-                    Err(Handover::Untouched(_)) if watch.stopping() => {
+                    Err(Handover::Untouched(_) | Handover::Skipped { .. }) if watch.stopping() => {
                         return Ok(stopped(
                             ctx,
                             watch.signal().unwrap_or(Stop::Interrupt),
@@ -131,6 +131,12 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                     }
                     Err(Handover::Untouched(reason)) => {
                         observer.observe(Event::HandedOver { reason: &reason });
+                    }
+                    Err(Handover::Skipped { url, error }) => {
+                        observer.observe(Event::Skipped {
+                            url: &url,
+                            error: &error,
+                        });
                     }
                     Err(Handover::Lost(lost)) => start = Start::AfterLoss(lost),
                     Err(Handover::Failed(error)) => return Err(error),

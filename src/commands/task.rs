@@ -140,13 +140,13 @@ const POLICY_REFRESH: Duration = Duration::from_secs(6);
 /// `--on-failure dead-letter` rejects failed tasks to the queue's dead-letter exchange: without
 /// one they would be dropped. Only the management API shows a queue's policy, so it is asked.
 async fn require_dead_letter_exchange(ctx: &Context, queue: &str) -> Result<()> {
-    let api = Api::new(ctx)?;
+    let api = Api::new(ctx).await?;
     // A policy shows in the API with the queue's statistics, which the broker refreshes every
     // few seconds: a queue created (or a policy set) a moment ago is asked again before it is
     // taken to have no dead-letter exchange.
     let deadline = tokio::time::Instant::now() + POLICY_REFRESH;
     let found = loop {
-        match api.dead_letter_exchange(ctx.url.vhost(), queue).await {
+        match api.dead_letter_exchange(ctx.url().vhost(), queue).await {
             Ok(None) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }

@@ -26,4 +26,5 @@ mod rpc;
 mod stream;
 mod terminal;
 mod topics;
+mod urls;
 mod worker;
