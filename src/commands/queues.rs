@@ -119,17 +119,16 @@ fn refusal(error: Error, queue: &str) -> Error {
 
 async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let on_terminal = io::stdout().is_terminal();
+    let vhost = args.vhost.as_deref().or(ctx.default_vhost.as_deref());
     let table = QueueTable {
-        show_vhost: args.vhost.is_none(),
+        show_vhost: vhost.is_none(),
         format: args.output,
         headers: !args.no_headers,
         width: on_terminal.then(terminal_width).flatten(),
         ready_change: None,
     };
     let fetch = || async {
-        let mut rows = api
-            .list_queues(args.vhost.as_deref(), args.filter.as_deref())
-            .await?;
+        let mut rows = api.list_queues(vhost, args.filter.as_deref()).await?;
         sort_queues(&mut rows, args.sort, args.reverse);
         if on_terminal && args.output != TableFormat::Json {
             // Names are the broker's data: they must not drive the terminal.
