@@ -20,6 +20,9 @@ _rmqlab() {
             rmqlab,completions)
                 cmd="rmqlab__subcmd__completions"
                 ;;
+            rmqlab,config)
+                cmd="rmqlab__subcmd__config"
+                ;;
             rmqlab,confirms)
                 cmd="rmqlab__subcmd__confirms"
                 ;;
@@ -50,6 +53,18 @@ _rmqlab() {
             rmqlab,topics)
                 cmd="rmqlab__subcmd__topics"
                 ;;
+            rmqlab__subcmd__config,help)
+                cmd="rmqlab__subcmd__config__subcmd__help"
+                ;;
+            rmqlab__subcmd__config,show)
+                cmd="rmqlab__subcmd__config__subcmd__show"
+                ;;
+            rmqlab__subcmd__config__subcmd__help,help)
+                cmd="rmqlab__subcmd__config__subcmd__help__subcmd__help"
+                ;;
+            rmqlab__subcmd__config__subcmd__help,show)
+                cmd="rmqlab__subcmd__config__subcmd__help__subcmd__show"
+                ;;
             rmqlab__subcmd__hello,help)
                 cmd="rmqlab__subcmd__hello__subcmd__help"
                 ;;
@@ -70,6 +85,9 @@ _rmqlab() {
                 ;;
             rmqlab__subcmd__help,completions)
                 cmd="rmqlab__subcmd__help__subcmd__completions"
+                ;;
+            rmqlab__subcmd__help,config)
+                cmd="rmqlab__subcmd__help__subcmd__config"
                 ;;
             rmqlab__subcmd__help,confirms)
                 cmd="rmqlab__subcmd__help__subcmd__confirms"
@@ -100,6 +118,9 @@ _rmqlab() {
                 ;;
             rmqlab__subcmd__help,topics)
                 cmd="rmqlab__subcmd__help__subcmd__topics"
+                ;;
+            rmqlab__subcmd__help__subcmd__config,show)
+                cmd="rmqlab__subcmd__help__subcmd__config__subcmd__show"
                 ;;
             rmqlab__subcmd__help__subcmd__hello,recv)
                 cmd="rmqlab__subcmd__help__subcmd__hello__subcmd__recv"
@@ -309,12 +330,20 @@ _rmqlab() {
 
     case "${cmd}" in
         rmqlab)
-            opts="-q -v -h -V --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help --version hello task pubsub routing topics rpc confirms stream queues completions help"
+            opts="-q -v -h -V --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help --version hello task pubsub routing topics rpc confirms stream queues config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -363,12 +392,194 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__completions)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help bash elvish fish powershell zsh"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__config)
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stream-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --color)
+                    COMPREPLY=($(compgen -W "auto always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__config__subcmd__help)
+            opts="show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__config__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__config__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__config__subcmd__show)
+            opts="-o -q -v -h --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -417,7 +628,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__confirms)
-            opts="-q -v -h --count --strategy --batch-size --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-q -v -h --count --strategy --batch-size --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -432,6 +643,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -483,12 +702,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -593,7 +820,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__recv)
-            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -621,6 +848,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -671,7 +906,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__hello__subcmd__send)
-            opts="-f -q -v -h --queue --queue-type --file --max-message-size --confirm-timeout --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --max-message-size --confirm-timeout --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -698,6 +933,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --confirm-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -749,7 +992,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__help)
-            opts="hello task pubsub routing topics rpc confirms stream queues completions help"
+            opts="hello task pubsub routing topics rpc confirms stream queues config completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -765,6 +1008,34 @@ _rmqlab() {
         rmqlab__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__help__subcmd__config)
+            opts="show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        rmqlab__subcmd__help__subcmd__config__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1183,12 +1454,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1237,7 +1516,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1260,6 +1539,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --confirm-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1367,7 +1654,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__pubsub__subcmd__listen)
-            opts="-o -q -v -h --exchange --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --exchange --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1391,6 +1678,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -1441,12 +1736,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help list purge delete help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1495,13 +1798,21 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__delete)
-            opts="-q -v -h --vhost --if-empty --if-unused --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-q -v -h --vhost --if-empty --if-unused --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vhost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1623,7 +1934,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__list)
-            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --vhost --filter --sort --reverse --output --no-headers --watch --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1650,6 +1961,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --watch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1701,13 +2020,21 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__queues__subcmd__purge)
-            opts="-q -v -h --vhost --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-q -v -h --vhost --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vhost)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1759,12 +2086,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__routing)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1813,7 +2148,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__routing__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1836,6 +2171,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --confirm-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1943,7 +2286,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__routing__subcmd__listen)
-            opts="-o -q -v -h --exchange --queue --queue-type --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --exchange --queue --queue-type --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1975,6 +2318,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -2025,12 +2376,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__rpc)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help serve call help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help serve call help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2079,7 +2438,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__rpc__subcmd__call)
-            opts="-f -o -q -v -h --file --max-message-size --queue --reply-queue --timeout --concurrency --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -o -q -v -h --file --max-message-size --queue --reply-queue --timeout --concurrency --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2119,6 +2478,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -2225,7 +2592,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__rpc__subcmd__serve)
-            opts="-o -q -v -h --queue --queue-type --prefetch --exec --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --prefetch --exec --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2261,6 +2628,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -2311,12 +2686,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv info help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help send recv info help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2435,13 +2818,21 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream__subcmd__info)
-            opts="-q -v -h --name --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-q -v -h --name --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2493,7 +2884,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream__subcmd__recv)
-            opts="-o -q -v -h --stream --max-length-bytes --max-age --offset --name --store-every --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --stream --max-length-bytes --max-age --offset --name --store-every --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2537,6 +2928,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -2587,7 +2986,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__stream__subcmd__send)
-            opts="-f -q -v -h --stream --max-length-bytes --max-age --file --max-message-size --confirm-timeout --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --stream --max-length-bytes --max-age --file --max-message-size --confirm-timeout --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2618,6 +3017,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --confirm-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2669,12 +3076,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help new work help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help new work help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -2779,7 +3194,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__new)
-            opts="-f -q -v -h --queue --queue-type --file --max-message-size --confirm-timeout --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --queue --queue-type --file --max-message-size --confirm-timeout --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2806,6 +3221,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --confirm-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2857,7 +3280,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__task__subcmd__work)
-            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --retries --on-failure --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --queue --queue-type --prefetch --dot-duration --exec --retries --on-failure --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2905,6 +3328,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -2955,12 +3386,20 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__topics)
-            opts="-q -v -h --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen match help"
+            opts="-q -v -h --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help emit listen match help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -3009,7 +3448,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__topics__subcmd__emit)
-            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --exchange --file --max-message-size --confirm-timeout --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3032,6 +3471,14 @@ _rmqlab() {
                     return 0
                     ;;
                 --confirm-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -3153,7 +3600,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__topics__subcmd__listen)
-            opts="-o -q -v -h --exchange --queue --queue-type --count --idle-timeout --output --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-o -q -v -h --exchange --queue --queue-type --count --idle-timeout --output --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3185,6 +3632,14 @@ _rmqlab() {
                     ;;
                 -o)
                     COMPREPLY=($(compgen -W "text body json" -- "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --url)
@@ -3235,7 +3690,7 @@ _rmqlab() {
             return 0
             ;;
         rmqlab__subcmd__topics__subcmd__match)
-            opts="-f -q -v -h --file --live --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
+            opts="-f -q -v -h --file --live --broker --config --url --shuffle-urls --api-url --stream-url --color --connect-timeout --api-timeout --reconnect-timeout --tls-ca-file --tls-cert-file --tls-key-file --tls-insecure --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -3246,6 +3701,14 @@ _rmqlab() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -143,7 +143,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rmqlab");
 
 /// `program` with the environment of every rmqlab a test starts, whether `program` is rmqlab or a
 /// shell (or `script`) that starts it: without any variable of the caller's that rmqlab reads
-/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`; XDG_CONFIG_HOME points nowhere), then with `RMQLAB_URL` of the broker
+/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`; XDG_CONFIG_HOME points nowhere, so
+/// no config file of the user's is read), then with `RMQLAB_URL` of the broker
 /// under test and, when RMQLAB_TEST_API_URL is set, `RMQLAB_API_URL`. A test may still set any
 /// of them afterwards.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
