@@ -82,7 +82,10 @@ impl Context {
                 .then(|| parsed.in_use().vhost().to_string()),
             urls: parsed,
             stream_url_given,
-            api_url: settings.api_url.as_ref().map(|url| url.value.clone()),
+            api_url: settings
+                .api_url
+                .as_ref()
+                .map(|url| settings.url_defaults.fill_list(&url.value)),
             tls: TlsSettings {
                 ca_file: file(&settings.tls_ca_file),
                 cert_file: file(&settings.tls_cert_file),

@@ -216,6 +216,14 @@ pub struct UrlDefaults {
 }
 
 impl UrlDefaults {
+    /// A comma-separated list with [`UrlDefaults::fill`] done on each item.
+    pub fn fill_list(&self, list: &str) -> String {
+        list.split(',')
+            .map(|item| self.fill(item.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `raw` with the user, password and vhost it does not name filled in (a password alone
     /// goes with the user `guest`, as an AMQP URL without a user means). `raw` itself when
     /// nothing is to be filled in, or when it does not parse (its error comes later).
@@ -226,6 +234,8 @@ impl UrlDefaults {
         if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
             return raw.to_string();
         }
+        // Encoded here: the url crate leaves `%` and `,` as they are, and a `,` would split a list.
+        let encode = |text: &str| percent_encoding::utf8_percent_encode(text, VHOST).to_string();
         let mut changed = false;
         if url.username().is_empty()
             && let Some(user) = self
@@ -233,12 +243,12 @@ impl UrlDefaults {
                 .as_deref()
                 .or(self.password.as_ref().map(|_| "guest"))
         {
-            changed |= url.set_username(user).is_ok();
+            changed |= url.set_username(&encode(user)).is_ok();
         }
         if url.password().is_none()
             && let Some(password) = &self.password
         {
-            changed |= url.set_password(Some(password)).is_ok();
+            changed |= url.set_password(Some(&encode(password))).is_ok();
         }
         if let Some(vhost) = self.vhost.as_deref().filter(|_| names_no_vhost(raw)) {
             url.set_path(&format!(
@@ -594,6 +604,11 @@ mod tests {
         };
         assert_eq!(only_password.fill("amqp://h"), "amqp://guest:pw@h");
         assert_eq!(UrlDefaults::default().fill("amqp://H"), "amqp://H");
+        // An API URL takes the credentials, never a vhost; a list stays a list.
+        assert_eq!(
+            defaults.fill_list("http://h1:15672, https://u:own@h2"),
+            "http://app:p%2Cw%40%2F@h1:15672/,https://u:own@h2"
+        );
         assert_eq!(defaults.fill("amqp:x"), "amqp:x");
     }
 

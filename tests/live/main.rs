@@ -15,6 +15,7 @@
 mod common;
 
 mod broker;
+mod config;
 mod confirms;
 mod declarations;
 mod hardening;
