@@ -672,6 +672,19 @@ mod tests {
         assert_eq!(one.urls.as_deref(), Some(&["amqp://h1".to_string()][..]));
         assert_eq!(one.tls_ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(file.section("two").unwrap().urls.as_ref().unwrap().len(), 2);
+        let mut section = Section {
+            tls_cert_file: Some("~/certs/me.pem".into()),
+            tls_key_file: Some("/abs/me.key".into()),
+            ..Section::default()
+        };
+        section.anchor_paths(Path::new("/etc"), Some(Path::new("/home/me")));
+        assert_eq!(
+            (
+                section.tls_cert_file.unwrap(),
+                section.tls_key_file.unwrap()
+            ),
+            ("/home/me/certs/me.pem".into(), "/abs/me.key".into())
+        );
         let error = file.section("three").unwrap_err().to_string();
         assert!(error.contains("one, two"), "{error}");
     }

@@ -1169,6 +1169,34 @@ mod named_brokers {
             let output = run(&path, &env, &[settled, &["config", "show"]].concat());
             assert_code(&output, 0);
         }
+        // AMQP_URL, which other tools set too, is simply beaten by the section.
+        let output = run(
+            &path,
+            // An empty variable counts as unset.
+            &[
+                ("RMQLAB_BROKER", "prod"),
+                ("RMQLAB_URL", ""),
+                ("AMQP_URL", NOWHERE),
+            ],
+            &["config", "show"],
+        );
+        assert_code(&output, 0);
+        let urls = setting(&text(&output.stdout), "urls");
+        assert!(urls.contains("section broker.prod"), "{urls}");
+    }
+
+    #[test]
+    fn without_a_broker_the_default_file_is_not_read() {
+        let dir = common::scratch_dir();
+        fs::create_dir(dir.path().join("rmqlab")).unwrap();
+        fs::write(dir.path().join("rmqlab/config.toml"), "not toml [").unwrap();
+        let output = rmqlab()
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("RMQLAB_URL", NOWHERE)
+            .args(["hello", "send"])
+            .output()
+            .unwrap();
+        assert_code(&output, 69);
     }
 
     #[test]
