@@ -1186,6 +1186,38 @@ mod named_brokers {
     }
 
     #[test]
+    fn the_tls_files_of_a_section_are_the_ones_read_and_the_variables_come_after() {
+        let dir = common::scratch_dir();
+        let path = write_config(
+            dir.path(),
+            "[broker.t]\nurl = \"amqps://127.0.0.1:1\"\ntls_ca_file = \"missing-ca.pem\"\n",
+            0o600,
+        );
+        let env = [("RMQLAB_TLS_CA_FILE", "/from/env/ca.pem")];
+        let output = run(&path, &env, &["--broker", "t", "hello", "send"]);
+        assert_code(&output, 66);
+        assert!(
+            text(&output.stderr).starts_with(&format!(
+                "rmqlab: error: cannot read {}/missing-ca.pem\n",
+                dir.path().display()
+            )),
+            "{}",
+            text(&output.stderr)
+        );
+        let output = run(&path, &env, &["config", "show"]);
+        assert_eq!(
+            setting(&text(&output.stdout), "tls_ca_file"),
+            "tls_ca_file /from/env/ca.pem env RMQLAB_TLS_CA_FILE"
+        );
+        let output = run(
+            &path,
+            &[("RMQLAB_TLS_INSECURE", "maybe")],
+            &["config", "show"],
+        );
+        assert_code(&output, 2);
+    }
+
+    #[test]
     fn without_a_broker_the_default_file_is_not_read() {
         let dir = common::scratch_dir();
         fs::create_dir(dir.path().join("rmqlab")).unwrap();
