@@ -247,6 +247,32 @@ pub fn assert_code(output: &Output, expected: i32) {
     );
 }
 
+/// Asserts that neither stream of `output` shows `secret` (a password).
+pub fn assert_hidden(output: &Output, secret: &str) {
+    for stream in [&output.stdout, &output.stderr] {
+        assert!(
+            !text(stream).contains(secret),
+            "the password leaked: {}",
+            text(stream)
+        );
+    }
+}
+
+/// Asserts a refused login of `guest`: 77, the reason, the hint, and `secret` never shown.
+pub fn assert_login_refused(output: &Output, secret: &str) {
+    assert_code(output, 77);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("refused the login of user 'guest'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: check the user and password"),
+        "{stderr}"
+    );
+    assert_hidden(output, secret);
+}
+
 /// A running rmqlab whose stdout lines can be awaited one by one.
 pub struct Running {
     pub child: Option<Child>,
