@@ -741,6 +741,61 @@ mod tests {
     }
 
     #[test]
+    fn every_key_of_a_section_is_a_setting_of_the_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            "[broker.all]\nurls = \"amqp://h1\"\napi_url = [\"http://h1:15672\"]\n\
+             stream_url = \"rabbitmq-stream://h1\"\nvhost = \"v\"\nuser = \"u\"\n\
+             password = \"p\"\ntls_ca_file = \"/ca\"\ntls_cert_file = \"/cert\"\n\
+             tls_key_file = \"/key\"\ntls_insecure = true\nconnect_timeout = \"1s\"\n\
+             api_timeout = \"2s\"\nreconnect_timeout = \"3s\"\nshuffle_urls = true\n",
+        )
+        .unwrap();
+        let global = global(&["--config", path.to_str().unwrap(), "--broker", "all"]);
+        let settings = Settings::resolve(&global, &env_of(&[]), false).unwrap();
+        let section = Origin::Section {
+            broker: "all".into(),
+            file: path.clone(),
+        };
+        let origins = [
+            &settings.urls.origin,
+            &settings.api_url.as_ref().unwrap().origin,
+            &settings.stream_url.as_ref().unwrap().origin,
+            &settings.tls_ca_file.as_ref().unwrap().origin,
+            &settings.tls_cert_file.as_ref().unwrap().origin,
+            &settings.tls_key_file.as_ref().unwrap().origin,
+            &settings.tls_insecure.origin,
+            &settings.connect_timeout.origin,
+            &settings.api_timeout.origin,
+            &settings.reconnect_timeout.origin,
+            &settings.shuffle_urls.origin,
+        ];
+        assert!(
+            origins.iter().all(|origin| **origin == section),
+            "{origins:?}"
+        );
+        assert_eq!(settings.vhost_origin(), section);
+        assert_eq!(
+            (settings.tls_insecure.value, settings.shuffle_urls.value),
+            (true, true)
+        );
+        assert_eq!(
+            settings.reconnect_timeout.value + settings.api_timeout.value,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            settings.url_defaults,
+            UrlDefaults {
+                user: Some("u".into()),
+                password: Some("p".into()),
+                vhost: Some("v".into())
+            }
+        );
+    }
+
+    #[test]
     fn the_default_file_follows_xdg() {
         let path = default_path(&env_of(&[("XDG_CONFIG_HOME", "/x"), ("HOME", "/h")]));
         assert_eq!(path.unwrap(), Path::new("/x/rmqlab/config.toml"));
