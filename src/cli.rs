@@ -208,11 +208,13 @@ pub struct GlobalArgs {
     pub tls_ca_file: Option<PathBuf>,
 
     /// Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]
-    #[arg(long, global = true, value_name = "PATH", requires = "tls_key_file")]
+    // Not `requires`: the other half may come from the --broker section or the environment
+    // (checked where the settings are made).
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_cert_file: Option<PathBuf>,
 
     /// Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]
-    #[arg(long, global = true, value_name = "PATH", requires = "tls_cert_file")]
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_key_file: Option<PathBuf>,
 
     /// Do not verify the server's certificate: for tests only, never in production

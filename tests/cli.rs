@@ -1364,7 +1364,41 @@ mod named_brokers {
         let output = run(&path, &[], &["--broker", "a", "hello", "send"]);
         assert_code(&output, 2);
         assert!(
-            text(&output.stderr).contains("needs a --tls-key-file too"),
+            text(&output.stderr).contains(&format!(
+                "a client certificate or key from tls_cert_file of [broker.a] in {} needs a \
+                 --tls-key-file too",
+                path.display()
+            )),
+            "{}",
+            text(&output.stderr)
+        );
+        // An option gives the other half; alone, it is as incomplete.
+        let output = run(
+            &path,
+            &[],
+            &[
+                "--broker",
+                "a",
+                "--tls-key-file",
+                "/k.pem",
+                "config",
+                "show",
+            ],
+        );
+        assert_code(&output, 0);
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            setting(&stdout, "tls_cert_file"),
+            "tls_cert_file /c.pem section broker.a"
+        );
+        assert_eq!(
+            setting(&stdout, "tls_key_file"),
+            "tls_key_file /k.pem flag --tls-key-file"
+        );
+        let output = run(&path, &[], &["--tls-key-file", "/k.pem", "hello", "send"]);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains("from --tls-key-file needs a --tls-cert-file too"),
             "{}",
             text(&output.stderr)
         );
