@@ -22,6 +22,20 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
         "The management HTTP API base URL, as --api-url.",
     ),
     (
+        "RMQLAB_CONFIG",
+        "The config file, as --config [default: $XDG_CONFIG_HOME/rmqlab/config.toml, else \
+         ~/.config/rmqlab/config.toml].",
+    ),
+    (
+        "RMQLAB_BROKER",
+        "The [broker.NAME] section of the config file to use, as --broker; an error together \
+         with RMQLAB_URL, RMQLAB_API_URL or RMQLAB_STREAM_URL unless an option settles it.",
+    ),
+    (
+        "RMQLAB_TLS_CA_FILE, RMQLAB_TLS_CERT_FILE, RMQLAB_TLS_KEY_FILE, RMQLAB_TLS_INSECURE",
+        "As the --tls-* options.",
+    ),
+    (
         "NO_COLOR",
         "When set and not empty, no colour on stderr unless --color always.",
     ),
@@ -35,6 +49,7 @@ pub const EXAMPLES: &[&str] = &[
     "rmqlab topics match 'lazy.#' lazy.orange.elephant quick.orange.fox",
     "rmqlab rpc serve & rmqlab rpc call 30",
     "rmqlab queues list --watch 2s",
+    "rmqlab --broker prod queues list",
 ];
 
 /// The help of a publishing command's WORDS, with its own default message.
@@ -143,6 +158,17 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
+    /// Use the [broker.NAME] section of the config file: its URLs, API URL, vhost, TLS files
+    /// and timeouts, under the options given on the command line and over the connection
+    /// variables of the environment [env: RMQLAB_BROKER]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub broker: Option<String>,
+
+    /// The config file of named brokers [env: RMQLAB_CONFIG] [default:
+    /// $XDG_CONFIG_HOME/rmqlab/config.toml, else ~/.config/rmqlab/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
     /// AMQP 0-9-1 URI of the broker (amqps:// for TLS). Repeat it, or give a comma-separated
     /// list, for the nodes of a cluster: rmqlab connects to the first that answers, in order,
     /// and after a lost connection to whichever answers next. All name the same vhost; a comma
@@ -174,82 +200,38 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
-    /// Give up connecting after this long (500ms, 5s, 1m)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        default_value = "10s",
-        value_parser = humantime::parse_duration
-    )]
-    pub connect_timeout: Duration,
+    /// Give up connecting after this long (500ms, 5s, 1m) [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Option<Duration>,
 
     /// Give up waiting for an answer of the management API after this long (`queues`)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        default_value = "60s",
-        value_parser = humantime::parse_duration
-    )]
-    pub api_timeout: Duration,
+    /// [default: 60s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub api_timeout: Option<Duration>,
 
     /// After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never
-    /// reconnect)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        default_value = "5m",
-        value_parser = humantime::parse_duration
-    )]
-    pub reconnect_timeout: Duration,
+    /// reconnect) [default: 5m]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub reconnect_timeout: Option<Duration>,
 
     /// Trust the server certificates signed by the CA(s) in this PEM file, besides the system's
     /// roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "RMQLAB_TLS_CA_FILE",
-        hide_env = true,
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_ca_file: Option<PathBuf>,
 
     /// Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "RMQLAB_TLS_CERT_FILE",
-        hide_env = true,
-        hide_env_values = true,
-        requires = "tls_key_file"
-    )]
+    // Not `requires`: the other half may come from the --broker section or the environment
+    // (checked where the settings are made).
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_cert_file: Option<PathBuf>,
 
     /// Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "RMQLAB_TLS_KEY_FILE",
-        hide_env = true,
-        hide_env_values = true,
-        requires = "tls_cert_file"
-    )]
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_key_file: Option<PathBuf>,
 
     /// Do not verify the server's certificate: for tests only, never in production
     /// [env: RMQLAB_TLS_INSECURE]
-    #[arg(
-        long,
-        global = true,
-        env = "RMQLAB_TLS_INSECURE",
-        hide_env = true,
-        hide_env_values = true
-    )]
+    #[arg(long, global = true)]
     pub tls_insecure: bool,
 
     /// Print no status lines on stderr
@@ -302,6 +284,9 @@ Examples:
     /// Queue depth, purge and delete (management HTTP API); peek, move, dead letters
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Named brokers: the settings a command would connect with, and where each comes from
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print the completion script for a shell
     #[command(
         after_long_help = "The script runs rmqlab at each Tab (rmqlab must be on PATH): \
@@ -700,6 +685,64 @@ pub struct ListenQueueArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the connection settings in effect (passwords masked) and where each comes from:
+    /// an option (flag), the --broker section, the environment (env), or the default
+    #[command(after_long_help = CONFIG_HELP)]
+    Show(ConfigShowArgs),
+}
+
+/// How the config file works, for `config show --help` and the man page.
+pub const CONFIG_HELP: &str = "The config file (--config, RMQLAB_CONFIG; by default \
+$XDG_CONFIG_HOME/rmqlab/config.toml, else ~/.config/rmqlab/config.toml) is TOML with one \
+[broker.NAME] section per broker:
+
+  [broker.prod]
+  urls = [\"amqps://app@rabbit1.example/shop\", \"amqps://app@rabbit2.example/shop\"]
+  api_url = \"https://rabbit.example:15671\"
+  password = \"s3cret\"            # for URLs that name no user: chmod 600 the file
+  tls_ca_file = \"/etc/rmqlab/prod-ca.pem\"
+
+Keys: urls (one string or a list; also url), api_url (one string or a list; also api_urls), \
+stream_url, vhost, user and password (for URLs that name none), tls_ca_file, tls_cert_file, \
+tls_key_file, tls_insecure, connect_timeout, api_timeout, reconnect_timeout, shuffle_urls: each \
+as the global option of that name. A key rmqlab does not know is an error, never ignored.
+
+--broker NAME (or RMQLAB_BROKER) picks a section. Each setting comes from, first to last: the \
+option on the command line, the section, the environment (RMQLAB_URL, AMQP_URL, \
+RMQLAB_API_URL, RMQLAB_STREAM_URL, RMQLAB_TLS_*), the default. A section that has urls owns \
+the addresses: the environment's URLs are not used with it, and the API and stream URLs \
+default to the section's hosts. RMQLAB_BROKER and RMQLAB_URL, RMQLAB_API_URL or \
+RMQLAB_STREAM_URL set together in the environment are an error (2), as neither says it \
+overrides the other: say which on the command line (--broker, --url...).
+
+Exit status: 66 when the file given by --config, or the file --broker needs, cannot be read; \
+78 when it is not valid (a TOML syntax error or a key or value rmqlab does not know, shown as \
+FILE:LINE) or has no section of that name. A file that holds a password and that other users \
+can read gets a warning on every run (chmod 600 it).
+
+Examples:
+  rmqlab config show
+  rmqlab --broker prod config show -o json
+  rmqlab --broker prod queues list
+  RMQLAB_BROKER=dev rmqlab task work";
+
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    /// Output format
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// one setting a line: name, value, where it comes from
+    Text,
+    /// one JSON object: each setting with its value and where it comes from
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
     /// List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready
     /// messages_unacknowledged`)
@@ -896,7 +939,8 @@ pub enum DeathReason {
 
 #[derive(Debug, Args)]
 pub struct QueuesListArgs {
-    /// List the queues of this vhost only [default: every vhost]
+    /// List the queues of this vhost only [default: the vhost of the --broker section when it
+    /// sets one, else every vhost]
     #[arg(long, value_name = "VHOST", value_parser = name)]
     pub vhost: Option<String>,
     /// Only queues whose name matches this regular expression (matched by the broker)

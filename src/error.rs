@@ -235,6 +235,52 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    #[error("cannot read the config file {path}")]
+    ConfigUnreadable {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("--broker needs a config file, and neither XDG_CONFIG_HOME nor HOME is set")]
+    ConfigNotFound,
+
+    #[error("{path}{}: {message}", .line.map(|line| format!(":{line}")).unwrap_or_default())]
+    Config {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+
+    #[error("no broker '{name}' in {path}: {}", match .known.is_empty() {
+        true => "it has no [broker.NAME] section".to_string(),
+        false => format!("it has {}", .known.join(", ")),
+    })]
+    UnknownBroker {
+        name: String,
+        path: String,
+        known: Vec<String>,
+    },
+
+    #[error(
+        "RMQLAB_BROKER={broker} and {} are both set in the environment, and neither says which \
+         broker is meant",
+        .variables.join(", ")
+    )]
+    BrokerAndAddressInEnv {
+        broker: String,
+        variables: Vec<&'static str>,
+    },
+
+    #[error("a client certificate or key from {given} needs {missing} too")]
+    IncompleteTls {
+        given: String,
+        missing: &'static str,
+    },
+
+    #[error("invalid {name}: {reason}")]
+    InvalidVariable { name: &'static str, reason: String },
+
     #[error("cannot read {path}")]
     Input {
         path: String,
@@ -382,7 +428,13 @@ impl Error {
 
     pub fn exit_code(&self) -> Code {
         match self {
-            Error::InvalidUrl(_) | Error::InvalidKey { .. } => Code::Usage,
+            Error::InvalidUrl(_)
+            | Error::InvalidKey { .. }
+            | Error::BrokerAndAddressInEnv { .. }
+            | Error::InvalidVariable { .. }
+            | Error::IncompleteTls { .. } => Code::Usage,
+            Error::ConfigUnreadable { .. } | Error::ConfigNotFound => Code::NoInput,
+            Error::Config { .. } | Error::UnknownBroker { .. } => Code::Config,
             Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
             Error::Tls { .. } => Code::Data,
             Error::ConnectTimeout { .. } => Code::Temporary,
@@ -525,6 +577,26 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::NoUrlConnected { chief, .. } => chief.hint(),
+            Error::ConfigUnreadable { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                Some(
+                    "write one with a [broker.NAME] section (see `rmqlab config show --help`), \
+                     or point --config / RMQLAB_CONFIG at yours"
+                        .into(),
+                )
+            }
+            Error::BrokerAndAddressInEnv { variables, .. } => Some(format!(
+                "say which on the command line: --broker NAME for the section, or {} for the \
+                 address; or unset one of the variables",
+                variables
+                    .iter()
+                    .map(|name| match *name {
+                        "RMQLAB_URL" => "--url",
+                        "RMQLAB_API_URL" => "--api-url",
+                        _ => "--stream-url",
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )),
             Error::StreamUnreachable { .. } => Some(
                 "is the stream plugin on? `rabbitmq-plugins enable rabbitmq_stream` on the broker \
                  (it listens on 5552); or point --stream-url / RMQLAB_STREAM_URL at its stream \

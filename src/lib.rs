@@ -10,6 +10,7 @@ pub mod amqp;
 pub mod cli;
 pub mod commands;
 pub mod complete;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod exit;

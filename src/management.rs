@@ -900,6 +900,25 @@ fn default_api_url(url: &BrokerUrl) -> Result<(Url, Option<String>, Option<Strin
     Ok((base, None, None))
 }
 
+/// The API URLs a command would try, in order, with any password masked: those of --api-url,
+/// else one beside each URL of --url.
+pub fn api_urls_shown(ctx: &Context) -> Result<Vec<String>> {
+    let mut shown: Vec<String> = match &ctx.api_url {
+        Some(raw) => list_items(std::slice::from_ref(raw), "API URL", "--api-url")
+            .map_err(Error::InvalidUrl)?
+            .into_iter()
+            .map(|(item, _)| crate::uri::mask_password(item).unwrap_or_else(|| "****".into()))
+            .collect(),
+        None => ctx
+            .urls
+            .attempt_order()
+            .map(|(_, url)| default_api_url(url).map(|(base, _, _)| base.to_string()))
+            .collect::<Result<_>>()?,
+    };
+    shown.dedup();
+    Ok(shown)
+}
+
 /// Splits an API URL into its base and the credentials it carries, if any.
 fn parse_api_url(raw: &str) -> Result<(Url, Option<String>, Option<String>)> {
     let invalid = |reason: &str| Error::InvalidUrl(InvalidUrl::new("API URL", raw, reason));

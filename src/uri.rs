@@ -206,6 +206,69 @@ pub fn list_items<'a>(
         .collect()
 }
 
+/// What a `[broker.NAME]` section gives the URLs that do not name their own: a user, a
+/// password, a vhost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UrlDefaults {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub vhost: Option<String>,
+}
+
+impl UrlDefaults {
+    /// A comma-separated list with [`UrlDefaults::fill`] done on each item.
+    pub fn fill_list(&self, list: &str) -> String {
+        list.split(',')
+            .map(|item| self.fill(item.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `raw` with the user, password and vhost it does not name filled in (a password alone
+    /// goes with the user `guest`, as an AMQP URL without a user means). `raw` itself when
+    /// nothing is to be filled in, or when it does not parse (its error comes later).
+    pub fn fill(&self, raw: &str) -> String {
+        let Ok(mut url) = Url::parse(raw) else {
+            return raw.to_string();
+        };
+        if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
+            return raw.to_string();
+        }
+        // Encoded here: the url crate leaves `%` and `,` as they are, and a `,` would split a list.
+        let encode = |text: &str| percent_encoding::utf8_percent_encode(text, VHOST).to_string();
+        let mut changed = false;
+        if url.username().is_empty()
+            && let Some(user) = self
+                .user
+                .as_deref()
+                .or(self.password.as_ref().map(|_| "guest"))
+        {
+            changed |= url.set_username(&encode(user)).is_ok();
+        }
+        if url.password().is_none()
+            && let Some(password) = &self.password
+        {
+            changed |= url.set_password(Some(&encode(password))).is_ok();
+        }
+        if let Some(vhost) = self.vhost.as_deref().filter(|_| names_no_vhost(raw)) {
+            url.set_path(&format!(
+                "/{}",
+                percent_encoding::utf8_percent_encode(vhost, VHOST)
+            ));
+            changed = true;
+        }
+        match changed {
+            true => url.to_string(),
+            false => raw.to_string(),
+        }
+    }
+}
+
+/// Whether an AMQP or stream URL has no path, and so no vhost of its own.
+pub fn names_no_vhost(raw: &str) -> bool {
+    Url::parse(raw.trim()).is_ok_and(|url| url.path().is_empty())
+}
+
 /// The broker URIs of `--url` (repeatable, or a comma-separated list): the nodes of one
 /// cluster, tried in order. Never empty; all of them name the same vhost. Clones share which
 /// one is in use: a connection made through one clone shows in all.
@@ -218,11 +281,16 @@ pub struct BrokerUrls {
 
 impl BrokerUrls {
     /// Parses `values`, each a comma-separated list, that came from `source` (`--url`,
-    /// `RMQLAB_URL`...). Errors name the item and never show a password.
-    pub fn parse(values: &[String], source: &str) -> Result<Self, InvalidUrl> {
+    /// `RMQLAB_URL`...), with `defaults` filled in where an item names no user, password or
+    /// vhost. Errors name the item and never show a password.
+    pub fn parse(
+        values: &[String],
+        source: &str,
+        defaults: &UrlDefaults,
+    ) -> Result<Self, InvalidUrl> {
         let mut list: Vec<BrokerUrl> = Vec::new();
         for (raw, item) in list_items(values, "broker URI", source)? {
-            let url = BrokerUrl::parse(raw).map_err(|error| InvalidUrl {
+            let url = BrokerUrl::parse(&defaults.fill(raw)).map_err(|error| InvalidUrl {
                 item: item.clone(),
                 ..error
             })?;
@@ -390,7 +458,7 @@ mod tests {
 
     fn urls(values: &[&str], source: &str) -> Result<BrokerUrls, InvalidUrl> {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        BrokerUrls::parse(&values, source)
+        BrokerUrls::parse(&values, source, &UrlDefaults::default())
     }
 
     fn shown(urls: &BrokerUrls) -> Vec<String> {
@@ -502,6 +570,46 @@ mod tests {
             })
             .collect();
         assert!(orders.len() > 5, "{orders:?}");
+    }
+
+    #[test]
+    fn a_section_fills_in_what_a_url_does_not_name() {
+        let defaults = UrlDefaults {
+            user: Some("app".into()),
+            password: Some("p,w@/".into()),
+            vhost: Some("shop/eu".into()),
+        };
+        let list = BrokerUrls::parse(
+            &["amqp://h1, amqp://bob@h2, amqp://eve:own@h3/shop%2Feu".into()],
+            "urls",
+            &defaults,
+        )
+        .unwrap();
+        let users: Vec<(&str, &str, &str)> = list
+            .iter()
+            .map(|url| (url.user(), url.password(), url.vhost()))
+            .collect();
+        assert_eq!(
+            users,
+            [
+                ("app", "p,w@/", "shop/eu"),
+                ("bob", "p,w@/", "shop/eu"),
+                ("eve", "own", "shop/eu")
+            ]
+        );
+        assert_eq!(shown(&list)[0], "amqp://app:****@h1/shop%2Feu");
+        let only_password = UrlDefaults {
+            password: Some("pw".into()),
+            ..UrlDefaults::default()
+        };
+        assert_eq!(only_password.fill("amqp://h"), "amqp://guest:pw@h");
+        assert_eq!(UrlDefaults::default().fill("amqp://H"), "amqp://H");
+        // An API URL takes the credentials, never a vhost; a list stays a list.
+        assert_eq!(
+            defaults.fill_list("http://h1:15672, https://u:own@h2"),
+            "http://app:p%2Cw%40%2F@h1:15672/,https://u:own@h2"
+        );
+        assert_eq!(defaults.fill("amqp:x"), "amqp:x");
     }
 
     #[test]

@@ -586,6 +586,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             api_timeout: Duration::from_secs(5),
             status: Status::silent(),
+            default_vhost: None,
         }
     }
 

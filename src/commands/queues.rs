@@ -122,9 +122,10 @@ fn refusal(error: Error, queue: &str) -> Error {
 
 async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let on_terminal = io::stdout().is_terminal();
+    let vhost = args.vhost.as_deref().or(ctx.default_vhost.as_deref());
     let columns = match args.columns.is_empty() {
         // JSON objects always name their vhost, as they did before columns could be chosen.
-        true => default_queue_columns(args.vhost.is_none() || args.output == TableFormat::Json),
+        true => default_queue_columns(vhost.is_none() || args.output == TableFormat::Json),
         false => args.columns.clone(),
     };
     let mut fields: Vec<&'static str> = columns.iter().map(|c| c.api_name()).collect();
@@ -143,7 +144,7 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         fields.push(QueueColumn::MessagesReady.api_name());
     }
     let listing = QueueListing {
-        vhost: args.vhost.as_deref(),
+        vhost,
         filter: args.filter.as_deref(),
         fields: &fields,
         stats: columns.iter().chain(&args.sort).any(|c| c.needs_stats()),

@@ -143,7 +143,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rmqlab");
 
 /// `program` with the environment of every rmqlab a test starts, whether `program` is rmqlab or a
 /// shell (or `script`) that starts it: without any variable of the caller's that rmqlab reads
-/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`), then with `RMQLAB_URL` of the broker
+/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`; XDG_CONFIG_HOME points nowhere, so
+/// no config file of the user's is read), then with `RMQLAB_URL` of the broker
 /// under test and, when RMQLAB_TEST_API_URL is set, `RMQLAB_API_URL`. A test may still set any
 /// of them afterwards.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
@@ -156,6 +157,8 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     for name in ["NO_COLOR", "AMQP_URL", "RUST_LOG"] {
         command.env_remove(name);
     }
+    // The user's own config file (named brokers) stays out of the tests.
+    command.env("XDG_CONFIG_HOME", "/nonexistent/rmqlab-test-config");
     command.env("RMQLAB_URL", broker_url());
     if let Some(api) = test_api_url() {
         command.env("RMQLAB_API_URL", api);

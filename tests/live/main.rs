@@ -16,6 +16,7 @@ mod common;
 
 mod broker;
 mod completion;
+mod config;
 mod confirms;
 mod declarations;
 mod hardening;
