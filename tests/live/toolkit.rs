@@ -245,7 +245,11 @@ fn peek_reads_a_stream_by_offset_and_changes_nothing() {
         .collect();
     let bodies: Vec<&str> = lines.iter().map(|l| l["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, ["s1", "s2", "s3"]);
-    assert_eq!(lines[0]["properties"]["headers"]["x-stream-offset"], 0);
+    // A 64-bit integer, in the typed form of `-o json`.
+    assert_eq!(
+        lines[0]["properties"]["headers"]["x-stream-offset"],
+        serde_json::json!({"type": "i64", "value": 0})
+    );
     assert!(
         !text(&first.stderr).contains("put back"),
         "{}",
