@@ -9,14 +9,31 @@ use std::{path::PathBuf, time::Duration};
 
 /// The environment variables rmqlab reads, for the man page's ENVIRONMENT.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
-    ("RMQLAB_URL", "The broker URI, as --url."),
+    (
+        "RMQLAB_URL",
+        "The broker URI, as --url; a comma-separated list for the nodes of a cluster.",
+    ),
     (
         "AMQP_URL",
-        "The broker URI when neither --url nor RMQLAB_URL is given.",
+        "The broker URI (or list) when neither --url nor RMQLAB_URL is given.",
     ),
     (
         "RMQLAB_API_URL",
         "The management HTTP API base URL, as --api-url.",
+    ),
+    (
+        "RMQLAB_CONFIG",
+        "The config file, as --config [default: $XDG_CONFIG_HOME/rmqlab/config.toml, else \
+         ~/.config/rmqlab/config.toml].",
+    ),
+    (
+        "RMQLAB_BROKER",
+        "The [broker.NAME] section of the config file to use, as --broker; an error together \
+         with RMQLAB_URL, RMQLAB_API_URL or RMQLAB_STREAM_URL unless an option settles it.",
+    ),
+    (
+        "RMQLAB_TLS_CA_FILE, RMQLAB_TLS_CERT_FILE, RMQLAB_TLS_KEY_FILE, RMQLAB_TLS_INSECURE",
+        "As the --tls-* options.",
     ),
     (
         "NO_COLOR",
@@ -32,6 +49,7 @@ pub const EXAMPLES: &[&str] = &[
     "rmqlab topics match 'lazy.#' lazy.orange.elephant quick.orange.fox",
     "rmqlab rpc serve & rmqlab rpc call 30",
     "rmqlab queues list --watch 2s",
+    "rmqlab --broker prod queues list",
 ];
 
 /// The help of a publishing command's WORDS, with its own default message.
@@ -51,6 +69,18 @@ fn output_help(text_line: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
              alone, or one JSON object a line"
         ))
     }
+}
+
+/// The long help of an `--exec`: what it does, then the variables its command gets.
+fn exec_long_help(what: &str, own: &[(&str, &str)]) -> String {
+    let mut help = format!(
+        "{what}\n\nThe command's environment describes the delivery (each variable is set, empty \
+         when the delivery has no such value):"
+    );
+    for (name, meaning) in crate::message::EXEC_VARIABLES.iter().chain(own) {
+        help.push_str(&format!("\n  {name}: {meaning}"));
+    }
+    help
 }
 
 fn exit_status_help() -> String {
@@ -128,21 +158,41 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// AMQP 0-9-1 URI of the broker (amqps:// for TLS) [env: RMQLAB_URL, then AMQP_URL]
-    /// [default: amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ's default user]
+    /// Use the [broker.NAME] section of the config file: its URLs, API URL, vhost, TLS files
+    /// and timeouts, under the options given on the command line and over the connection
+    /// variables of the environment [env: RMQLAB_BROKER]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub broker: Option<String>,
+
+    /// The config file of named brokers [env: RMQLAB_CONFIG] [default:
+    /// $XDG_CONFIG_HOME/rmqlab/config.toml, else ~/.config/rmqlab/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// AMQP 0-9-1 URI of the broker (amqps:// for TLS). Repeat it, or give a comma-separated
+    /// list, for the nodes of a cluster: rmqlab connects to the first that answers, in order,
+    /// and after a lost connection to whichever answers next. All name the same vhost; a comma
+    /// in a password is written %2C [env: RMQLAB_URL, then AMQP_URL] [default:
+    /// amqp://guest:****@127.0.0.1:5672/%2f, RabbitMQ's default user]
     // RMQLAB_URL is read with AMQP_URL where the settings are made, not by clap: clap would name
     // an option taken from the environment in its usage lines, as if it had been typed.
     #[arg(long, global = true, value_name = "URI")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
+
+    /// Try the URLs of --url in a random order, so that clients started alike spread over the
+    /// nodes of a cluster
+    #[arg(long, global = true)]
+    pub shuffle_urls: bool,
 
     /// Base URL of the management HTTP API, for `queues` and `task work --on-failure
-    /// dead-letter` [env: RMQLAB_API_URL] [default:
-    /// http://<host of --url>:15672, with the user and password of --url unless it has its own]
+    /// dead-letter`; a comma-separated list: the first that answers [env: RMQLAB_API_URL]
+    /// [default: http://<host of the --url in use>:15672, with the user and password of that
+    /// URL unless the API URL has its own]
     #[arg(long, global = true, value_name = "URL")]
     pub api_url: Option<String>,
 
     /// Stream protocol URL, for `stream` (rabbitmq-stream+tls:// for TLS) [env: RMQLAB_STREAM_URL]
-    /// [default: rabbitmq-stream://<user, host and vhost of --url>, port 5552]
+    /// [default: rabbitmq-stream://<user, host and vhost of the --url in use>, port 5552]
     #[arg(long, global = true, value_name = "URL")]
     pub stream_url: Option<String>,
 
@@ -150,82 +200,38 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
 
-    /// Give up connecting after this long (500ms, 5s, 1m)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        default_value = "10s",
-        value_parser = humantime::parse_duration
-    )]
-    pub connect_timeout: Duration,
+    /// Give up connecting after this long (500ms, 5s, 1m) [default: 10s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Option<Duration>,
 
     /// Give up waiting for an answer of the management API after this long (`queues`)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        default_value = "60s",
-        value_parser = humantime::parse_duration
-    )]
-    pub api_timeout: Duration,
+    /// [default: 60s]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub api_timeout: Option<Duration>,
 
     /// After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never
-    /// reconnect)
-    #[arg(
-        long,
-        global = true,
-        value_name = "DURATION",
-        default_value = "5m",
-        value_parser = humantime::parse_duration
-    )]
-    pub reconnect_timeout: Duration,
+    /// reconnect) [default: 5m]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub reconnect_timeout: Option<Duration>,
 
     /// Trust the server certificates signed by the CA(s) in this PEM file, besides the system's
     /// roots (amqps:// and https://) [env: RMQLAB_TLS_CA_FILE]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "RMQLAB_TLS_CA_FILE",
-        hide_env = true,
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_ca_file: Option<PathBuf>,
 
     /// Client certificate (PEM) to present, with --tls-key-file [env: RMQLAB_TLS_CERT_FILE]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "RMQLAB_TLS_CERT_FILE",
-        hide_env = true,
-        hide_env_values = true,
-        requires = "tls_key_file"
-    )]
+    // Not `requires`: the other half may come from the --broker section or the environment
+    // (checked where the settings are made).
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_cert_file: Option<PathBuf>,
 
     /// Private key (PEM) of --tls-cert-file [env: RMQLAB_TLS_KEY_FILE]
-    #[arg(
-        long,
-        global = true,
-        value_name = "PATH",
-        env = "RMQLAB_TLS_KEY_FILE",
-        hide_env = true,
-        hide_env_values = true,
-        requires = "tls_cert_file"
-    )]
+    #[arg(long, global = true, value_name = "PATH")]
     pub tls_key_file: Option<PathBuf>,
 
     /// Do not verify the server's certificate: for tests only, never in production
     /// [env: RMQLAB_TLS_INSECURE]
-    #[arg(
-        long,
-        global = true,
-        env = "RMQLAB_TLS_INSECURE",
-        hide_env = true,
-        hide_env_values = true
-    )]
+    #[arg(long, global = true)]
     pub tls_insecure: bool,
 
     /// Print no status lines on stderr
@@ -275,14 +281,24 @@ Examples:
     /// Streams over the stream protocol (the stream tutorials): send, and read from an offset
     #[command(subcommand)]
     Stream(StreamCommand),
-    /// Queue depth, purge and delete, through the management HTTP API
+    /// Queue depth, purge and delete (management HTTP API); peek, move, dead letters
     #[command(subcommand)]
     Queues(QueuesCommand),
+    /// Named brokers: the settings a command would connect with, and where each comes from
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print the completion script for a shell
-    #[command(after_long_help = "Examples:
+    #[command(
+        after_long_help = "The script runs rmqlab at each Tab (rmqlab must be on PATH): \
+queue, stream and exchange names come live from the management API of the broker named on the \
+line (--url, --api-url) or in the environment, asked with a timeout under a second; no answer \
+completes nothing.
+
+Examples:
   source <(rmqlab completions bash)
   rmqlab completions zsh > ~/.zfunc/_rmqlab
-  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish")]
+  rmqlab completions fish > ~/.config/fish/completions/rmqlab.fish"
+    )]
     Completions {
         /// The shell to complete for
         #[arg(value_enum, value_name = "SHELL")]
@@ -331,6 +347,11 @@ Examples:
   seq 0 100 | rmqlab rpc call -f - -o body
   echo hello | rmqlab rpc call --queue upper -f - -o json"
     )]
+    #[command(
+        mut_arg("correlation_id", made_by_rpc_call("correlation_id")),
+        mut_arg("reply_to", made_by_rpc_call("reply_to")),
+        mut_arg("expiration", made_by_rpc_call("expiration (--timeout)"))
+    )]
     Call(RpcCallArgs),
 }
 
@@ -345,8 +366,17 @@ pub struct RpcServeArgs {
     #[arg(long, value_name = "N", default_value = "1", value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
     /// Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its stdout,
-    /// its exit status goes in the header x-exit-code
-    #[arg(long, value_name = "COMMAND")]
+    /// its exit status goes in the header x-exit-code; the request's metadata is in
+    /// RMQLAB_MSG_* variables
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        long_help = exec_long_help(
+            "Answer with COMMAND run through `sh -c`, the body on its stdin: the reply is its \
+             stdout, its exit status goes in the header x-exit-code.",
+            &[],
+        )
+    )]
     pub exec: Option<String>,
     #[command(flatten)]
     pub consume: ConsumeArgs,
@@ -375,7 +405,7 @@ pub struct RpcCallArgs {
     #[arg(long, value_enum, value_name = "KIND", default_value_t = ReplyQueueKind::Direct)]
     pub reply_queue: ReplyQueueKind,
     /// Give up (exit 75) when a reply takes longer than this; also the requests' expiration
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = reply_timeout)]
     pub timeout: Duration,
     /// Requests in flight at once with -f
     #[arg(long, value_name = "N", default_value = "64", value_parser = clap::value_parser!(u16).range(1..))]
@@ -383,6 +413,8 @@ pub struct RpcCallArgs {
     /// How to print each reply
     #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = ReplyFormat::Text)]
     pub output: ReplyFormat,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -471,6 +503,8 @@ pub struct PubsubEmitArgs {
     pub exchange: String,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -522,6 +556,8 @@ pub struct RoutingEmitArgs {
     pub severity: String,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -596,6 +632,8 @@ pub struct TopicsEmitArgs {
     pub routing_key: String,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -647,6 +685,64 @@ pub struct ListenQueueArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the connection settings in effect (passwords masked) and where each comes from:
+    /// an option (flag), the --broker section, the environment (env), or the default
+    #[command(after_long_help = CONFIG_HELP)]
+    Show(ConfigShowArgs),
+}
+
+/// How the config file works, for `config show --help` and the man page.
+pub const CONFIG_HELP: &str = "The config file (--config, RMQLAB_CONFIG; by default \
+$XDG_CONFIG_HOME/rmqlab/config.toml, else ~/.config/rmqlab/config.toml) is TOML with one \
+[broker.NAME] section per broker:
+
+  [broker.prod]
+  urls = [\"amqps://app@rabbit1.example/shop\", \"amqps://app@rabbit2.example/shop\"]
+  api_url = \"https://rabbit.example:15671\"
+  password = \"s3cret\"            # for URLs that name no user: chmod 600 the file
+  tls_ca_file = \"/etc/rmqlab/prod-ca.pem\"
+
+Keys: urls (one string or a list; also url), api_url (one string or a list; also api_urls), \
+stream_url, vhost, user and password (for URLs that name none), tls_ca_file, tls_cert_file, \
+tls_key_file, tls_insecure, connect_timeout, api_timeout, reconnect_timeout, shuffle_urls: each \
+as the global option of that name. A key rmqlab does not know is an error, never ignored.
+
+--broker NAME (or RMQLAB_BROKER) picks a section. Each setting comes from, first to last: the \
+option on the command line, the section, the environment (RMQLAB_URL, AMQP_URL, \
+RMQLAB_API_URL, RMQLAB_STREAM_URL, RMQLAB_TLS_*), the default. A section that has urls owns \
+the addresses: the environment's URLs are not used with it, and the API and stream URLs \
+default to the section's hosts. RMQLAB_BROKER and RMQLAB_URL, RMQLAB_API_URL or \
+RMQLAB_STREAM_URL set together in the environment are an error (2), as neither says it \
+overrides the other: say which on the command line (--broker, --url...).
+
+Exit status: 66 when the file given by --config, or the file --broker needs, cannot be read; \
+78 when it is not valid (a TOML syntax error or a key or value rmqlab does not know, shown as \
+FILE:LINE) or has no section of that name. A file that holds a password and that other users \
+can read gets a warning on every run (chmod 600 it).
+
+Examples:
+  rmqlab config show
+  rmqlab --broker prod config show -o json
+  rmqlab --broker prod queues list
+  RMQLAB_BROKER=dev rmqlab task work";
+
+#[derive(Debug, Args)]
+pub struct ConfigShowArgs {
+    /// Output format
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = ShowFormat::Text)]
+    pub output: ShowFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// one setting a line: name, value, where it comes from
+    Text,
+    /// one JSON object: each setting with its value and where it comes from
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum QueuesCommand {
     /// List queues with their depth (replaces `rabbitmqctl list_queues name messages_ready
     /// messages_unacknowledged`)
@@ -686,11 +782,165 @@ Examples:
   rmqlab queues delete hello
   rmqlab queues delete task_queue --if-empty --if-unused")]
     Delete(QueuesDeleteArgs),
+    /// Show the first messages of a queue and leave them in it
+    #[command(
+        after_long_help = "How the messages stay depends on the queue's type (asked of \
+the management API):
+  stream   read from its first offset, as any stream reader does: nothing changes.
+  classic  taken one by one (basic.get) on one channel without an ack, then all put back at once
+           (basic.nack, requeue): they keep their order, but are now marked redelivered (said
+           on stderr).
+  quorum   refused (65) unless --force: a quorum queue counts every message put back as one
+           delivery (the header x-delivery-count), and past its delivery limit (x-delivery-limit;
+           20 by default on RabbitMQ 4.x) drops or dead-letters it; RabbitMQ 3.x also puts them
+           back at the end of the queue (4.x in their places). With --force rmqlab says so.
+Peeking and a consumer of the same queue compete: a message a consumer holds unacked is not seen.
+
+Examples:
+  rmqlab queues peek task_queue
+  rmqlab queues peek orders --count 1 -o json | jq .properties.headers
+  rmqlab queues peek events --count 100 -o body"
+    )]
+    Peek(QueuesPeekArgs),
+    /// Move messages to another queue or an exchange, each confirmed there before it is acked
+    #[command(
+        after_long_help = "Each message is taken from SOURCE, published with its body, \
+properties and headers unchanged (mandatory, with publisher confirms), and acked on SOURCE only \
+once the broker confirmed it: at-least-once, nothing is lost. Up to 256 messages are in flight at \
+once. It stops when SOURCE is empty, after --count messages, or at Ctrl-C (the messages in flight \
+are confirmed and acked first), and prints one summary line.
+
+DESTINATION must exist: rmqlab declares nothing here, so that a mistyped name cannot swallow the \
+messages (65 before anything is moved). A message no queue takes at --to-exchange, or one the \
+broker nacks, stops the move (65) and stays in SOURCE, as does every message after it.
+
+After a lost connection rmqlab reconnects (--reconnect-timeout) and carries on: the messages \
+published but not yet acked went back to SOURCE and are published again, so DESTINATION may hold \
+them twice; the summary says how many.
+
+Examples:
+  rmqlab queues move task_queue.failed task_queue
+  rmqlab queues move orders orders.archive --count 1000
+  rmqlab queues move orders --to-exchange events --routing-key orders.replayed"
+    )]
+    Move(QueuesMoveArgs),
+    /// Group what is in a dead-letter queue by how it died, and redrive it where it came from
+    #[command(
+        after_long_help = "Each message is read as `queues peek` reads (and put back \
+without being taken): a quorum queue needs --force, except for a --redrive without --reason or \
+--from-queue, which takes every message it can redrive and puts nothing back. Messages are \
+grouped by their first death, from the headers RabbitMQ adds when it dead-letters one \
+(x-first-death-queue, x-first-death-reason, x-first-death-exchange and the routing keys of that \
+death in x-death): the queue it died in, why (rejected, expired, maxlen, delivery_limit), the \
+exchange and routing keys it was first published with, how many, and the oldest and newest time \
+of death. Tasks parked by `task work --exec` (QUEUE.failed) carry rmqlab's own headers instead: \
+they show with the reason `parked`, the queue in x-rmqlab-queue and the time in \
+x-rmqlab-failed-at. A message with neither shows as (unknown) and is never redriven.
+
+--redrive republishes each selected message with its properties and headers, confirmed, then \
+acks it (as `queues move`): straight to the queue it died in through the default exchange (a \
+fanout or topic exchange would copy it to every other queue bound to it), or with --via-exchange \
+through the exchange and routing keys it was first published with. Expired messages redriven to a \
+queue that has a message TTL expire again after it: rmqlab says so.
+
+Examples:
+  rmqlab queues dead-letters orders.dlq
+  rmqlab queues dead-letters orders.dlq --redrive --reason rejected
+  rmqlab queues dead-letters task_queue.failed --redrive
+  rmqlab queues dead-letters orders.dlq --from-queue orders --redrive --via-exchange"
+    )]
+    DeadLetters(QueuesDeadLettersArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesPeekArgs {
+    /// The queue (or stream) to look into, in the vhost of --url
+    #[arg(value_name = "QUEUE", value_parser = name)]
+    pub queue: String,
+    /// Show at most N messages, from the head of the queue
+    #[arg(long, value_name = "N", default_value = "10", value_parser = positive)]
+    pub count: u64,
+    /// Peek into a quorum queue all the same, counting one delivery for each message shown
+    #[arg(long)]
+    pub force: bool,
+    /// How to print each message: a line ` [x] BODY`, the body alone, or one JSON object a line
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesMoveArgs {
+    /// The queue to take the messages from
+    #[arg(value_name = "SOURCE", value_parser = name)]
+    pub source: String,
+    /// The queue to put them in, through the default exchange; it must exist
+    #[arg(
+        value_name = "DESTINATION",
+        value_parser = name,
+        required_unless_present = "to_exchange",
+        conflicts_with = "to_exchange"
+    )]
+    pub destination: Option<String>,
+    /// Publish to this exchange instead of a queue; it must exist
+    #[arg(long, value_name = "EXCHANGE", value_parser = name)]
+    pub to_exchange: Option<String>,
+    /// The routing key to publish with at --to-exchange [default: each message's own]
+    #[arg(long, value_name = "KEY", conflicts_with = "destination", value_parser = short_string)]
+    pub routing_key: Option<String>,
+    /// Move at most N messages
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct QueuesDeadLettersArgs {
+    /// The dead-letter queue (or QUEUE.failed of `task work`), in the vhost of --url
+    #[arg(value_name = "QUEUE", value_parser = name)]
+    pub queue: String,
+    /// Republish each selected message where it died, confirmed, then ack it here
+    #[arg(long)]
+    pub redrive: bool,
+    /// With --redrive: publish through the exchange and routing keys of the first death, not
+    /// straight to the queue
+    #[arg(long, requires = "redrive")]
+    pub via_exchange: bool,
+    /// Only the messages that (first) died for this reason
+    #[arg(long, value_enum, value_name = "REASON")]
+    pub reason: Option<DeathReason>,
+    /// Only the messages that (first) died in this queue
+    #[arg(long, value_name = "QUEUE", value_parser = name)]
+    pub from_queue: Option<String>,
+    /// Read a quorum queue all the same, counting one delivery for each message put back
+    #[arg(long)]
+    pub force: bool,
+    /// Output format of the table
+    #[arg(short, long, value_enum, value_name = "FORMAT", default_value_t = TableFormat::Table)]
+    pub output: TableFormat,
+    /// Leave out the header row
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
+/// Why a message was dead-lettered (`x-first-death-reason`), or parked by `task work`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeathReason {
+    /// rejected or nacked without requeue
+    Rejected,
+    /// its TTL (per message or per queue) passed
+    Expired,
+    /// dropped from the head of a queue over its length limit
+    Maxlen,
+    /// delivered more often than a quorum queue's delivery limit
+    #[value(name = "delivery_limit")]
+    DeliveryLimit,
+    /// parked in QUEUE.failed by `task work --exec`
+    Parked,
 }
 
 #[derive(Debug, Args)]
 pub struct QueuesListArgs {
-    /// List the queues of this vhost only [default: every vhost]
+    /// List the queues of this vhost only [default: the vhost of the --broker section when it
+    /// sets one, else every vhost]
     #[arg(long, value_name = "VHOST", value_parser = name)]
     pub vhost: Option<String>,
     /// Only queues whose name matches this regular expression (matched by the broker)
@@ -859,6 +1109,8 @@ pub struct HelloSendArgs {
     pub queue_type: QueueTypeArg,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -881,6 +1133,8 @@ pub struct TaskNewArgs {
     pub queue_type: QueueTypeArg,
     #[command(flatten)]
     pub message: MessageArgs,
+    #[command(flatten)]
+    pub properties: PropertyArgs,
 }
 
 #[derive(Debug, Args)]
@@ -903,9 +1157,17 @@ pub struct TaskWorkArgs {
     pub dot_duration: Duration,
     /// Run COMMAND through `sh -c` for each task, the body on its stdin, instead of sleeping:
     /// exit 0 acks the task, another exit is a failure (see --retries and --on-failure). Its
-    /// stderr passes through to rmqlab's; RMQLAB_FAILURES (the task's failures so far),
-    /// RMQLAB_REDELIVERED and RMQLAB_ROUTING_KEY are in its environment
-    #[arg(long, value_name = "COMMAND")]
+    /// stderr passes through to rmqlab's; the task's metadata is in RMQLAB_MSG_* variables
+    #[arg(
+        long,
+        value_name = "COMMAND",
+        long_help = exec_long_help(
+            "Run COMMAND through `sh -c` for each task, the body on its stdin, instead of \
+             sleeping: exit 0 acks the task, another exit is a failure (see --retries and \
+             --on-failure). Its stderr passes through to rmqlab's.",
+            &[("RMQLAB_MSG_FAILURES", "the task's failures so far (header x-rmqlab-failures)")],
+        )
+    )]
     pub exec: Option<String>,
     /// Tries again after a task's first failure, at most N times: counted in the task's own
     /// header x-rmqlab-failures, never from the broker's redelivered flag or delivery count
@@ -1120,6 +1382,98 @@ pub struct MessageArgs {
     pub confirm_timeout: Option<Duration>,
 }
 
+pub use crate::message::InputFormat;
+
+const INPUT_LONG_HELP: &str = "How to read each input line: `body`, the line is the message's \
+body; `json`, the line is a whole message as consumers print it with `-o json` (body, or \
+body_base64 for exact bytes, which wins; routing_key; properties, with headers), so that \
+`rmqlab hello recv -o json | rmqlab hello send --queue copy --input json` copies what it \
+received. --input json reads stdin when no -f is given, unless the message is on the command \
+line (then it is one such line). The other fields of a line (exchange, redelivered, \
+delivery_tag) are the delivery's and are left out. A line's routing_key is used by \
+`pubsub`, `routing` and `topics emit` (the command's key is for lines that have none); \
+`hello send` and `task new` always publish to their queue. A line's delivery_mode wins over \
+`task new`'s persistent default. The flags below are set on every message over what the line \
+says (a --header replaces a header of the same name, the others add to the line's). A line that \
+is not such a message stops the run at that line: exit 65 naming the line, after the lines \
+before it are published and confirmed, and nothing after it.
+
+Header values in JSON: a string, true/false, null (void), an array, an object (a table), a \
+number with a fraction (a 64-bit float) and an integer (a signed 32-bit int when it fits, else \
+64-bit) are themselves; any other AMQP value is written {\"type\":TYPE,\"value\":VALUE} with \
+TYPE i8, u8, i16, u16, i32, u32 or i64 (an integer), f32 or f64 (a number, or \"NaN\", \"inf\", \
+\"-inf\"), decimal (a string: \"12.50\" is scale 2), timestamp (seconds since 1970, as in \
+x-death), bytes (a byte array, base64), string_base64 (a string that is not UTF-8) or table \
+(a table with a key `type` of its own). `-o json` prints values this way, so a replay \
+reproduces every value with its AMQP type.";
+
+/// What every AMQP publisher may set on its messages.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Message properties")]
+pub struct PropertyArgs {
+    /// How to read each input line: a body, or a whole message as `-o json` prints it (stdin
+    /// when no -f is given)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = InputFormat::Body,
+        long_help = INPUT_LONG_HELP
+    )]
+    pub input: InputFormat,
+    /// Set header NAME to the string TEXT; NAME:=JSON sets another type, written as in
+    /// `-o json` (n:=3 is a 32-bit integer; see --input). Repeatable
+    #[arg(long = "header", value_name = "NAME=TEXT", value_parser = crate::message::parse_header)]
+    pub headers: Vec<(String, lapin::types::AMQPValue)>,
+    /// The content_type property (text/plain, application/json)
+    #[arg(long, value_name = "TYPE", value_parser = short_string)]
+    pub content_type: Option<String>,
+    /// The message_id property
+    #[arg(long, value_name = "ID", value_parser = short_string)]
+    pub message_id: Option<String>,
+    /// The correlation_id property
+    #[arg(long, value_name = "ID", value_parser = short_string)]
+    pub correlation_id: Option<String>,
+    /// The reply_to property: the queue an answer should go to
+    #[arg(long, value_name = "QUEUE", value_parser = short_string)]
+    pub reply_to: Option<String>,
+    /// The expiration property: the broker drops (or dead-letters) the message once it waited
+    /// this long in a queue (500ms, 10s, 1h; sent as milliseconds)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub expiration: Option<Duration>,
+    /// The priority property, 0 to 255 (a classic queue with x-max-priority orders by it)
+    #[arg(long, value_name = "N")]
+    pub priority: Option<u8>,
+}
+
+impl PropertyArgs {
+    /// How input becomes messages, with what these flags set.
+    pub fn form(&self) -> crate::message::MessageForm {
+        crate::message::MessageForm {
+            input: self.input,
+            stamp: crate::message::Stamp {
+                headers: self.headers.clone(),
+                content_type: self.content_type.clone(),
+                message_id: self.message_id.clone(),
+                correlation_id: self.correlation_id.clone(),
+                reply_to: self.reply_to.clone(),
+                expiration: self.expiration,
+                priority: self.priority,
+            },
+        }
+    }
+}
+
+/// For `rpc call`, which sets these itself: refuses the flag.
+fn made_by_rpc_call(property: &'static str) -> impl FnOnce(clap::Arg) -> clap::Arg {
+    move |arg| {
+        arg.hide(true)
+            .value_parser(move |_: &str| -> Result<String, String> {
+                Err(format!("rpc call makes each request's {property} itself"))
+            })
+    }
+}
+
 /// A size in bytes: `1048576`, `512KiB`, `128MiB`, `1GiB` (also `K`, `M`, `G`), or in powers of
 /// ten, `16MB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -1214,6 +1568,18 @@ fn watch_interval(value: &str) -> Result<Duration, String> {
         ));
     }
     Ok(interval)
+}
+
+/// `rpc call --timeout`: at least a millisecond, as it is also the requests' expiration in
+/// whole milliseconds (an expiration of 0 would have the broker drop every request at once).
+fn reply_timeout(value: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) {
+        return Err(
+            "a reply cannot come in less than 1ms (it is also the requests' expiration)".into(),
+        );
+    }
+    Ok(timeout)
 }
 
 /// A `--filter` pattern, checked here because the broker answers a broken one with an empty

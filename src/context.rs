@@ -3,19 +3,21 @@
 
 use crate::{
     cli::GlobalArgs,
+    config::{Origin, Setting, Settings},
     error::{Error, Result},
     terminal::{self, escape_controls, paint_marker, write_stderr},
     tls::TlsSettings,
-    uri::{BrokerUrl, DEFAULT_URL, StreamUrl},
+    uri::{BrokerUrl, BrokerUrls, StreamUrl},
 };
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 /// Where to connect and how to report.
 #[derive(Debug, Clone)]
 pub struct Context {
-    pub url: BrokerUrl,
-    /// `--stream-url`, or the stream port of `--url`'s broker.
-    pub stream_url: StreamUrl,
+    /// `--url`: one broker, or the nodes of a cluster in the order they are tried.
+    pub urls: BrokerUrls,
+    /// `--stream-url`, when given; else the stream port beside each of `urls`.
+    pub stream_url_given: Option<StreamUrl>,
     /// How long to keep trying to reconnect after a lost connection (zero: never).
     pub reconnect_timeout: Duration,
     pub tls: TlsSettings,
@@ -25,49 +27,81 @@ pub struct Context {
     /// `--api-timeout`: how long one management API request may take.
     pub api_timeout: Duration,
     pub status: Status,
+    /// The vhost of the `--broker` section, when it is the one in use: `queues list` lists it
+    /// rather than every vhost.
+    pub default_vhost: Option<String>,
 }
 
 impl Context {
-    /// Turns the global options into plain settings, once, for the commands that talk to a
-    /// broker.
+    /// Turns the global options, the environment and the `--broker` section into plain
+    /// settings, once, for the commands that talk to a broker; warns about a config file that
+    /// shows a password to other users.
     pub fn new(global: &GlobalArgs) -> Result<Context> {
-        // The options first, then RMQLAB_URL, then AMQP_URL, the conventional one.
-        let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
-        let raw = global
-            .url
-            .clone()
-            .or_else(|| from_env("RMQLAB_URL"))
-            .or_else(|| from_env("AMQP_URL"))
-            .unwrap_or_else(|| DEFAULT_URL.to_string());
-        let url = BrokerUrl::parse(&raw).map_err(Error::InvalidUrl)?;
-        let stream_url = match global
-            .stream_url
-            .clone()
-            .filter(|url| !url.is_empty())
-            .or_else(|| from_env("RMQLAB_STREAM_URL"))
-        {
-            Some(raw) => StreamUrl::parse(&raw).map_err(Error::InvalidUrl)?,
-            None => StreamUrl::from_broker(&url),
+        let settings = Settings::new(global)?;
+        Context::from_settings(&settings, Status::new(global))
+    }
+
+    /// Parses what `settings` holds.
+    pub fn from_settings(settings: &Settings, status: Status) -> Result<Context> {
+        for warning in &settings.warnings {
+            status.warn(warning);
+        }
+        let urls = &settings.urls;
+        let mut parsed = BrokerUrls::parse(
+            &urls.value,
+            &urls.origin.label("urls"),
+            &settings.url_defaults,
+        )
+        .map_err(Error::InvalidUrl)?;
+        if settings.shuffle_urls.value {
+            // Random enough to spread clients started at the same moment.
+            parsed = parsed.shuffled(uuid::Uuid::new_v4().as_u64_pair().0);
+        }
+        let stream_url_given = match &settings.stream_url {
+            Some(raw) => Some(
+                StreamUrl::parse(&settings.url_defaults.fill(&raw.value))
+                    .map_err(Error::InvalidUrl)?,
+            ),
+            None => None,
         };
+        let file = |setting: &Option<Setting<PathBuf>>| setting.as_ref().map(|s| s.value.clone());
+        // A certificate without its key (or the other way) would connect without either.
+        let (cert, key) = (&settings.tls_cert_file, &settings.tls_key_file);
+        if let Some((given, given_key, missing)) = match (cert, key) {
+            (Some(cert), None) => Some((cert, "tls_cert_file", "a --tls-key-file")),
+            (None, Some(key)) => Some((key, "tls_key_file", "a --tls-cert-file")),
+            _ => None,
+        } {
+            return Err(Error::IncompleteTls {
+                given: given.origin.label(given_key),
+                missing,
+            });
+        }
         Ok(Context {
-            url,
-            stream_url,
-            api_url: global
+            default_vhost: matches!(settings.vhost_origin(), Origin::Section { .. })
+                .then(|| parsed.in_use().vhost().to_string()),
+            urls: parsed,
+            stream_url_given,
+            api_url: settings
                 .api_url
-                .clone()
-                .filter(|url| !url.is_empty())
-                .or_else(|| from_env("RMQLAB_API_URL")),
+                .as_ref()
+                .map(|url| settings.url_defaults.fill_list(&url.value)),
             tls: TlsSettings {
-                ca_file: global.tls_ca_file.clone(),
-                cert_file: global.tls_cert_file.clone(),
-                key_file: global.tls_key_file.clone(),
-                insecure: global.tls_insecure,
+                ca_file: file(&settings.tls_ca_file),
+                cert_file: file(&settings.tls_cert_file),
+                key_file: file(&settings.tls_key_file),
+                insecure: settings.tls_insecure.value,
             },
-            connect_timeout: global.connect_timeout,
-            api_timeout: global.api_timeout,
-            reconnect_timeout: global.reconnect_timeout,
-            status: Status::new(global),
+            connect_timeout: settings.connect_timeout.value,
+            api_timeout: settings.api_timeout.value,
+            reconnect_timeout: settings.reconnect_timeout.value,
+            status,
         })
+    }
+
+    /// The broker URL in use: the one connected to last, else the first to try.
+    pub fn url(&self) -> &BrokerUrl {
+        self.urls.in_use()
     }
 }
 

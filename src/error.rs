@@ -57,6 +57,17 @@ pub enum Error {
     #[error("no answer from the broker at {url} within {}", humantime::format_duration(*.after))]
     ConnectTimeout { url: String, after: Duration },
 
+    /// Every URL of a list failed. `chief` is the failure that tells most (a refusal before an
+    /// unreachable node) and sets the exit code and hint; `others` are shown after it.
+    #[error("could not connect to any of the {} {what}", .others.len() + 1)]
+    NoUrlConnected {
+        /// "broker URLs", "management API URLs".
+        what: &'static str,
+        #[source]
+        chief: Box<Error>,
+        others: Vec<Error>,
+    },
+
     #[error("the broker at {url} refused the login of user '{user}'")]
     LoginRefused {
         url: String,
@@ -135,6 +146,13 @@ pub enum Error {
         "line {line} of {path} is longer than --max-message-size ({limit} bytes): not published"
     )]
     LineTooLong { path: String, line: u64, limit: u64 },
+
+    #[error("line {line} of {path} is not a message: {reason}")]
+    NotAMessage {
+        path: String,
+        line: u64,
+        reason: String,
+    },
 
     #[error(
         "cannot write the report to standard output; all {confirmed} message(s) were still \
@@ -217,6 +235,52 @@ pub enum Error {
         source: reqwest::Error,
     },
 
+    #[error("cannot read the config file {path}")]
+    ConfigUnreadable {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("--broker needs a config file, and neither XDG_CONFIG_HOME nor HOME is set")]
+    ConfigNotFound,
+
+    #[error("{path}{}: {message}", .line.map(|line| format!(":{line}")).unwrap_or_default())]
+    Config {
+        path: String,
+        line: Option<usize>,
+        message: String,
+    },
+
+    #[error("no broker '{name}' in {path}: {}", match .known.is_empty() {
+        true => "it has no [broker.NAME] section".to_string(),
+        false => format!("it has {}", .known.join(", ")),
+    })]
+    UnknownBroker {
+        name: String,
+        path: String,
+        known: Vec<String>,
+    },
+
+    #[error(
+        "RMQLAB_BROKER={broker} and {} are both set in the environment, and neither says which \
+         broker is meant",
+        .variables.join(", ")
+    )]
+    BrokerAndAddressInEnv {
+        broker: String,
+        variables: Vec<&'static str>,
+    },
+
+    #[error("a client certificate or key from {given} needs {missing} too")]
+    IncompleteTls {
+        given: String,
+        missing: &'static str,
+    },
+
+    #[error("invalid {name}: {reason}")]
+    InvalidVariable { name: &'static str, reason: String },
+
     #[error("cannot read {path}")]
     Input {
         path: String,
@@ -252,6 +316,27 @@ pub enum Error {
 
     #[error("the broker did not take the task into queue '{queue}': {reason}")]
     Forward { queue: String, reason: String },
+
+    #[error(
+        "the broker did not take a message into {to}: {reason}; {moved} message(s) were moved \
+         before it, and it is still in queue '{source_queue}'"
+    )]
+    NotMoved {
+        to: String,
+        reason: String,
+        moved: u64,
+        source_queue: String,
+    },
+
+    #[error("nothing moved: {reason}")]
+    MoveRefused { reason: String },
+
+    #[error("{queue_type} queue '{queue}' refused: {reason}")]
+    PeekRefused {
+        queue: String,
+        queue_type: String,
+        reason: String,
+    },
 
     #[error("{}", tasks_failed(*.parked, *.dead_lettered, .parking_queue))]
     TasksFailed {
@@ -343,10 +428,17 @@ impl Error {
 
     pub fn exit_code(&self) -> Code {
         match self {
-            Error::InvalidUrl(_) | Error::InvalidKey { .. } => Code::Usage,
+            Error::InvalidUrl(_)
+            | Error::InvalidKey { .. }
+            | Error::BrokerAndAddressInEnv { .. }
+            | Error::InvalidVariable { .. }
+            | Error::IncompleteTls { .. } => Code::Usage,
+            Error::ConfigUnreadable { .. } | Error::ConfigNotFound => Code::NoInput,
+            Error::Config { .. } | Error::UnknownBroker { .. } => Code::Config,
             Error::Unreachable { .. } | Error::TlsRefused { .. } => Code::Unavailable,
             Error::Tls { .. } => Code::Data,
             Error::ConnectTimeout { .. } => Code::Temporary,
+            Error::NoUrlConnected { chief, .. } => chief.exit_code(),
             Error::NotTls { .. } => Code::Unavailable,
             Error::VhostNotFound { .. } => Code::Data,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => Code::NoPermission,
@@ -358,7 +450,7 @@ impl Error {
             Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => Code::Temporary,
             Error::PublishInterrupted { source, .. } => source.exit_code(),
             Error::ConfirmTimeout { .. } => Code::Temporary,
-            Error::LineTooLong { .. } => Code::Data,
+            Error::LineTooLong { .. } | Error::NotAMessage { .. } => Code::Data,
             Error::ReportLost { .. } => Code::Io,
             Error::ApiUnreachable { .. } | Error::NotManagementApi { .. } => Code::Unavailable,
             Error::ApiTimeout { .. } | Error::RefreshFailed { .. } => Code::Temporary,
@@ -373,6 +465,9 @@ impl Error {
             Error::Output(_) => Code::Io,
             Error::Exec { .. } | Error::ExecNotStarted { .. } | Error::Runtime(_) => Code::Os,
             Error::Forward { .. }
+            | Error::NotMoved { .. }
+            | Error::MoveRefused { .. }
+            | Error::PeekRefused { .. }
             | Error::TasksFailed { .. }
             | Error::TaskStopped { .. }
             | Error::NoDeadLetterExchange { .. } => Code::Data,
@@ -412,7 +507,31 @@ impl Error {
 
     /// A failed (re)connection attempt that a later attempt may get past.
     pub fn is_transient(&self) -> bool {
-        self.is_connection_loss() || matches!(self.exit_code(), Code::Unavailable | Code::Temporary)
+        match self {
+            // One node answering later is enough.
+            Error::NoUrlConnected { chief, others, .. } => {
+                chief.is_transient() || others.iter().any(Error::is_transient)
+            }
+            _ => {
+                self.is_connection_loss()
+                    || matches!(self.exit_code(), Code::Unavailable | Code::Temporary)
+            }
+        }
+    }
+
+    /// Of the failures to connect to each URL of a list, the one to report: the first definite
+    /// refusal (a login, a vhost: what the user has to fix), else the first failure.
+    pub fn no_url_connected(what: &'static str, mut failures: Vec<Error>) -> Error {
+        let chief = failures
+            .iter()
+            .position(|failure| !failure.is_transient())
+            .unwrap_or(0);
+        let chief = Box::new(failures.remove(chief));
+        Error::NoUrlConnected {
+            what,
+            chief,
+            others: failures,
+        }
     }
 
     /// stdout was closed by its reader (`| head`): not a failure.
@@ -443,12 +562,41 @@ impl Error {
             previous = text;
             source = cause.source();
         }
+        // The other URLs of a list, each on a line of its own after the chief failure.
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = cause {
+            if let Some(Error::NoUrlConnected { others, .. }) = error.downcast_ref::<Error>() {
+                causes.extend(others.iter().map(Error::one_line));
+            }
+            cause = error.source();
+        }
         causes
     }
 
     /// A line telling the user what to do next, where one helps.
     pub fn hint(&self) -> Option<String> {
         match self {
+            Error::NoUrlConnected { chief, .. } => chief.hint(),
+            Error::ConfigUnreadable { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                Some(
+                    "write one with a [broker.NAME] section (see `rmqlab config show --help`), \
+                     or point --config / RMQLAB_CONFIG at yours"
+                        .into(),
+                )
+            }
+            Error::BrokerAndAddressInEnv { variables, .. } => Some(format!(
+                "say which on the command line: --broker NAME for the section, or {} for the \
+                 address; or unset one of the variables",
+                variables
+                    .iter()
+                    .map(|name| match *name {
+                        "RMQLAB_URL" => "--url",
+                        "RMQLAB_API_URL" => "--api-url",
+                        _ => "--stream-url",
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )),
             Error::StreamUnreachable { .. } => Some(
                 "is the stream plugin on? `rabbitmq-plugins enable rabbitmq_stream` on the broker \
                  (it listens on 5552); or point --stream-url / RMQLAB_STREAM_URL at its stream \
@@ -459,6 +607,17 @@ impl Error {
                 "the stream protocol of rmqlab needs RabbitMQ 3.11 or later with the \
                  rabbitmq_stream plugin (older brokers close the connection at once); check \
                  that --stream-url names a stream port (5552), not an AMQP one"
+                    .into(),
+            ),
+            Error::PeekRefused { .. } => Some(
+                "pass --force to read it all the same (see --help: each message read counts one \
+                 delivery toward the queue's delivery limit), or consume it for good with \
+                 `queues move`"
+                    .into(),
+            ),
+            Error::NotMoved { .. } => Some(
+                "does the destination exist (`queues list`)? A queue is taken through the \
+                 default exchange; --to-exchange needs a binding for --routing-key"
                     .into(),
             ),
             Error::NotAStream { .. } => {
@@ -574,6 +733,11 @@ impl Error {
                  --confirm-timeout allows more time"
                     .into(),
             ),
+            Error::NotAMessage { .. } => Some(
+                "with --input json each line is one message as `-o json` prints it (see \
+                 --help for the typed header values)"
+                    .into(),
+            ),
             Error::LineTooLong { .. } => Some(
                 "split the line, or raise --max-message-size (and the broker's \
                  max_message_size) for it"
@@ -605,6 +769,15 @@ impl Error {
                 Some(
                     "the broker's max_message_size limits one message (128 MiB by default); \
                      split the message, or raise the limit in rabbitmq.conf"
+                        .into(),
+                )
+            }
+            Error::Broker { source, .. }
+                if amqp_error(source).is_some_and(is_internal_exchange_refusal) =>
+            {
+                Some(
+                    "an internal exchange takes messages only from other exchanges bound to \
+                     it; publish to one of those, or use another --exchange"
                         .into(),
                 )
             }
@@ -702,8 +875,20 @@ fn reason_suffix(reason: &str) -> String {
     }
 }
 
+/// The broker's refusal of a publish to an exchange declared `internal` (reachable only
+/// through exchange-to-exchange bindings).
+fn is_internal_exchange_refusal(amqp: &lapin::protocol::AMQPError) -> bool {
+    *amqp.kind() == AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+        && amqp
+            .get_message()
+            .as_str()
+            .contains("cannot publish to internal exchange")
+}
+
 fn broker_exit_code(source: &lapin::Error) -> Code {
     match source.kind() {
+        // Not a permission: nobody may publish to an internal exchange.
+        lapin::ErrorKind::ProtocolError(amqp) if is_internal_exchange_refusal(amqp) => Code::Data,
         lapin::ErrorKind::ProtocolError(amqp) => match amqp.kind() {
             AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
             | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => Code::NoPermission,

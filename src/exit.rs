@@ -42,13 +42,14 @@ pub enum Code {
     Io,
     Temporary,
     NoPermission,
+    Config,
     Interrupted,
     Terminated,
 }
 
 impl Code {
     /// Every code, in numeric order.
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 14] = [
         Code::Success,
         Code::No,
         Code::Usage,
@@ -60,6 +61,7 @@ impl Code {
         Code::Io,
         Code::Temporary,
         Code::NoPermission,
+        Code::Config,
         Code::Interrupted,
         Code::Terminated,
     ];
@@ -77,6 +79,7 @@ impl Code {
             Code::Io => 74,
             Code::Temporary => 75,
             Code::NoPermission => 77,
+            Code::Config => 78,
             Code::Interrupted => 130,
             Code::Terminated => 143,
         }
@@ -88,18 +91,21 @@ impl Code {
             Code::No => "no: `topics match` found a key the pattern does not match",
             Code::Usage => {
                 "usage error: unknown option, bad URI, bad duration, a key over 255 bytes, a \
-                 listen without keys"
+                 listen without keys, RMQLAB_BROKER set with RMQLAB_URL (see `config show --help`)"
             }
             Code::Data => {
-                "data error: an exchange of another kind, a queue that contradicts an explicit \
+                "data error: an exchange of another kind (or internal, to a publisher), a queue that contradicts an explicit \
                  --queue-type, a message nacked or returned unroutable, an input line longer \
-                 than --max-message-size, a queue or vhost not found, a delete refused by \
+                 than --max-message-size or not a message (--input json), a queue or vhost not found, a delete refused by \
                  --if-empty/--if-unused, tasks that failed on every try (parked, dead-lettered, \
                  --on-failure stop), a queue with no dead-letter exchange for --on-failure \
-                 dead-letter, an RPC request no queue takes or a reply with x-error"
+                 dead-letter, an RPC request no queue takes or a reply with x-error, a quorum \
+                 queue peeked without --force, a message `queues move` or --redrive could not \
+                 publish"
             }
             Code::NoInput => {
-                "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file)"
+                "an input file cannot be read (-f, --tls-ca-file, --tls-cert-file, --tls-key-file, \
+                 the config file of --config or --broker)"
             }
             Code::Unavailable => {
                 "broker or management API unreachable, or its TLS certificate not accepted"
@@ -122,6 +128,10 @@ impl Code {
             }
             Code::NoPermission => {
                 "access refused: credentials, vhost permissions, a user without the management tag"
+            }
+            Code::Config => {
+                "configuration error: the config file has a TOML syntax error, a key or value \
+                 rmqlab does not know (shown as FILE:LINE), or no section --broker names"
             }
             Code::Interrupted => {
                 "interrupted by Ctrl-C (SIGINT) after a clean shutdown; rmqlab ends by the signal"

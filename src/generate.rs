@@ -75,16 +75,22 @@ pub fn completion_files() -> [(Shell, &'static str); 5] {
 }
 
 /// The completion script for `shell`, with a do-not-edit comment (after zsh's `#compdef`
-/// line, which must stay first).
+/// line, which must stay first): it registers rmqlab, which then answers each Tab itself.
 pub fn completion(shell: Shell) -> Vec<u8> {
-    let mut script = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "rmqlab", &mut script);
+    let mut script = crate::complete::registration(shell);
     let comment = format!("# {HEADER}\n");
     let at = match shell {
         Shell::Zsh => script.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1),
         _ => 0,
     };
     script.splice(at..at, comment.into_bytes());
+    if shell == Shell::Zsh {
+        // Installed as `_rmqlab` in $fpath, the file is the body of the function zsh calls at
+        // the first Tab: complete that Tab too, not only register the completer.
+        script.extend_from_slice(
+            b"if [ \"$funcstack[1]\" = \"_rmqlab\" ]; then\n    _clap_dynamic_completer_rmqlab \"$@\"\nfi\n",
+        );
+    }
     script
 }
 

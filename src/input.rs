@@ -3,7 +3,10 @@
 //! Lines are read on a thread of their own in large blocks and handed over in batches, so the
 //! publisher never waits on a read while the broker could be sent more.
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    message::{Message, MessageForm},
+};
 use std::{
     fs::File,
     io::{self, BufRead, BufReader, Read},
@@ -17,7 +20,7 @@ const BATCH_LINES: usize = 256;
 const BATCHES_AHEAD: usize = 8;
 const READ_BUFFER: usize = 256 * 1024;
 
-pub type Batch = Vec<Vec<u8>>;
+pub type Batch = Vec<Message>;
 
 /// Why the input stopped before its end.
 #[derive(Debug)]
@@ -27,6 +30,11 @@ pub enum ReadError {
     TooLong {
         line: u64,
         limit: u64,
+    },
+    /// Line `line` is not a message in the input's format (`--input json`).
+    NotAMessage {
+        line: u64,
+        reason: String,
     },
 }
 
@@ -41,15 +49,19 @@ pub struct Messages {
 
 impl Messages {
     /// One message, known up front.
-    pub fn single(body: Vec<u8>) -> Self {
-        Messages::all(vec![body])
+    pub fn single(message: Message) -> Self {
+        Messages::known(vec![message])
     }
 
-    /// Messages known up front.
-    pub fn all(bodies: Batch) -> Self {
+    /// Messages with these bodies, known up front.
+    pub fn all(bodies: Vec<Vec<u8>>) -> Self {
+        Messages::known(bodies.into_iter().map(Message::from).collect())
+    }
+
+    fn known(messages: Batch) -> Self {
         let (sender, receiver) = mpsc::channel(1);
         // Cannot fail: the channel is new and has room for one.
-        let _ = sender.try_send(Ok(bodies));
+        let _ = sender.try_send(Ok(messages));
         Messages {
             receiver,
             name: "the command line".into(),
@@ -64,7 +76,9 @@ impl Messages {
             let mut next = 0;
             while next < count {
                 let end = count.min(next + BATCH_LINES as u64);
-                let batch = (next..end).map(|n| n.to_string().into_bytes()).collect();
+                let batch = (next..end)
+                    .map(|n| Message::from(n.to_string().into_bytes()))
+                    .collect();
                 if sender.blocking_send(Ok(batch)).is_err() {
                     return;
                 }
@@ -98,6 +112,12 @@ impl Messages {
     /// One message per line of `path` (`-` for stdin), each at most `limit` bytes. The file is
     /// opened now, so that a missing file is reported before anything is sent.
     pub fn lines_of(path: &Path, limit: u64) -> Result<Self> {
+        Messages::read(path, limit, MessageForm::default())
+    }
+
+    /// One message per line of `path` (`-` for stdin), each line at most `limit` bytes, made
+    /// by `form`.
+    pub fn read(path: &Path, limit: u64, form: MessageForm) -> Result<Self> {
         let name = if path == Path::new("-") {
             "standard input".to_string()
         } else {
@@ -119,7 +139,12 @@ impl Messages {
             Box::new(file)
         };
         Messages::produced(name, size, move |sender| {
-            read_lines(BufReader::with_capacity(READ_BUFFER, reader), limit, sender)
+            read_lines(
+                BufReader::with_capacity(READ_BUFFER, reader),
+                limit,
+                &form,
+                sender,
+            )
         })
     }
 
@@ -153,15 +178,22 @@ impl Messages {
                 line,
                 limit,
             },
+            ReadError::NotAMessage { line, reason } => Error::NotAMessage {
+                path: self.name.clone(),
+                line,
+                reason,
+            },
         }
     }
 }
 
-/// Splits the input into lines (without `\n` or `\r\n`) and sends them in batches. A line
-/// longer than `limit` bytes is not read further: the lines before it are sent, then the error.
+/// Splits the input into lines (without `\n` or `\r\n`), makes each a message by `form`, and
+/// sends them in batches. A line longer than `limit` bytes is not read further, and a line that
+/// is no message ends the input too: the lines before it are sent, then the error.
 fn read_lines<R: Read>(
     mut reader: BufReader<R>,
     limit: u64,
+    form: &MessageForm,
     sender: &mpsc::Sender<Result<Batch, ReadError>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH_LINES);
@@ -188,7 +220,15 @@ fn read_lines<R: Read>(
                         limit,
                     });
                 }
-                batch.push(line);
+                match form.line(line) {
+                    Ok(message) => batch.push(message),
+                    Err(reason) => {
+                        break Some(ReadError::NotAMessage {
+                            line: number,
+                            reason,
+                        });
+                    }
+                }
                 // Hand over a full batch, or a partial one when no more input is buffered
                 // (an interactive user typing lines sees each one sent at once).
                 if batch.len() == BATCH_LINES || reader.buffer().is_empty() {
@@ -217,12 +257,17 @@ mod tests {
     /// The lines read with a limit, and the error that ended them, if any.
     fn read_with(input: &[u8], limit: u64) -> (Vec<Vec<u8>>, Option<ReadError>) {
         let (sender, mut receiver) = mpsc::channel(1000);
-        read_lines(BufReader::with_capacity(7, input), limit, &sender);
+        read_lines(
+            BufReader::with_capacity(7, input),
+            limit,
+            &MessageForm::default(),
+            &sender,
+        );
         drop(sender);
         let mut lines = Vec::new();
         while let Ok(batch) = receiver.try_recv() {
             match batch {
-                Ok(batch) => lines.extend(batch),
+                Ok(batch) => lines.extend(batch.into_iter().map(|message| message.body)),
                 Err(error) => return (lines, Some(error)),
             }
         }
@@ -250,7 +295,12 @@ mod tests {
         // An input that never ends: the reader must stop on its own.
         let endless = io::repeat(0);
         let (sender, mut receiver) = mpsc::channel(10);
-        read_lines(BufReader::new(endless), 1024, &sender);
+        read_lines(
+            BufReader::new(endless),
+            1024,
+            &MessageForm::default(),
+            &sender,
+        );
         assert!(matches!(
             receiver.try_recv(),
             Ok(Err(ReadError::TooLong { line: 1, .. }))

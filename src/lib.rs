@@ -9,12 +9,15 @@
 pub mod amqp;
 pub mod cli;
 pub mod commands;
+pub mod complete;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod exit;
 pub mod generate;
 pub mod input;
 pub mod management;
+pub mod message;
 pub mod output;
 pub mod signals;
 pub mod terminal;

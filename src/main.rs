@@ -11,6 +11,8 @@ use std::{
 };
 
 fn main() -> ExitCode {
+    // A Tab in a shell whose completion script calls rmqlab: answered here, then exits.
+    rmqlab::complete::answer_if_asked();
     rmqlab::commands::guard_stdout();
     report_panics_as_internal_errors();
     let cli = match rmqlab::cli::try_parse() {

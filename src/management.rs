@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     signals::unless_interrupted,
     tls::INSECURE_WARNING,
-    uri::InvalidUrl,
+    uri::{BrokerUrl, InvalidUrl, list_items},
 };
 use percent_encoding::percent_decode_str;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
@@ -154,28 +154,98 @@ struct ApiError {
 pub struct Api {
     client: Client,
     base: Url,
+    /// The vhost of `--url`.
+    vhost: String,
     user: String,
     password: String,
     caller: ApiCaller,
 }
 
 impl Api {
-    /// The API at `--api-url` (default `http://<host of --url>:15672`), with the credentials of
-    /// the API URL when it carries some, else those of `--url`.
-    pub fn new(ctx: &Context) -> Result<Api> {
-        let (base, user, password) = match &ctx.api_url {
-            Some(raw) => parse_api_url(raw)?,
-            None => {
-                let host = match ctx.url.host() {
-                    host if host.contains(':') => format!("[{host}]"),
-                    host => host.to_string(),
-                };
-                let base = Url::parse(&format!("http://{host}:{API_PORT}/")).map_err(|e| {
-                    Error::InvalidUrl(InvalidUrl::new("API URL", &host, &e.to_string()))
-                })?;
-                (base, None, None)
+    /// The API at `--api-url` (default `http://<host of the --url in use>:15672`), with the
+    /// credentials of the API URL when it carries some, else those of that `--url`. Of several
+    /// (a list in `--api-url`, or several `--url`), the first that answers, from the one in
+    /// use on.
+    pub async fn new(ctx: &Context) -> Result<Api> {
+        let candidates = match &ctx.api_url {
+            Some(raw) => {
+                let values = [raw.clone()];
+                let items =
+                    list_items(&values, "API URL", "--api-url").map_err(Error::InvalidUrl)?;
+                items
+                    .into_iter()
+                    .map(|(raw, item)| {
+                        parse_api_url(raw).map_err(|error| match error {
+                            Error::InvalidUrl(invalid) => {
+                                Error::InvalidUrl(InvalidUrl { item, ..invalid })
+                            }
+                            other => other,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?
             }
+            None => ctx
+                .urls
+                .attempt_order()
+                .map(|(_, url)| {
+                    let (base, _, _) = default_api_url(url)?;
+                    Ok((
+                        base,
+                        Some(url.user().to_string()),
+                        Some(url.password().to_string()),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?,
         };
+        // Nodes on one host share its API (the same user twice needs one try).
+        let mut candidates = candidates;
+        let mut seen = Vec::new();
+        candidates.retain(|candidate| match seen.contains(candidate) {
+            true => false,
+            false => {
+                seen.push(candidate.clone());
+                true
+            }
+        });
+        if let [(base, user, password)] = &candidates[..] {
+            let api = Api::at(ctx, base.clone(), user.clone(), password.clone())?;
+            ctx.status
+                .debug(format_args!("management API at {}", api.base));
+            return Ok(api);
+        }
+        let mut failures = Vec::new();
+        for (base, user, password) in candidates {
+            let api = Api::at(ctx, base, user, password)?;
+            match api.answers().await {
+                Ok(()) => {
+                    ctx.status
+                        .debug(format_args!("management API at {}", api.base));
+                    return Ok(api);
+                }
+                Err(error @ Error::Interrupted(_)) => return Err(error),
+                Err(error) => {
+                    ctx.status.debug(format_args!(
+                        "skipping the management API at {}: {}",
+                        api.base,
+                        error.one_line()
+                    ));
+                    failures.push(error);
+                }
+            }
+        }
+        Err(Error::no_url_connected("management API URLs", failures))
+    }
+
+    /// Whether the API answers this user (`/api/whoami`: cheap however big the broker).
+    async fn answers(&self) -> Result<()> {
+        let url = self.endpoint(&["whoami"]);
+        self.send(self.request(reqwest::Method::GET, url), "the API")
+            .await
+            .map(drop)
+    }
+
+    /// The API at `base`; without credentials of its own, with those of the `--url` in use.
+    fn at(ctx: &Context, base: Url, user: Option<String>, password: Option<String>) -> Result<Api> {
         let mut client = Client::builder();
         if base.scheme() == "https" {
             if ctx.tls.insecure {
@@ -196,9 +266,8 @@ impl Api {
                 url: base.to_string(),
                 source,
             })?;
-        ctx.status.debug(format_args!("management API at {base}"));
-        let user = user.unwrap_or_else(|| ctx.url.user().to_string());
-        let password = password.unwrap_or_else(|| ctx.url.password().to_string());
+        let user = user.unwrap_or_else(|| ctx.url().user().to_string());
+        let password = password.unwrap_or_else(|| ctx.url().password().to_string());
         let mut overview = base.clone();
         overview
             .path_segments_mut()
@@ -217,6 +286,7 @@ impl Api {
             },
             client,
             base,
+            vhost: ctx.url().vhost().to_string(),
             user,
             password,
         })
@@ -362,6 +432,29 @@ impl Api {
         Ok(rows)
     }
 
+    /// The names of the queues (of type `of_type` only, when given) or exchanges (`kind`:
+    /// `queues` or `exchanges`) of the vhost of `--url`: one small request, for completion.
+    pub async fn names(&self, kind: &str, of_type: Option<&str>) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+            #[serde(default, rename = "type")]
+            kind: Option<String>,
+        }
+        let mut url = self.endpoint(&[kind, &self.vhost]);
+        url.query_pairs_mut()
+            .append_pair("columns", "name,type")
+            .append_pair("disable_stats", "true");
+        let named: Vec<Named> = self
+            .fetch(self.request(reqwest::Method::GET, url), kind)
+            .await?;
+        Ok(named
+            .into_iter()
+            .filter(|named| of_type.is_none_or(|wanted| named.kind.as_deref() == Some(wanted)))
+            .map(|named| named.name)
+            .collect())
+    }
+
     /// How many consumers each queue (vhost, name) has, from the list of consumers.
     async fn consumer_counts(
         &self,
@@ -467,12 +560,34 @@ impl Api {
     /// its effective policy (`dead-letter-exchange`); `None` when it has none (`""`, the
     /// default exchange, is one). A queue that does not exist is [`Error::ApiNotFound`].
     pub async fn dead_letter_exchange(&self, vhost: &str, name: &str) -> Result<Option<String>> {
+        Ok(dead_letter_exchange_of(&self.queue(vhost, name).await?))
+    }
+
+    /// What the API knows of one queue, as it describes it.
+    async fn queue(&self, vhost: &str, name: &str) -> Result<serde_json::Value> {
         let url = self.endpoint(&["queues", vhost, name]);
         let what = format!("queue '{name}' in vhost '{vhost}'");
-        let queue: serde_json::Value = self
-            .fetch(self.request(reqwest::Method::GET, url), &what)
+        self.fetch(self.request(reqwest::Method::GET, url), &what)
+            .await
+    }
+
+    /// A queue's type and message TTL; a queue that does not exist is [`Error::ApiNotFound`].
+    pub async fn queue_facts(&self, vhost: &str, name: &str) -> Result<QueueFacts> {
+        Ok(QueueFacts::of(&self.queue(vhost, name).await?))
+    }
+
+    /// The RabbitMQ version of the broker behind the API (`3.10.8`, `4.0.5`).
+    pub async fn rabbitmq_version(&self) -> Result<String> {
+        let mut url = self.endpoint(&["overview"]);
+        url.query_pairs_mut()
+            .append_pair("columns", "rabbitmq_version");
+        let overview: serde_json::Value = self
+            .fetch(self.request(reqwest::Method::GET, url), "the overview")
             .await?;
-        Ok(dead_letter_exchange_of(&queue))
+        Ok(overview["rabbitmq_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
     }
 
     async fn fetch<T: serde::de::DeserializeOwned>(
@@ -739,6 +854,27 @@ fn name_matcher(pattern: &str) -> Option<regex::bytes::Regex> {
         .ok()
 }
 
+/// What `queues peek`, `move` and `dead-letters` need to know of a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueFacts {
+    /// `classic`, `quorum` or `stream`.
+    pub queue_type: String,
+    /// Milliseconds a message may stay in it, by argument (`x-message-ttl`, which wins) or
+    /// policy (`message-ttl`).
+    pub message_ttl: Option<u64>,
+}
+
+impl QueueFacts {
+    fn of(queue: &serde_json::Value) -> QueueFacts {
+        let number = |object: &str, key: &str| queue.get(object)?.get(key)?.as_u64();
+        QueueFacts {
+            queue_type: queue["type"].as_str().unwrap_or("classic").to_string(),
+            message_ttl: number("arguments", "x-message-ttl")
+                .or_else(|| number("effective_policy_definition", "message-ttl")),
+        }
+    }
+}
+
 /// The dead-letter exchange a queue's API object names; a queue argument wins over a policy, as
 /// in RabbitMQ. A queue without a policy may show `effective_policy_definition` as `[]`.
 fn dead_letter_exchange_of(queue: &serde_json::Value) -> Option<String> {
@@ -751,6 +887,36 @@ fn dead_letter_exchange_of(queue: &serde_json::Value) -> Option<String> {
     };
     named("arguments", "x-dead-letter-exchange")
         .or_else(|| named("effective_policy_definition", "dead-letter-exchange"))
+}
+
+/// The API beside a broker: `http://<its host>:15672/`.
+fn default_api_url(url: &BrokerUrl) -> Result<(Url, Option<String>, Option<String>)> {
+    let host = match url.host() {
+        host if host.contains(':') => format!("[{host}]"),
+        host => host.to_string(),
+    };
+    let base = Url::parse(&format!("http://{host}:{API_PORT}/"))
+        .map_err(|e| Error::InvalidUrl(InvalidUrl::new("API URL", &host, &e.to_string())))?;
+    Ok((base, None, None))
+}
+
+/// The API URLs a command would try, in order, with any password masked: those of --api-url,
+/// else one beside each URL of --url.
+pub fn api_urls_shown(ctx: &Context) -> Result<Vec<String>> {
+    let mut shown: Vec<String> = match &ctx.api_url {
+        Some(raw) => list_items(std::slice::from_ref(raw), "API URL", "--api-url")
+            .map_err(Error::InvalidUrl)?
+            .into_iter()
+            .map(|(item, _)| crate::uri::mask_password(item).unwrap_or_else(|| "****".into()))
+            .collect(),
+        None => ctx
+            .urls
+            .attempt_order()
+            .map(|(_, url)| default_api_url(url).map(|(base, _, _)| base.to_string()))
+            .collect::<Result<_>>()?,
+    };
+    shown.dedup();
+    Ok(shown)
 }
 
 /// Splits an API URL into its base and the credentials it carries, if any.
@@ -887,6 +1053,25 @@ mod tests {
             name_matcher("^(?!tmp)").is_none(),
             "look-ahead is left to the broker"
         );
+    }
+
+    #[test]
+    fn queue_facts_take_the_type_and_a_ttl_from_arguments_or_policy() {
+        let of = |json: &str| QueueFacts::of(&serde_json::from_str(json).unwrap());
+        assert_eq!(
+            of(r#"{"type":"quorum","arguments":{},"effective_policy_definition":[]}"#),
+            QueueFacts {
+                queue_type: "quorum".into(),
+                message_ttl: None
+            }
+        );
+        let by_policy =
+            of(r#"{"type":"classic","effective_policy_definition":{"message-ttl":500}}"#);
+        assert_eq!(by_policy.message_ttl, Some(500));
+        let both = of(
+            r#"{"arguments":{"x-message-ttl":10},"effective_policy_definition":{"message-ttl":500}}"#,
+        );
+        assert_eq!(both.message_ttl, Some(10));
     }
 
     #[test]

@@ -3,13 +3,10 @@
 use crate::{
     cli::{OutputFormat, QueueColumn, TableFormat},
     management::QueueRow,
+    message::{body_to_json, properties_to_json},
 };
-use base64::Engine;
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
-use lapin::{
-    BasicProperties,
-    types::{AMQPValue, FieldTable},
-};
+use lapin::BasicProperties;
 use serde_json::{Map, Value, json};
 use std::io::{self, Write};
 
@@ -95,91 +92,21 @@ fn write_lossy(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The JSON form of a message. `body` is the text of the body (lossy when it is not UTF-8, in
-/// which case `body_base64` carries the exact bytes); `properties` holds only the properties set.
+/// The JSON form of a message (see [`crate::message`]). `body` is the text of the body (lossy
+/// when it is not UTF-8, in which case `body_base64` carries the exact bytes); `properties` holds
+/// only the properties set.
 pub fn to_json(message: &Received<'_>) -> Value {
     let mut object = Map::new();
-    object.insert(
-        "body".into(),
-        String::from_utf8_lossy(message.body).into_owned().into(),
-    );
-    if std::str::from_utf8(message.body).is_err() {
-        object.insert(
-            "body_base64".into(),
-            base64::engine::general_purpose::STANDARD
-                .encode(message.body)
-                .into(),
-        );
-    }
+    body_to_json(&mut object, message.body);
     object.insert("exchange".into(), message.exchange.into());
     object.insert("routing_key".into(), message.routing_key.into());
     object.insert("redelivered".into(), message.redelivered.into());
     object.insert("delivery_tag".into(), message.delivery_tag.into());
     object.insert(
         "properties".into(),
-        Value::Object(properties_json(message.properties)),
+        Value::Object(properties_to_json(message.properties)),
     );
     Value::Object(object)
-}
-
-fn properties_json(p: &BasicProperties) -> Map<String, Value> {
-    let mut map = Map::new();
-    let mut put = |key: &str, value: Option<Value>| {
-        if let Some(value) = value {
-            map.insert(key.into(), value);
-        }
-    };
-    let text = |s: &Option<lapin::types::ShortString>| s.as_ref().map(|s| json!(s.as_str()));
-    put("content_type", text(p.content_type()));
-    put("content_encoding", text(p.content_encoding()));
-    put("headers", p.headers().as_ref().map(table_json));
-    put("delivery_mode", p.delivery_mode().map(|v| json!(v)));
-    put("priority", p.priority().map(|v| json!(v)));
-    put("correlation_id", text(p.correlation_id()));
-    put("reply_to", text(p.reply_to()));
-    put("expiration", text(p.expiration()));
-    put("message_id", text(p.message_id()));
-    put("timestamp", p.timestamp().map(|v| json!(v)));
-    put("type", text(p.kind()));
-    put("user_id", text(p.user_id()));
-    put("app_id", text(p.app_id()));
-    put("cluster_id", text(p.cluster_id()));
-    map
-}
-
-fn table_json(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .inner()
-            .iter()
-            .map(|(key, value)| (key.to_string(), value_json(value)))
-            .collect(),
-    )
-}
-
-fn value_json(value: &AMQPValue) -> Value {
-    match value {
-        AMQPValue::Boolean(v) => json!(v),
-        AMQPValue::ShortShortInt(v) => json!(v),
-        AMQPValue::ShortShortUInt(v) => json!(v),
-        AMQPValue::ShortInt(v) => json!(v),
-        AMQPValue::ShortUInt(v) => json!(v),
-        AMQPValue::LongInt(v) => json!(v),
-        AMQPValue::LongUInt(v) => json!(v),
-        AMQPValue::LongLongInt(v) => json!(v),
-        AMQPValue::Float(v) => json!(v),
-        AMQPValue::Double(v) => json!(v),
-        AMQPValue::DecimalValue(v) => json!(v.value as f64 / 10f64.powi(v.scale.into())),
-        AMQPValue::ShortString(v) => json!(v.as_str()),
-        AMQPValue::LongString(v) => json!(String::from_utf8_lossy(v.as_bytes())),
-        AMQPValue::FieldArray(v) => Value::Array(v.as_slice().iter().map(value_json).collect()),
-        AMQPValue::Timestamp(v) => json!(v),
-        AMQPValue::FieldTable(v) => table_json(v),
-        AMQPValue::ByteArray(v) => {
-            json!(base64::engine::general_purpose::STANDARD.encode(v.as_slice()))
-        }
-        AMQPValue::Void => Value::Null,
-    }
 }
 
 /// How `queues list` prints its rows.
@@ -515,7 +442,7 @@ fn plain_table(
 }
 
 /// Keeps one row a line: tabs, newlines and backslashes in names are escaped.
-fn tsv_escape(field: &str) -> String {
+pub fn tsv_escape(field: &str) -> String {
     field
         .replace('\\', "\\\\")
         .replace('\t', "\\t")
@@ -540,18 +467,7 @@ pub fn write_stream_message(
         OutputFormat::Body => out.write_all(body)?,
         OutputFormat::Json => {
             let mut object = Map::new();
-            object.insert(
-                "body".into(),
-                String::from_utf8_lossy(body).into_owned().into(),
-            );
-            if std::str::from_utf8(body).is_err() {
-                object.insert(
-                    "body_base64".into(),
-                    base64::engine::general_purpose::STANDARD
-                        .encode(body)
-                        .into(),
-                );
-            }
+            body_to_json(&mut object, body);
             object.insert("stream".into(), stream.into());
             object.insert("offset".into(), offset.into());
             serde_json::to_writer(&mut *out, &Value::Object(object))?;
@@ -592,6 +508,7 @@ pub fn write_stream_info(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::types::{AMQPValue, FieldTable};
 
     fn render(format: OutputFormat, text: TextLine, message: &Received<'_>) -> Vec<u8> {
         let mut out = Vec::new();

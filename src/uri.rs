@@ -1,7 +1,14 @@
 //! The broker address given by `--url`: parsed once, shown only with its password masked.
 
 use lapin::uri::{AMQPScheme, AMQPUri};
-use std::{fmt, str::FromStr};
+use std::{
+    fmt,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 use url::Url;
 
 /// The default broker: RabbitMQ's out-of-the-box user on this machine, default vhost `/`.
@@ -31,6 +38,8 @@ pub struct InvalidUrl {
     pub what: &'static str,
     /// The input with its password masked, when its shape allowed finding the password.
     pub shown: Option<String>,
+    /// Which item of a list it was ("URL 2 of 3 in RMQLAB_URL"); `None` for a single URL.
+    pub item: Option<String>,
     pub reason: String,
 }
 
@@ -40,6 +49,7 @@ impl InvalidUrl {
         InvalidUrl {
             what,
             shown: mask_password(raw),
+            item: None,
             reason: scrub(reason, raw),
         }
     }
@@ -47,10 +57,14 @@ impl InvalidUrl {
 
 impl fmt::Display for InvalidUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.shown {
-            Some(shown) => write!(f, "invalid {} '{shown}': {}", self.what, self.reason),
-            None => write!(f, "invalid {}: {}", self.what, self.reason),
+        write!(f, "invalid {}", self.what)?;
+        if let Some(shown) = &self.shown {
+            write!(f, " '{shown}'")?;
         }
+        if let Some(item) = &self.item {
+            write!(f, " ({item})")?;
+        }
+        write!(f, ": {}", self.reason)
     }
 }
 
@@ -150,6 +164,226 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
+/// The items of comma-separated lists (`--url a,b --url c`, `RMQLAB_URL=a,b`), each trimmed, a
+/// trailing comma allowed, with how to name each in an error ("URL 2 of 3 in --url"; `None`
+/// when there is only one). `source` names where the values came from. A comma inside an item
+/// (in a password) is written `%2C`.
+pub fn list_items<'a>(
+    values: &'a [String],
+    what: &'static str,
+    source: &str,
+) -> Result<Vec<(&'a str, Option<String>)>, InvalidUrl> {
+    let mut items = Vec::new();
+    for value in values {
+        let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        if parts.len() > 1 && parts.last() == Some(&"") {
+            parts.pop();
+        }
+        items.extend(parts);
+    }
+    let count = items.len();
+    let label = |number: usize| (count > 1).then(|| format!("URL {number} of {count} in {source}"));
+    if items.iter().all(|item| item.is_empty()) {
+        return Err(InvalidUrl {
+            what,
+            shown: None,
+            item: None,
+            reason: format!("{source} lists no URL"),
+        });
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(index, item)| match item {
+            "" => Err(InvalidUrl {
+                what,
+                shown: None,
+                item: label(index + 1),
+                reason: "it is empty (two commas in a row?)".into(),
+            }),
+            item => Ok((item, label(index + 1))),
+        })
+        .collect()
+}
+
+/// What a `[broker.NAME]` section gives the URLs that do not name their own: a user, a
+/// password, a vhost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UrlDefaults {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub vhost: Option<String>,
+}
+
+impl UrlDefaults {
+    /// A comma-separated list with [`UrlDefaults::fill`] done on each item.
+    pub fn fill_list(&self, list: &str) -> String {
+        list.split(',')
+            .map(|item| self.fill(item.trim()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `raw` with the user, password and vhost it does not name filled in (a password alone
+    /// goes with the user `guest`, as an AMQP URL without a user means). `raw` itself when
+    /// nothing is to be filled in, or when it does not parse (its error comes later).
+    pub fn fill(&self, raw: &str) -> String {
+        let Ok(mut url) = Url::parse(raw) else {
+            return raw.to_string();
+        };
+        if url.cannot_be_a_base() || url.host_str().is_none_or(str::is_empty) {
+            return raw.to_string();
+        }
+        // Encoded here: the url crate leaves `%` and `,` as they are, and a `,` would split a list.
+        let encode = |text: &str| percent_encoding::utf8_percent_encode(text, VHOST).to_string();
+        let mut changed = false;
+        if url.username().is_empty()
+            && let Some(user) = self
+                .user
+                .as_deref()
+                .or(self.password.as_ref().map(|_| "guest"))
+        {
+            changed |= url.set_username(&encode(user)).is_ok();
+        }
+        if url.password().is_none()
+            && let Some(password) = &self.password
+        {
+            changed |= url.set_password(Some(&encode(password))).is_ok();
+        }
+        if let Some(vhost) = self.vhost.as_deref().filter(|_| names_no_vhost(raw)) {
+            url.set_path(&format!(
+                "/{}",
+                percent_encoding::utf8_percent_encode(vhost, VHOST)
+            ));
+            changed = true;
+        }
+        match changed {
+            true => url.to_string(),
+            false => raw.to_string(),
+        }
+    }
+}
+
+/// Whether an AMQP or stream URL has no path, and so no vhost of its own.
+pub fn names_no_vhost(raw: &str) -> bool {
+    Url::parse(raw.trim()).is_ok_and(|url| url.path().is_empty())
+}
+
+/// The broker URIs of `--url` (repeatable, or a comma-separated list): the nodes of one
+/// cluster, tried in order. Never empty; all of them name the same vhost. Clones share which
+/// one is in use: a connection made through one clone shows in all.
+#[derive(Clone, Debug)]
+pub struct BrokerUrls {
+    list: Arc<[BrokerUrl]>,
+    /// The index of the URL connected to last (before any connection, the first).
+    in_use: Arc<AtomicUsize>,
+}
+
+impl BrokerUrls {
+    /// Parses `values`, each a comma-separated list, that came from `source` (`--url`,
+    /// `RMQLAB_URL`...), with `defaults` filled in where an item names no user, password or
+    /// vhost. Errors name the item and never show a password.
+    pub fn parse(
+        values: &[String],
+        source: &str,
+        defaults: &UrlDefaults,
+    ) -> Result<Self, InvalidUrl> {
+        let mut list: Vec<BrokerUrl> = Vec::new();
+        for (raw, item) in list_items(values, "broker URI", source)? {
+            let url = BrokerUrl::parse(&defaults.fill(raw)).map_err(|error| InvalidUrl {
+                item: item.clone(),
+                ..error
+            })?;
+            if let Some(first) = list.first().filter(|first| first.vhost() != url.vhost()) {
+                return Err(InvalidUrl {
+                    what: "broker URI",
+                    shown: Some(url.to_string()),
+                    item,
+                    reason: format!(
+                        "its vhost '{}' is not '{}', the first URL's: the URLs of a list are \
+                         the nodes of one cluster and name the same vhost (another vhost holds \
+                         other queues)",
+                        url.vhost(),
+                        first.vhost()
+                    ),
+                });
+            }
+            list.push(url);
+        }
+        Ok(BrokerUrls::from_list(list))
+    }
+
+    fn from_list(list: Vec<BrokerUrl>) -> Self {
+        BrokerUrls {
+            list: list.into(),
+            in_use: Arc::default(),
+        }
+    }
+
+    /// One URL alone.
+    pub fn single(url: BrokerUrl) -> Self {
+        BrokerUrls::from_list(vec![url])
+    }
+
+    /// The same URLs in an order drawn from `seed` (`--shuffle-urls`: clients started alike
+    /// spread over the nodes).
+    pub fn shuffled(&self, mut seed: u64) -> Self {
+        let mut list = self.list.to_vec();
+        // Fisher-Yates with xorshift64*: a few URLs need no better randomness.
+        seed |= 1;
+        for last in (1..list.len()).rev() {
+            seed ^= seed >> 12;
+            seed ^= seed << 25;
+            seed ^= seed >> 27;
+            let draw = seed.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            list.swap(last, (draw % (last as u64 + 1)) as usize);
+        }
+        BrokerUrls::from_list(list)
+    }
+
+    /// How many URLs (one or more).
+    pub fn count(&self) -> usize {
+        self.list.len()
+    }
+
+    /// The URL connected to last; before any connection, the first.
+    pub fn in_use(&self) -> &BrokerUrl {
+        &self.list[self.in_use.load(Ordering::Relaxed)]
+    }
+
+    /// The URLs in the order a connection tries them: from the one in use on, around the list
+    /// (at start, the list's order).
+    pub fn attempt_order(&self) -> impl Iterator<Item = (usize, &BrokerUrl)> {
+        let start = self.in_use.load(Ordering::Relaxed);
+        (0..self.list.len())
+            .map(move |step| (start + step) % self.list.len())
+            .map(|index| (index, &self.list[index]))
+    }
+
+    /// After a lost connection: the next URL first, the one just lost last.
+    pub fn move_past_in_use(&self) {
+        let next = (self.in_use.load(Ordering::Relaxed) + 1) % self.list.len();
+        self.in_use.store(next, Ordering::Relaxed);
+    }
+
+    /// Marks the URL at `index` (of [`Self::attempt_order`]) as the one in use.
+    pub fn use_index(&self, index: usize) {
+        self.in_use.store(index, Ordering::Relaxed);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BrokerUrl> {
+        self.list.iter()
+    }
+
+    /// The same nodes, another vhost; the one in use stays in use.
+    pub fn with_vhost(&self, vhost: &str) -> Self {
+        BrokerUrls {
+            list: self.list.iter().map(|url| url.with_vhost(vhost)).collect(),
+            in_use: Arc::new(AtomicUsize::new(self.in_use.load(Ordering::Relaxed))),
+        }
+    }
+}
+
 /// Masks the password of a `scheme://user:password@host...` string, even a malformed one: an
 /// input that did not parse may hold a password with an unencoded `/`, `?`, `#` or `@`, so
 /// everything between `://` and the last `@` counts as user and password. Returns `None` when
@@ -221,6 +455,162 @@ mod tests {
     }
 
     use super::*;
+
+    fn urls(values: &[&str], source: &str) -> Result<BrokerUrls, InvalidUrl> {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        BrokerUrls::parse(&values, source, &UrlDefaults::default())
+    }
+
+    fn shown(urls: &BrokerUrls) -> Vec<String> {
+        urls.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_list_takes_spaces_and_a_trailing_comma() {
+        let list = urls(
+            &[" amqp://a:pw1@h1:5701/%2f , amqp://b:pw2@h2:5702 ,"],
+            "RMQLAB_URL",
+        )
+        .unwrap();
+        assert_eq!(
+            shown(&list),
+            ["amqp://a:****@h1:5701/%2f", "amqp://b:****@h2:5702"]
+        );
+        assert_eq!((list.count(), list.in_use().user()), (2, "a"));
+        let repeated = urls(&["amqp://h1", "amqp://h2,amqp://h3"], "--url").unwrap();
+        assert_eq!(repeated.count(), 3);
+        assert_eq!(urls(&["amqp://h1,"], "--url").unwrap().count(), 1);
+        let encoded = urls(&["amqp://u:a%2Cb@h1,amqp://h2"], "--url").unwrap();
+        assert_eq!((encoded.count(), encoded.in_use().password()), (2, "a,b"));
+    }
+
+    #[test]
+    fn a_bad_item_is_named_with_its_password_masked() {
+        let err = urls(
+            &["amqp://u:pw@h1/%2f,amqp://u:hunter2@h2:99999/%2f"],
+            "RMQLAB_URL",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid broker URI 'amqp://u:****@h2:99999/%2f' (URL 2 of 2 in RMQLAB_URL): invalid \
+             port number"
+        );
+        let err = urls(&["amqp://h1", "http://u:hunter2@h2"], "--url")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(URL 2 of 2 in --url)"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = urls(&["amqp://h1,,amqp://h3"], "--url")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(URL 2 of 3 in --url): it is empty"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_list_is_refused() {
+        for value in ["", ",", " , "] {
+            let err = urls(&[value], "AMQP_URL").unwrap_err().to_string();
+            assert_eq!(
+                err, "invalid broker URI: AMQP_URL lists no URL",
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_url_of_a_list_names_the_same_vhost() {
+        let err = urls(
+            &["amqp://u:hunter2@h1/%2f, amqp://u:hunter2@h2/other"],
+            "--url",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "invalid broker URI 'amqp://u:****@h2/other' (URL 2 of 2 in --url): its vhost \
+                 'other' is not '/'"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        // The default vhost written two ways is one vhost; credentials may differ.
+        assert!(urls(&["amqp://a:x@h1, amqp://b:y@h2/%2F"], "--url").is_ok());
+    }
+
+    #[test]
+    fn attempts_start_at_the_url_in_use_and_after_a_loss_past_it() {
+        let list = urls(&["amqp://h0,amqp://h1,amqp://h2"], "--url").unwrap();
+        let order = || {
+            list.attempt_order()
+                .map(|(index, _)| index)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(order(), [0, 1, 2]);
+        list.move_past_in_use();
+        assert_eq!(order(), [1, 2, 0]);
+        list.clone().use_index(2);
+        assert_eq!(list.in_use().host(), "h2");
+        list.move_past_in_use();
+        assert_eq!(order(), [0, 1, 2]);
+        assert_eq!(list.with_vhost("v").in_use().vhost(), "v");
+    }
+
+    #[test]
+    fn shuffling_keeps_every_url_and_varies_with_the_seed() {
+        let list = urls(&["amqp://h0,amqp://h1,amqp://h2,amqp://h3"], "--url").unwrap();
+        let orders: std::collections::HashSet<Vec<String>> = (0..50u64)
+            .map(|seed| {
+                let mut hosts = shown(&list.shuffled(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+                let order = hosts.clone();
+                hosts.sort();
+                assert_eq!(hosts, shown(&list));
+                order
+            })
+            .collect();
+        assert!(orders.len() > 5, "{orders:?}");
+    }
+
+    #[test]
+    fn a_section_fills_in_what_a_url_does_not_name() {
+        let defaults = UrlDefaults {
+            user: Some("app".into()),
+            password: Some("p,w@/".into()),
+            vhost: Some("shop/eu".into()),
+        };
+        let list = BrokerUrls::parse(
+            &["amqp://h1, amqp://bob@h2, amqp://eve:own@h3/shop%2Feu".into()],
+            "urls",
+            &defaults,
+        )
+        .unwrap();
+        let users: Vec<(&str, &str, &str)> = list
+            .iter()
+            .map(|url| (url.user(), url.password(), url.vhost()))
+            .collect();
+        assert_eq!(
+            users,
+            [
+                ("app", "p,w@/", "shop/eu"),
+                ("bob", "p,w@/", "shop/eu"),
+                ("eve", "own", "shop/eu")
+            ]
+        );
+        assert_eq!(shown(&list)[0], "amqp://app:****@h1/shop%2Feu");
+        let only_password = UrlDefaults {
+            password: Some("pw".into()),
+            ..UrlDefaults::default()
+        };
+        assert_eq!(only_password.fill("amqp://h"), "amqp://guest:pw@h");
+        assert_eq!(UrlDefaults::default().fill("amqp://H"), "amqp://H");
+        // An API URL takes the credentials, never a vhost; a list stays a list.
+        assert_eq!(
+            defaults.fill_list("http://h1:15672, https://u:own@h2"),
+            "http://app:p%2Cw%40%2F@h1:15672/,https://u:own@h2"
+        );
+        assert_eq!(defaults.fill("amqp:x"), "amqp:x");
+    }
 
     #[test]
     fn default_url_parses_to_the_default_vhost() {

@@ -47,6 +47,12 @@ const NAME_PLACES: &[&[&str]] = &[
     &["stream", "recv", "--stream", "{}"],
     &["stream", "recv", "--name", "{}"],
     &["stream", "info", "{}"],
+    &["queues", "peek", "{}"],
+    &["queues", "move", "{}", "d"],
+    &["queues", "move", "s", "{}"],
+    &["queues", "move", "s", "--to-exchange", "{}"],
+    &["queues", "dead-letters", "{}"],
+    &["queues", "dead-letters", "q", "--from-queue", "{}"],
 ];
 
 #[test]
@@ -270,6 +276,19 @@ fn watching_more_often_than_100ms_is_a_usage_error() {
         assert_code(&output, 2);
         assert!(
             text(&output.stderr).contains("100ms"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn an_rpc_timeout_under_a_millisecond_is_a_usage_error() {
+    for timeout in ["0s", "500us"] {
+        let output = rmqlab_nowhere(&["rpc", "call", "--timeout", timeout]);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains("less than 1ms"),
             "{}",
             text(&output.stderr)
         );
@@ -794,6 +813,183 @@ fn a_closed_stdout_does_not_change_the_answer() {
     );
 }
 
+/// A list of broker URIs is checked whole before anything connects: a bad item, an empty list
+/// or two vhosts are usage errors (2) that name the item and never show a password, whether
+/// the list comes from `--url` (repeated or comma-separated), RMQLAB_URL or AMQP_URL.
+#[test]
+fn url_lists_are_checked_before_connecting_and_name_the_bad_item() {
+    let good = "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f";
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f , amqp://guest:Sekr1t-pw@127.0.0.1:99999/%2f ,",
+            "invalid broker URI 'amqp://guest:****@127.0.0.1:99999/%2f' (URL 2 of 2 in \
+             RMQLAB_URL): invalid port number",
+        ),
+        (
+            "AMQP_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f,http://guest:Sekr1t-pw@127.0.0.1/",
+            "invalid broker URI 'http://guest:****@127.0.0.1/' (URL 2 of 2 in AMQP_URL): \
+             unknown scheme 'http'",
+        ),
+        (
+            "RMQLAB_URL",
+            " , ",
+            "invalid broker URI: RMQLAB_URL lists no URL",
+        ),
+        (
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f,,amqp://guest:Sekr1t-pw@127.0.0.1:2/%2f",
+            "invalid broker URI (URL 2 of 3 in RMQLAB_URL): it is empty",
+        ),
+        (
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f, amqp://guest:Sekr1t-pw@127.0.0.1:2/staging",
+            "invalid broker URI 'amqp://guest:****@127.0.0.1:2/staging' (URL 2 of 2 in \
+             RMQLAB_URL): its vhost 'staging' is not '/', the first URL's",
+        ),
+    ];
+    for (variable, value, expected) in cases {
+        for command in [
+            &["hello", "send"][..],
+            &["task", "work"],
+            &["queues", "list"],
+        ] {
+            let output = rmqlab()
+                .env_remove("RMQLAB_URL")
+                .env(variable, value)
+                .args(command)
+                .output()
+                .unwrap();
+            assert_code(&output, 2);
+            let stderr = text(&output.stderr);
+            assert!(
+                stderr.starts_with(&format!("rmqlab: error: {expected}")),
+                "{variable}={value} {command:?}: {stderr}"
+            );
+            assert!(!stderr.contains("Sekr1t-pw"), "password shown: {stderr}");
+        }
+    }
+    // Repeated --url: the items are numbered across the options.
+    let output = rmqlab()
+        .args([
+            "--url",
+            good,
+            "--url",
+            &format!("{good},amqp://u:Sekr1t-pw@h/other"),
+        ])
+        .args(["task", "new", "x"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "rmqlab: error: invalid broker URI 'amqp://u:****@h/other' (URL 3 of 3 in --url): \
+             its vhost 'other' is not '/'"
+        ),
+        "{stderr}"
+    );
+    let output = rmqlab()
+        .args(["--url", "", "hello", "send"])
+        .output()
+        .unwrap();
+    assert_code(&output, 2);
+    assert!(
+        text(&output.stderr).starts_with("rmqlab: error: invalid broker URI: --url lists no URL"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+/// `--api-url` may be a list too: a bad item is a usage error naming it, password masked.
+#[test]
+fn api_url_lists_name_the_bad_item() {
+    let output = rmqlab_nowhere(&[
+        "--api-url",
+        "http://127.0.0.1:1/, ftp://ops:Sekr1t-pw@127.0.0.1/",
+        "queues",
+        "list",
+    ]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "rmqlab: error: invalid API URL 'ftp://ops:****@127.0.0.1/' (URL 2 of 2 in \
+             --api-url): unknown scheme 'ftp'"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
+}
+
+/// Without --stream-url, `stream` commands try the stream port beside each `--url` in turn
+/// (nodes on one host share theirs), and name every one that failed, password masked.
+#[test]
+fn stream_commands_try_the_stream_port_of_each_url() {
+    let output = rmqlab()
+        .env(
+            "RMQLAB_URL",
+            "amqp://guest:Sekr1t-pw@127.0.0.1:1/%2f, amqp://guest:Sekr1t-pw@127.0.0.1:2/%2f, \
+             amqp://guest:Sekr1t-pw@127.0.0.2:1/%2f",
+        )
+        .args(["-v", "stream", "info", "s"])
+        .output()
+        .unwrap();
+    assert_code(&output, 69);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("rmqlab: error: could not connect to any of the 2 stream URLs\n"),
+        "{stderr}"
+    );
+    for host in ["127.0.0.1", "127.0.0.2"] {
+        assert!(
+            stderr.contains(&format!(
+                "rmqlab: skipping rabbitmq-stream://guest:****@{host}:5552/%2F"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("hint: is the stream plugin on?"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Sekr1t-pw"), "{stderr}");
+}
+
+#[test]
+fn peek_move_and_dead_letters_check_their_arguments_before_connecting() {
+    for (args, needle) in [
+        (&["queues", "move", "src"][..], "<DESTINATION>"),
+        (
+            &["queues", "move", "src", "dst", "--to-exchange", "x"],
+            "cannot be used",
+        ),
+        (
+            &["queues", "move", "src", "dst", "--routing-key", "k"],
+            "cannot be used",
+        ),
+        (
+            &["queues", "move", "src", "dst", "--count", "0"],
+            "1 or more",
+        ),
+        (&["queues", "peek", "q", "--count", "0"], "1 or more"),
+        (
+            &["queues", "dead-letters", "q", "--via-exchange"],
+            "--redrive",
+        ),
+        (
+            &["queues", "dead-letters", "q", "--reason", "lost"],
+            "rejected",
+        ),
+    ] {
+        let output = rmqlab_nowhere(args);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn an_unknown_column_is_a_usage_error_naming_the_valid_ones() {
     let output = rmqlab()
@@ -814,4 +1010,459 @@ fn an_unknown_column_is_a_usage_error_naming_the_valid_ones() {
         "{stderr}"
     );
     assert_eq!(text(&output.stdout), "");
+}
+
+/// Named brokers without a broker: the config file, its errors, and `config show`.
+mod named_brokers {
+    use super::*;
+    use std::{fs, os::unix::fs::PermissionsExt, path::Path};
+
+    const SECRET: &str = "Sekr1t-cfg-cli";
+
+    /// A config file in `dir` with `content`, of mode `mode`.
+    fn write_config(dir: &Path, content: &str, mode: u32) -> std::path::PathBuf {
+        let path = dir.join("config.toml");
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    /// A file with every kind of password: in a URL, in the password key, in an API URL.
+    fn prod(dir: &Path, mode: u32) -> std::path::PathBuf {
+        write_config(
+            dir,
+            &format!(
+                "# production\n\
+                 [broker.prod]\n\
+                 urls = [\"amqp://rabbit1.example\", \"amqps://ops:{SECRET}@rabbit2.example:5671\"]\n\
+                 user = \"app\"\n\
+                 password = \"{SECRET}\"\n\
+                 vhost = \"shop\"\n\
+                 api_url = \"https://admin:{SECRET}@rabbit.example:15671\"\n\
+                 tls_ca_file = \"prod-ca.pem\"\n\
+                 connect_timeout = \"7s\"\n\
+                 \n\
+                 [broker.dev]\n\
+                 url = \"amqp://127.0.0.1:1\"\n\
+                 \n\
+                 [broker.slow]\n\
+                 reconnect_timeout = \"1h\"\n"
+            ),
+            mode,
+        )
+    }
+
+    /// rmqlab with `config` as --config, and `args`; the environment as the harness leaves it
+    /// (RMQLAB_URL set) unless `env` adds to it.
+    fn run(config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut command = rmqlab();
+        command.arg("--config").arg(config).args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        for stream in [&output.stdout, &output.stderr] {
+            assert!(
+                !text(stream).contains(SECRET),
+                "password shown: {}",
+                text(stream)
+            );
+        }
+        output
+    }
+
+    /// The line of `config show` for `setting`, and the lines that continue it.
+    fn setting(stdout: &str, name: &str) -> String {
+        let mut lines = stdout
+            .lines()
+            .skip_while(|line| !line.starts_with(&format!("{name} ")));
+        let first = lines
+            .next()
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"));
+        let rest = lines.take_while(|line| line.starts_with(' '));
+        std::iter::once(first)
+            .chain(rest)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    }
+
+    #[test]
+    fn config_show_masks_every_password_and_says_where_each_setting_comes_from() {
+        let dir = common::scratch_dir();
+        let path = prod(dir.path(), 0o600);
+        let output = run(&path, &[], &["--broker", "prod", "config", "show"]);
+        assert_code(&output, 0);
+        assert_eq!(text(&output.stderr), "");
+        let stdout = text(&output.stdout);
+        let shown = |name| setting(&stdout, name);
+        assert_eq!(shown("broker"), "broker prod flag --broker");
+        assert_eq!(
+            shown("urls"),
+            "urls amqp://app:****@rabbit1.example/shop section broker.prod | \
+             amqps://ops:****@rabbit2.example:5671/shop"
+        );
+        assert_eq!(
+            shown("api_url"),
+            "api_url https://admin:****@rabbit.example:15671 section broker.prod"
+        );
+        assert_eq!(shown("vhost"), "vhost shop section broker.prod");
+        // A relative path is the config file's neighbour.
+        assert_eq!(
+            shown("tls_ca_file"),
+            format!(
+                "tls_ca_file {}/prod-ca.pem section broker.prod",
+                dir.path().display()
+            )
+        );
+        assert_eq!(
+            shown("connect_timeout"),
+            "connect_timeout 7s section broker.prod"
+        );
+        assert_eq!(shown("api_timeout"), "api_timeout 1m default");
+        assert_eq!(shown("brokers"), "brokers dev, prod, slow");
+
+        let output = run(
+            &path,
+            &[],
+            &["--broker", "prod", "config", "show", "-o", "json"],
+        );
+        assert_code(&output, 0);
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(
+            json["urls"],
+            serde_json::json!({
+                "value": ["amqp://app:****@rabbit1.example/shop",
+                          "amqps://ops:****@rabbit2.example:5671/shop"],
+                "from": "section",
+                "name": "broker.prod"
+            })
+        );
+        assert_eq!(json["config_file"], path.display().to_string());
+        assert_eq!(json["tls_cert_file"]["value"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn options_beat_the_section_and_the_section_beats_the_environment() {
+        let dir = common::scratch_dir();
+        let path = prod(dir.path(), 0o600);
+        // The harness sets RMQLAB_URL: --broker beats it.
+        let output = run(
+            &path,
+            &[("RMQLAB_API_URL", "http://elsewhere:15672")],
+            &[
+                "--broker",
+                "prod",
+                "--connect-timeout",
+                "2s",
+                "config",
+                "show",
+            ],
+        );
+        assert_code(&output, 0);
+        let stdout = text(&output.stdout);
+        assert!(
+            setting(&stdout, "urls")
+                .ends_with("section broker.prod | amqps://ops:****@rabbit2.example:5671/shop"),
+            "{stdout}"
+        );
+        assert_eq!(
+            setting(&stdout, "connect_timeout"),
+            "connect_timeout 2s flag --connect-timeout"
+        );
+        assert!(
+            setting(&stdout, "api_url").contains("section broker.prod"),
+            "{stdout}"
+        );
+        // --url replaces the section's URLs, and takes its user, password and vhost where it
+        // names none.
+        let output = run(
+            &path,
+            &[],
+            &[
+                "--broker",
+                "prod",
+                "--url",
+                "amqp://node3.example",
+                "config",
+                "show",
+            ],
+        );
+        assert_eq!(
+            setting(&text(&output.stdout), "urls"),
+            "urls amqp://app:****@node3.example/shop flag --url"
+        );
+        // A section without URLs leaves the address to the environment.
+        let output = run(
+            &path,
+            &[("RMQLAB_URL", "amqp://u:p@from-env.example/%2f")],
+            &["--broker", "slow", "config", "show"],
+        );
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            setting(&stdout, "urls"),
+            "urls amqp://u:****@from-env.example/%2f env RMQLAB_URL"
+        );
+        assert_eq!(
+            setting(&stdout, "reconnect_timeout"),
+            "reconnect_timeout 1h section broker.slow"
+        );
+    }
+
+    #[test]
+    fn the_broker_variable_with_an_address_variable_is_a_usage_error_unless_an_option_settles_it() {
+        let dir = common::scratch_dir();
+        let path = prod(dir.path(), 0o600);
+        let env = [("RMQLAB_BROKER", "prod"), ("RMQLAB_URL", NOWHERE)];
+        let output = run(&path, &env, &["config", "show"]);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with(
+                "rmqlab: error: RMQLAB_BROKER=prod and RMQLAB_URL are both set in the environment"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("hint: say which on the command line"),
+            "{stderr}"
+        );
+        for settled in [&["--broker", "prod"][..], &["--url", NOWHERE]] {
+            let output = run(&path, &env, &[settled, &["config", "show"]].concat());
+            assert_code(&output, 0);
+        }
+        // AMQP_URL, which other tools set too, is simply beaten by the section.
+        let output = run(
+            &path,
+            // An empty variable counts as unset.
+            &[
+                ("RMQLAB_BROKER", "prod"),
+                ("RMQLAB_URL", ""),
+                ("AMQP_URL", NOWHERE),
+            ],
+            &["config", "show"],
+        );
+        assert_code(&output, 0);
+        let urls = setting(&text(&output.stdout), "urls");
+        assert!(urls.contains("section broker.prod"), "{urls}");
+    }
+
+    #[test]
+    fn the_tls_files_of_a_section_are_the_ones_read_and_the_variables_come_after() {
+        let dir = common::scratch_dir();
+        let path = write_config(
+            dir.path(),
+            "[broker.t]\nurl = \"amqps://127.0.0.1:1\"\ntls_ca_file = \"missing-ca.pem\"\n",
+            0o600,
+        );
+        let env = [("RMQLAB_TLS_CA_FILE", "/from/env/ca.pem")];
+        let output = run(&path, &env, &["--broker", "t", "hello", "send"]);
+        assert_code(&output, 66);
+        assert!(
+            text(&output.stderr).starts_with(&format!(
+                "rmqlab: error: cannot read {}/missing-ca.pem\n",
+                dir.path().display()
+            )),
+            "{}",
+            text(&output.stderr)
+        );
+        let output = run(&path, &env, &["config", "show"]);
+        assert_eq!(
+            setting(&text(&output.stdout), "tls_ca_file"),
+            "tls_ca_file /from/env/ca.pem env RMQLAB_TLS_CA_FILE"
+        );
+        let output = run(
+            &path,
+            &[("RMQLAB_TLS_INSECURE", "maybe")],
+            &["config", "show"],
+        );
+        assert_code(&output, 2);
+    }
+
+    #[test]
+    fn without_a_broker_the_default_file_is_not_read() {
+        let dir = common::scratch_dir();
+        fs::create_dir(dir.path().join("rmqlab")).unwrap();
+        fs::write(dir.path().join("rmqlab/config.toml"), "not toml [").unwrap();
+        let output = rmqlab()
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("RMQLAB_URL", NOWHERE)
+            .args(["hello", "send"])
+            .output()
+            .unwrap();
+        assert_code(&output, 69);
+    }
+
+    #[test]
+    fn a_file_others_can_read_that_holds_a_password_warns() {
+        let dir = common::scratch_dir();
+        for mode in [0o644, 0o640] {
+            let path = prod(dir.path(), mode);
+            let output = run(&path, &[], &["-q", "--broker", "prod", "config", "show"]);
+            assert_code(&output, 0);
+            assert_eq!(
+                text(&output.stderr),
+                format!(
+                    " [!] {0} holds a password and other users can read it: chmod 600 {0}\n",
+                    path.display()
+                )
+            );
+        }
+        let path = prod(dir.path(), 0o600);
+        let output = run(&path, &[], &["--broker", "prod", "config", "show"]);
+        assert_eq!(text(&output.stderr), "");
+        // Without a password, reading it is no secret.
+        let path = write_config(dir.path(), "[broker.a]\nurl = \"amqp://u@h\"\n", 0o644);
+        let output = run(&path, &[], &["--broker", "a", "config", "show"]);
+        assert_eq!(text(&output.stderr), "");
+    }
+
+    #[test]
+    fn a_broken_file_is_one_line_with_its_file_and_line_and_exit_78() {
+        let dir = common::scratch_dir();
+        for (content, message) in [
+            (
+                format!("[broker.a]\nurl = \"amqp://h\"\npassword = {SECRET}\n"),
+                ":3: ",
+            ),
+            (
+                "[broker.a]\nurl = \"amqp://h\"\n\nurlz = \"amqp://elsewhere\"\n".into(),
+                ":4: unknown key `urlz`, expected one of `url`, `urls`",
+            ),
+            (
+                format!("[broker.a]\ntls_insecure = \"{SECRET}\"\n"),
+                ":2: invalid type: string, expected a boolean",
+            ),
+            (
+                "[brokers.a]\n".into(),
+                ":1: unknown key `brokers`, expected `broker`",
+            ),
+        ] {
+            let path = write_config(dir.path(), &content, 0o600);
+            for args in [&["--broker", "a", "hello", "send"][..], &["config", "show"]] {
+                let output = run(&path, &[], args);
+                assert_code(&output, 78);
+                let stderr = text(&output.stderr);
+                assert!(
+                    stderr.starts_with(&format!("rmqlab: error: {}{message}", path.display())),
+                    "{content}: {stderr}"
+                );
+                assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_broker_lists_the_known_ones_and_a_missing_file_is_66() {
+        let dir = common::scratch_dir();
+        let path = prod(dir.path(), 0o600);
+        let output = run(&path, &[], &["--broker", "prdo", "hello", "send"]);
+        assert_code(&output, 78);
+        assert_eq!(
+            text(&output.stderr),
+            format!(
+                "rmqlab: error: no broker 'prdo' in {}: it has dev, prod, slow\n",
+                path.display()
+            )
+        );
+        let missing = dir.path().join("absent.toml");
+        for args in [
+            &["--broker", "prod", "hello", "send"][..],
+            &["config", "show"],
+        ] {
+            let output = run(&missing, &[], args);
+            assert_code(&output, 66);
+            let stderr = text(&output.stderr);
+            assert!(
+                stderr.starts_with(&format!(
+                    "rmqlab: error: cannot read the config file {}\n",
+                    missing.display()
+                )),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains("hint: write one with a [broker.NAME] section"),
+                "{stderr}"
+            );
+        }
+        // --broker without --config reads the default file: XDG_CONFIG_HOME's.
+        let output = rmqlab()
+            .env("XDG_CONFIG_HOME", dir.path())
+            .args(["--broker", "prod", "hello", "send"])
+            .output()
+            .unwrap();
+        assert_code(&output, 66);
+        let expected = format!("{}/rmqlab/config.toml", dir.path().display());
+        assert!(
+            text(&output.stderr).contains(&expected),
+            "{}",
+            text(&output.stderr)
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_a_section_names_the_section_and_hides_the_password() {
+        let dir = common::scratch_dir();
+        let path = write_config(
+            dir.path(),
+            &format!("[broker.a]\nurls = [\"amqp://h1\", \"amqp://u:{SECRET}@h2:99999\"]\n"),
+            0o600,
+        );
+        let output = run(&path, &[], &["--broker", "a", "hello", "send"]);
+        assert_code(&output, 2);
+        assert_eq!(
+            text(&output.stderr),
+            format!(
+                "rmqlab: error: invalid broker URI 'amqp://u:****@h2:99999' (URL 2 of 2 in urls \
+                 of [broker.a] in {}): invalid port number\n",
+                path.display()
+            )
+        );
+        let path = write_config(
+            dir.path(),
+            "[broker.a]\nurl = \"amqps://h\"\ntls_cert_file = \"/c.pem\"\n",
+            0o600,
+        );
+        let output = run(&path, &[], &["--broker", "a", "hello", "send"]);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains(&format!(
+                "a client certificate or key from tls_cert_file of [broker.a] in {} needs a \
+                 --tls-key-file too",
+                path.display()
+            )),
+            "{}",
+            text(&output.stderr)
+        );
+        // An option gives the other half; alone, it is as incomplete.
+        let output = run(
+            &path,
+            &[],
+            &[
+                "--broker",
+                "a",
+                "--tls-key-file",
+                "/k.pem",
+                "config",
+                "show",
+            ],
+        );
+        assert_code(&output, 0);
+        let stdout = text(&output.stdout);
+        assert_eq!(
+            setting(&stdout, "tls_cert_file"),
+            "tls_cert_file /c.pem section broker.a"
+        );
+        assert_eq!(
+            setting(&stdout, "tls_key_file"),
+            "tls_key_file /k.pem flag --tls-key-file"
+        );
+        let output = run(&path, &[], &["--tls-key-file", "/k.pem", "hello", "send"]);
+        assert_code(&output, 2);
+        assert!(
+            text(&output.stderr).contains("from --tls-key-file needs a --tls-cert-file too"),
+            "{}",
+            text(&output.stderr)
+        );
+    }
 }

@@ -637,3 +637,268 @@ fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() 
         .collect();
     assert_eq!(distinct, (1..=1000).collect(), "every line arrived");
 }
+
+/// `amqp://guest:****@127.0.0.1:PORT/%2f`: how rmqlab shows a node's URL.
+fn shown(node: &OwnNode) -> String {
+    format!("amqp://guest:****@127.0.0.1:{}/%2f", node.port)
+}
+
+/// Two nodes of the test's own, not clustered (each holds its own queue), given to one worker
+/// as a list: it works on the first, goes to the second when the first stops, and back to the
+/// first when both stopped and the first returns. `--idle-timeout` does not run while it
+/// reconnects, however long that takes; none back within `--reconnect-timeout` is 75.
+#[test]
+fn a_worker_fails_over_along_its_url_list_and_idle_time_waits_while_reconnecting() {
+    let _serial = serial();
+    let a = OwnNode::start("urls-a");
+    let b = OwnNode::start("urls-b");
+    let list = format!("{}, {}", a.url(), b.url());
+    let send = |node: &OwnNode, body: &str| {
+        let output = on_node(node, &["task", "new", "--queue", "failover", body])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    };
+    let idle = Duration::from_secs(10);
+    let mut worker = Running::spawn(rmqlab().env("RMQLAB_URL", &list).args([
+        "-v",
+        "task",
+        "work",
+        "--queue",
+        "failover",
+        "--dot-duration",
+        "0s",
+        "--idle-timeout",
+        "10s",
+        "--reconnect-timeout",
+        "2m",
+        "-o",
+        "body",
+    ]));
+    worker.wait_for_stderr(&format!("rmqlab: connected to {}", shown(&a)), WAIT);
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    send(&a, "one");
+    assert_eq!(worker.next_line(WAIT), "one");
+
+    // The first node stops: the second, tried first, takes over.
+    a.ctl(&["-q", "stop_app"]);
+    worker.wait_for_stderr(&format!("rmqlab: connected to {}", shown(&b)), WAIT);
+    let stderr = worker.wait_for_stderr("Reconnected", WAIT);
+    assert!(
+        stderr.contains(&format!(
+            "reconnecting to whichever of the 2 URLs answers, from {} on (attempt 1)",
+            shown(&b)
+        )),
+        "{stderr}"
+    );
+    send(&b, "two");
+    assert_eq!(worker.next_line(WAIT), "two");
+
+    // Both stopped for longer than the idle timeout: the worker keeps trying, around the
+    // list, and takes the next task once the first node is back.
+    b.ctl(&["-q", "stop_app"]);
+    let stopped_at = Instant::now();
+    worker.wait_for_stderr("(attempt 8)", WAIT);
+    assert!(stopped_at.elapsed() > idle, "{:?}", stopped_at.elapsed());
+    a.ctl(&["-q", "start_app"]);
+    send(&a, "three");
+    assert_eq!(worker.next_line(WAIT), "three");
+    let (code, lines, stderr) = worker.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(lines, ["one", "two", "three"]);
+    assert!(
+        stderr.contains(&format!(
+            "reconnecting to whichever of the 2 URLs answers, from {} on (attempt 1)",
+            shown(&a)
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("rmqlab: skipping {}: ", shown(&b))),
+        "{stderr}"
+    );
+
+    // None back in time: 75, saying what each URL answered.
+    let worker = Running::spawn(rmqlab().env("RMQLAB_URL", &list).args([
+        "task",
+        "work",
+        "--queue",
+        "failover",
+        "--reconnect-timeout",
+        "3s",
+    ]));
+    worker.wait_for_stderr("Waiting for messages", WAIT);
+    a.ctl(&["-q", "stop_app"]);
+    let (code, _, stderr) = worker.finish(WAIT);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rmqlab: error: could not reconnect to the broker within 3s\n  caused by: could not \
+             connect to any of the 2 broker URLs\n"
+        ),
+        "{stderr}"
+    );
+    for node in [&a, &b] {
+        assert!(
+            stderr.contains(&format!("cannot reach the broker at {}", shown(node))),
+            "{stderr}"
+        );
+    }
+}
+
+/// `queues move` of 10,000 messages whose connection is closed once mid-way, on a node of the
+/// test's own: it reconnects and carries on; the destination holds every body at least once,
+/// with its properties and headers, the source is empty, and the summary says how many messages
+/// were published again (at least as many as the destination holds twice).
+#[test]
+fn move_carries_on_after_its_connection_is_closed_mid_way() {
+    use lapin::{
+        BasicProperties, Connection, ConnectionProperties,
+        options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
+        types::{AMQPValue, FieldTable, LongString},
+    };
+    const COUNT: u32 = 10_000;
+    let _serial = serial();
+    let node = OwnNode::start("move");
+    let url = node.url();
+    let connect = || async {
+        Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .expect("connect to the test's own node")
+    };
+    let padding = "p".repeat(1000);
+    broker::block_on(async {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        for queue in ["src", "dst"] {
+            let options = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+                .unwrap();
+        }
+        channel.confirm_select(Default::default()).await.unwrap();
+        let mut confirms = Vec::new();
+        for n in 1..=COUNT {
+            let mut headers = FieldTable::default();
+            headers.insert("x-n".into(), AMQPValue::LongLongInt(n.into()));
+            headers.insert("x-tag".into(), AMQPValue::LongString(LongString::from("t")));
+            let properties = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("text/plain".into())
+                .with_message_id(n.to_string().into())
+                .with_headers(headers);
+            let body = format!("{n} {padding}");
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        "src".into(),
+                        BasicPublishOptions::default(),
+                        body.as_bytes(),
+                        properties,
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack());
+        }
+        let _ = connection.close(200, "OK".into()).await;
+    });
+
+    let mover = Running::start(&["--url", &url, "queues", "move", "src", "dst"]);
+    // Mid-way: once the destination holds some, and long before the source is empty.
+    let depth = |queue: &str| {
+        broker::block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let depth = channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+                .unwrap()
+                .message_count();
+            let _ = connection.close(200, "OK".into()).await;
+            depth
+        })
+    };
+    eventually(WAIT, "the move to begin", || depth("dst") >= 500);
+    // Only rmqlab is connected to this node now.
+    node.ctl(&["-q", "close_all_connections", "closed by the test"]);
+    let (code, lines, stderr) = mover.finish(Duration::from_secs(120));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(" [*] Reconnected"),
+        "closed mid-way: {stderr}"
+    );
+    assert_eq!(depth("src"), 0, "the source is empty");
+
+    let moved: Vec<lapin::message::Delivery> = broker::block_on(async {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        let mut all = Vec::new();
+        while let Some(message) = channel
+            .basic_get("dst".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            all.push(message.delivery);
+        }
+        let _ = connection.close(200, "OK".into()).await;
+        all
+    });
+    let mut seen = BTreeSet::new();
+    for delivery in &moved {
+        let body = text(&delivery.data);
+        let n: u32 = body.split(' ').next().unwrap().parse().unwrap();
+        assert_eq!(body, format!("{n} {padding}"));
+        let properties = &delivery.properties;
+        assert_eq!(properties.delivery_mode(), &Some(2));
+        assert_eq!(
+            properties.content_type().as_ref().unwrap().as_str(),
+            "text/plain"
+        );
+        assert_eq!(
+            properties.message_id().as_ref().unwrap().as_str(),
+            n.to_string()
+        );
+        let headers = properties.headers().as_ref().unwrap().inner();
+        assert_eq!(headers.get("x-n"), Some(&AMQPValue::LongLongInt(n.into())));
+        assert_eq!(
+            headers.get("x-tag"),
+            Some(&AMQPValue::LongString(LongString::from("t")))
+        );
+        seen.insert(n);
+    }
+    assert_eq!(seen, (1..=COUNT).collect(), "every body arrived");
+    let twice = moved.len() - COUNT as usize;
+    let summary = lines.join("\n");
+    let republished: usize = match summary.split("; ").nth(1) {
+        Some(rest) => rest.split(' ').next().unwrap().parse().unwrap(),
+        None => 0,
+    };
+    // Each message counted as moved was confirmed at the destination once.
+    let counted: usize = summary
+        .strip_prefix(" [x] Moved ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {summary}"));
+    assert!(
+        (COUNT as usize..=moved.len()).contains(&counted),
+        "{counted} counted, {} arrived: {summary}",
+        moved.len()
+    );
+    assert!(
+        republished >= twice,
+        "{twice} duplicate(s), {republished} reported: {summary}"
+    );
+    eprintln!("moved {}, duplicates {twice}: {summary}", moved.len());
+}

@@ -83,6 +83,17 @@ fn completions_command_prints_the_committed_script() {
     assert_eq!(output.stdout, committed);
 }
 
+/// PATH with the directory of the rmqlab under test first: the completion scripts call
+/// `rmqlab` to answer each Tab.
+fn path_with_rmqlab() -> std::ffi::OsString {
+    let bin = Path::new(env!("CARGO_BIN_EXE_rmqlab")).parent().unwrap();
+    let mut paths = vec![bin.to_path_buf()];
+    paths.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(paths).unwrap()
+}
+
 /// What bash completes for `line` (completing its last word) after sourcing the script.
 fn bash_complete(line: &str) -> String {
     let script = r#"
@@ -91,11 +102,12 @@ fn bash_complete(line: &str) -> String {
         [[ "$1" == *" " ]] && COMP_WORDS+=("")
         COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
         COMP_LINE="$1"; COMP_POINT=${#1}
-        _rmqlab rmqlab "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
+        _clap_complete_rmqlab rmqlab "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
         echo "${COMPREPLY[*]}"
     "#;
     let output = Command::new("bash")
         .current_dir(ROOT)
+        .env("PATH", path_with_rmqlab())
         .args(["-c", script, "bash", line])
         .output()
         .unwrap();

@@ -223,33 +223,56 @@ async fn publish_copy(
     delivery: &Delivery,
     headers: FieldTable,
 ) -> Result<()> {
-    let refused = |reason: String| Error::Forward {
-        queue: queue.to_string(),
-        reason,
-    };
     let properties = delivery.properties.clone().with_headers(headers);
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
-    let confirmation = channel
-        .basic_publish("".into(), queue.into(), options, &delivery.data, properties)
+    let confirmation = publish_unconfirmed(channel, "", queue, &delivery.data, properties)
         .await
         .map_err(Error::broker(format!("cannot publish to queue '{queue}'")))?
         .await
         .map_err(Error::broker(format!(
             "lost the broker's confirm of a publish to queue '{queue}'"
         )))?;
+    match refusal(confirmation) {
+        Some(reason) => Err(Error::Forward {
+            queue: queue.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Publishes `body` with `properties` on `channel` (in confirm mode), `mandatory` so that a
+/// message no queue takes comes back: the broker's answer is awaited apart.
+pub(super) async fn publish_unconfirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) -> lapin::Result<lapin::PublisherConfirm> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body,
+            properties,
+        )
+        .await
+}
+
+/// Why the broker did not take a message it answered: nacked, or returned unroutable; `None`
+/// when it took it.
+pub(super) fn refusal(confirmation: lapin::Confirmation) -> Option<String> {
     if confirmation.is_nack() {
-        return Err(refused("the broker nacked it".into()));
+        return Some("the broker nacked it".into());
     }
-    if let Some(returned) = confirmation.take_message() {
-        return Err(refused(format!(
-            "returned {} {}",
-            returned.reply_code, returned.reply_text
-        )));
-    }
-    Ok(())
+    confirmation
+        .take_message()
+        .map(|returned| format!("returned {} {}", returned.reply_code, returned.reply_text))
 }
 
 /// Deliveries handled but not yet acked; acked together with `multiple` once output is flushed.

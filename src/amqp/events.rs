@@ -12,6 +12,13 @@ pub enum Event<'a> {
         name: &'a str,
         how: &'a str,
     },
+    /// Of several URLs, this one failed (`error`): the next is tried.
+    Skipped {
+        url: &'a BrokerUrl,
+        error: &'a Error,
+    },
+    /// Of several URLs, this one answered.
+    Connected { url: &'a BrokerUrl },
     /// `--tls-insecure`: the server's certificate is not verified.
     TlsUnverified,
     /// An exchange or queue was declared as rmqlab describes it (created, or found equal).
@@ -35,11 +42,13 @@ pub enum Event<'a> {
     },
     /// The one-message path gave the message to the general one.
     HandedOver { reason: &'a str },
-    /// The connection was lost (or an attempt failed); attempt `attempt` to reconnect starts.
+    /// The connection was lost (or an attempt failed); attempt `attempt` to reconnect starts,
+    /// at `url`, the first to try of `urls` URLs.
     Reconnecting {
         attempt: u32,
         error: &'a Error,
         url: &'a BrokerUrl,
+        urls: usize,
     },
     /// Connected again, with everything declared again.
     Reconnected,

@@ -11,6 +11,7 @@ pub mod reconnect;
 pub mod rpc;
 pub mod stream;
 pub mod topology;
+pub mod transfer;
 
 use crate::{
     context::Context,
@@ -49,25 +50,52 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects within `--connect-timeout` and opens a channel. `name` shows in the management
-    /// UI and in `rabbitmqctl list_connections client_properties`.
+    /// Connects and opens a channel: to the first URL of `--url` that answers, from the one in
+    /// use on (see [`crate::uri::BrokerUrls::attempt_order`]), each within `--connect-timeout`, saying why
+    /// it skipped the others. `name` shows in the management UI and in `rabbitmqctl
+    /// list_connections client_properties`.
     pub async fn connect(ctx: &Context, name: &str, observer: &dyn Observer) -> Result<Session> {
-        observer.observe(Event::Connecting {
-            url: &ctx.url,
-            name,
-            how: "",
-        });
+        let mut failures = Vec::new();
+        for (index, url) in ctx.urls.attempt_order() {
+            match Session::connect_to(ctx, url, name, observer).await {
+                Ok(session) => {
+                    ctx.urls.use_index(index);
+                    if ctx.urls.count() > 1 {
+                        observer.observe(Event::Connected { url });
+                    }
+                    return Ok(session);
+                }
+                Err(error @ Error::Interrupted(_)) => return Err(error),
+                Err(error) if ctx.urls.count() > 1 => {
+                    observer.observe(Event::Skipped { url, error: &error });
+                    failures.push(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(Error::no_url_connected("broker URLs", failures))
+    }
+
+    /// Connects to `url` within `--connect-timeout` and opens a channel.
+    async fn connect_to(
+        ctx: &Context,
+        url: &BrokerUrl,
+        name: &str,
+        observer: &dyn Observer,
+    ) -> Result<Session> {
+        observer.observe(Event::Connecting { url, name, how: "" });
         let properties = ConnectionProperties::default()
             .with_connection_name(name.into())
             .with_client_property("product".into(), "rmqlab".into())
             .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
-        let attempt = tokio::time::timeout(ctx.connect_timeout, connect(ctx, properties, observer));
+        let attempt =
+            tokio::time::timeout(ctx.connect_timeout, connect(ctx, url, properties, observer));
         // Nothing is done yet: Ctrl-C stops at once, not after --connect-timeout.
         let attempt = signals::unless_interrupted(attempt).await;
         let connection = match attempt.map_err(Error::Interrupted)? {
             Err(_elapsed) => {
                 return Err(Error::ConnectTimeout {
-                    url: ctx.url.to_string(),
+                    url: url.to_string(),
                     after: ctx.connect_timeout,
                 });
             }
@@ -129,6 +157,25 @@ impl Session {
         Ok((declared.message_count(), declared.consumer_count()))
     }
 
+    /// Checks that an exchange exists (a passive declaration).
+    pub async fn inspect_exchange(&self, exchange: &str) -> Result<()> {
+        let options = lapin::options::ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .exchange_declare(
+                exchange.into(),
+                lapin::ExchangeKind::Direct,
+                options,
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map_err(Error::broker(format!(
+                "cannot inspect exchange '{exchange}'"
+            )))
+    }
+
     /// Replaces a channel the broker closed (after a refused declaration) with a new one.
     pub async fn reopen_channel(&mut self) -> Result<()> {
         self.channel = self
@@ -182,16 +229,17 @@ async fn enable_confirms(channel: &Channel) -> Result<()> {
 /// Connects in plain TCP, or (amqps://) through rmqlab's own TLS configuration.
 async fn connect(
     ctx: &Context,
+    url: &BrokerUrl,
     properties: ConnectionProperties,
     observer: &dyn Observer,
 ) -> Result<Connection> {
-    let mut uri = ctx.url.amqp_uri().clone();
+    let mut uri = url.amqp_uri().clone();
     // lapin sizes its two frame buffers (32 frames each) for the frame size it asks for, and
     // zero-fills them again when the broker's Tune grows that size: 8 MiB written at start-up,
     // 4 ms of a 10 ms `hello send`. Asking for the broker's default frame size up front gets
     // buffers the kernel zeroes lazily. The URL's own `?frame_max=` still wins.
     uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
-    let tls = match ctx.url.is_tls() {
+    let tls = match url.is_tls() {
         true => {
             if ctx.tls.insecure {
                 observer.observe(Event::TlsUnverified);
@@ -226,7 +274,7 @@ async fn connect(
         properties,
     )
     .await
-    .map_err(|source| connect_error(source, &ctx.url))
+    .map_err(|source| connect_error(source, url))
 }
 
 /// Classifies a failed connection attempt (also a refusal the one-message path received).

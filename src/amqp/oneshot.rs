@@ -21,7 +21,7 @@ use super::{
     publish::Publication,
     topology::{Refusal, Topology},
 };
-use crate::{context::Context, error::Error};
+use crate::{context::Context, error::Error, uri::BrokerUrl};
 use amq_protocol::{
     frame::{AMQPContentHeader, AMQPFrame, ProtocolVersion, WriteContext, gen_frame, parse_frame},
     protocol::{AMQPClass, AMQPError, basic, channel, confirm, connection, exchange, queue},
@@ -44,6 +44,8 @@ pub enum Handover {
     Lost(Error),
     /// A failure to report as it is (the lapin path would only meet it again).
     Failed(Error),
+    /// Of several URLs, `url` failed (nothing was sent): the lapin path tries the others.
+    Skipped { url: BrokerUrl, error: Error },
 }
 
 type Step<T> = std::result::Result<T, Handover>;
@@ -56,7 +58,7 @@ const FRAME_END: usize = 1;
 /// The channel the message goes out on.
 const CHANNEL: u16 = 1;
 
-/// Connects, declares and publishes `body`, and returns once the broker confirmed it and the
+/// Connects, declares and publishes `message`, and returns once the broker confirmed it and the
 /// connection is closed. No confirm within `confirm_timeout` fails ([`Error::ConfirmTimeout`]).
 pub async fn publish(
     ctx: &Context,
@@ -64,10 +66,10 @@ pub async fn publish(
     connection_name: &str,
     topology: &Topology,
     target: &Publication<'_>,
-    body: &[u8],
+    message: &crate::message::Message,
     confirm_timeout: Option<Duration>,
 ) -> Step<()> {
-    let uri = ctx.url.amqp_uri();
+    let uri = ctx.url().amqp_uri();
     if uri
         .query
         .auth_mechanism
@@ -82,14 +84,17 @@ pub async fn publish(
         return Err(Handover::Untouched("a queue named by the broker".into()));
     };
     observer.observe(Event::Connecting {
-        url: &ctx.url,
+        url: ctx.url(),
         name: connection_name,
         how: " (one message, pipelined)",
     });
     let connected = async {
         let stream = TcpStream::connect((uri.authority.host.as_str(), uri.authority.port))
             .await
-            .map_err(|error| Handover::Untouched(format!("cannot connect: {error}")))?;
+            .map_err(|error| match ctx.urls.count() {
+                1 => Handover::Untouched(format!("cannot connect: {error}")),
+                _ => to_others(ctx, connect_error(error.into(), ctx.url())),
+            })?;
         stream
             .set_nodelay(true)
             .map_err(|error| Handover::Untouched(format!("cannot set TCP_NODELAY: {error}")))?;
@@ -100,23 +105,26 @@ pub async fn publish(
         .await
         .map_err(|stop| Handover::Failed(Error::Interrupted(stop)))?;
     let (wire, tune) = connected.map_err(|_elapsed| {
-        Handover::Failed(Error::ConnectTimeout {
-            url: ctx.url.to_string(),
-            after: ctx.connect_timeout,
-        })
+        to_others(
+            ctx,
+            Error::ConnectTimeout {
+                url: ctx.url().to_string(),
+                after: ctx.connect_timeout,
+            },
+        )
     })??;
-    let message = Message {
+    let message = OneMessage {
         target,
-        body,
+        message,
         confirm_timeout,
     };
     send_and_confirm(wire, tune, ctx, observer, topology, declarations, &message).await
 }
 
 /// The message of [`publish`], and how long its confirm may take.
-struct Message<'a> {
+struct OneMessage<'a> {
     target: &'a Publication<'a>,
-    body: &'a [u8],
+    message: &'a crate::message::Message,
     confirm_timeout: Option<Duration>,
 }
 
@@ -140,7 +148,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let start_ok = connection::StartOk {
         client_properties: client_properties(connection_name),
         mechanism: "PLAIN".into(),
-        response: format!("\0{}\0{}", ctx.url.user(), ctx.url.password()).into(),
+        response: format!("\0{}\0{}", ctx.url().user(), ctx.url().password()).into(),
         locale: "en_US".into(),
     };
     wire.send(&[method(
@@ -162,10 +170,10 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
     observer: &dyn Observer,
     topology: &Topology,
     declarations: Vec<AMQPClass>,
-    message: &Message<'_>,
+    message: &OneMessage<'_>,
 ) -> Step<()> {
-    let (target, body) = (message.target, message.body);
-    let uri = ctx.url.amqp_uri();
+    let (target, body) = (message.target, message.message.body.as_slice());
+    let uri = ctx.url().amqp_uri();
     let ours = uri.query.frame_max.unwrap_or(DEFAULT_FRAME_MAX);
     let frame_max = match tune.frame_max {
         0 => ours,
@@ -185,7 +193,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
         method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
-                virtual_host: ctx.url.vhost().into(),
+                virtual_host: ctx.url().vhost().into(),
             })),
         ),
         method(
@@ -205,7 +213,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
             CHANNEL,
             AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
                 exchange: target.exchange.into(),
-                routing_key: target.routing_key_of(body).as_ref().into(),
+                routing_key: target.routing_key_of(message.message).as_ref().into(),
                 mandatory: true,
                 immediate: false,
             })),
@@ -215,7 +223,7 @@ async fn send_and_confirm<S: AsyncRead + AsyncWrite + Unpin>(
             AMQPContentHeader {
                 class_id: 60,
                 body_size: body.len() as u64,
-                properties: target.properties(),
+                properties: target.properties_of(message.message),
             },
         ),
     ]);
@@ -279,8 +287,21 @@ fn unexpected(ctx: &Context, expected: &str, got: &(u16, AMQPClass)) -> Handover
 /// A broker's connection.close before the connection opened: reported as lapin's would be.
 fn refused_connection(ctx: &Context, close: &connection::Close) -> Handover {
     match broker_error(close.reply_code, close.reply_text.as_str()) {
-        Some(source) => Handover::Failed(connect_error(source, &ctx.url)),
+        Some(source) => to_others(ctx, connect_error(source, ctx.url())),
         None => Handover::Untouched(closed_connection(close)),
+    }
+}
+
+/// A failure to connect to the first URL: final when it is the only one, else the general path
+/// tries the others first, this one last.
+fn to_others(ctx: &Context, error: Error) -> Handover {
+    match ctx.urls.count() {
+        1 => Handover::Failed(error),
+        _ => {
+            let url = ctx.url().clone();
+            ctx.urls.move_past_in_use();
+            Handover::Skipped { url, error }
+        }
     }
 }
 
@@ -557,14 +578,15 @@ mod tests {
     fn context() -> Context {
         let url = BrokerUrl::parse("amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
         Context {
-            stream_url: crate::uri::StreamUrl::from_broker(&url),
-            url,
+            stream_url_given: None,
+            urls: crate::uri::BrokerUrls::single(url),
             reconnect_timeout: Duration::from_secs(1),
             tls: TlsSettings::default(),
             api_url: None,
             connect_timeout: Duration::from_secs(5),
             api_timeout: Duration::from_secs(5),
             status: Status::silent(),
+            default_vhost: None,
         }
     }
 
@@ -724,9 +746,10 @@ mod tests {
         let outcome = async {
             let (wire, tune) = handshake(Wire::new(client), &ctx, "rmqlab test").await?;
             let declarations = topology.methods().unwrap();
-            let message = Message {
+            let hi = crate::message::Message::from(b"hi".to_vec());
+            let message = OneMessage {
                 target: &TARGET,
-                body: b"hi",
+                message: &hi,
                 confirm_timeout: None,
             };
             send_and_confirm(

@@ -11,6 +11,7 @@ use crate::{
     context::Context,
     error::{Error, Result},
     input::Messages,
+    message::Message,
     signals::{Interrupts, Stop},
 };
 use futures_lite::StreamExt;
@@ -37,22 +38,27 @@ pub struct Publication<'a> {
 pub enum RoutingKey<'a> {
     /// The same key for every message.
     Fixed(&'a str),
+    /// This key, unless a message carries its own (`--input json`).
+    Given(&'a str),
     /// Each message's body is its own routing key (to find out which keys a binding routes).
     Body,
 }
 
 impl Publication<'_> {
-    /// The routing key of the message with this body.
-    pub fn routing_key_of<'b>(&'b self, body: &'b [u8]) -> std::borrow::Cow<'b, str> {
-        match self.routing_key {
-            RoutingKey::Fixed(key) => key.into(),
-            RoutingKey::Body => String::from_utf8_lossy(body),
+    /// The routing key of `message`.
+    pub fn routing_key_of<'b>(&'b self, message: &'b Message) -> std::borrow::Cow<'b, str> {
+        match (self.routing_key, &message.routing_key) {
+            (RoutingKey::Fixed(key), _) | (RoutingKey::Given(key), None) => key.into(),
+            (RoutingKey::Given(_), Some(own)) => own.as_str().into(),
+            (RoutingKey::Body, _) => String::from_utf8_lossy(&message.body),
         }
     }
 
-    pub fn properties(&self) -> BasicProperties {
-        let properties = BasicProperties::default();
-        if self.persistent {
+    /// The properties `message` is published with: its own, and delivery mode 2 when the
+    /// publication is persistent and the message does not say.
+    pub fn properties_of(&self, message: &Message) -> BasicProperties {
+        let properties = message.properties.as_deref().cloned().unwrap_or_default();
+        if self.persistent && properties.delivery_mode().is_none() {
             properties.with_delivery_mode(2)
         } else {
             properties
@@ -88,7 +94,7 @@ pub struct Published {
 /// Told of each message's fate, in input order.
 pub trait Confirmations {
     /// The broker confirmed message `number` (the first input message is 1).
-    fn confirmed(&mut self, number: u64, body: &[u8]) -> Result<()>;
+    fn confirmed(&mut self, number: u64, message: &Message) -> Result<()>;
     /// A message was taken by no queue ([`Unroutable::IsDropped`]); `routing_key` is the one it
     /// was returned with. It is reported before a confirm, but with several messages in flight
     /// not necessarily before its own: lapin pairs each returned message with the next confirm
@@ -205,6 +211,10 @@ async fn report_blocking(session: &Session, observer: &dyn Observer) -> Infallib
     std::future::pending().await
 }
 
+/// The wait before sending again what a queue refused while failing over: about what a quorum
+/// queue takes to elect a new leader.
+const NACK_PAUSE: Duration = Duration::from_secs(1);
+
 /// How a publish run begins.
 pub enum Start {
     /// Connect and declare first.
@@ -241,7 +251,13 @@ pub async fn publish_all<C: Confirmations>(
             Err(lost)
         }
     };
+    // Until when a nack counts as part of the failover that the last lost connection started
+    // (`--reconnect-timeout` after it): a quorum queue whose leader was on the lost node refuses
+    // what it is sent until it has elected another, and those messages are sent again, as
+    // unconfirmed ones are, after a pause. A nack after that is final.
+    let mut failing_over_until: Option<Instant> = None;
     loop {
+        let mut nacked_while_failing_over = false;
         let lost = match opened {
             Ok(session) => {
                 let outcome = tokio::select! {
@@ -262,11 +278,23 @@ pub async fn publish_all<C: Confirmations>(
                         return window.stopped(watch);
                     }
                     Err(lost) if lost.is_connection_loss() => lost,
+                    Err(nacked @ Error::Nacked { .. })
+                        if failing_over_until.is_some_and(|until| Instant::now() < until) =>
+                    {
+                        session.close().await;
+                        nacked_while_failing_over = true;
+                        nacked
+                    }
                     Err(error) => return Err(window.interrupted(error)),
                 }
             }
             Err(lost) => lost,
         };
+        if nacked_while_failing_over {
+            tokio::time::sleep(NACK_PAUSE).await;
+        } else {
+            failing_over_until = Some(Instant::now() + ctx.reconnect_timeout);
+        }
         let reopened = reconnect::reopen(
             ctx,
             observer,
@@ -299,7 +327,7 @@ async fn open(ctx: &Context, observer: &dyn Observer, plan: &Plan<'_>) -> Result
 
 /// A message read from the input and not yet confirmed by the broker.
 struct Entry {
-    body: Vec<u8>,
+    message: Message,
     /// Set once it is published on the current connection.
     confirm: Option<PublisherConfirm>,
 }
@@ -347,7 +375,6 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         messages: &mut Messages,
         watch: &mut Watch<'_>,
     ) -> Result<()> {
-        let properties = self.target.properties();
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
@@ -358,10 +385,10 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                 let entry = &self.queue[self.sent];
                 let publish = session.channel.basic_publish(
                     self.target.exchange.into(),
-                    self.target.routing_key_of(&entry.body).as_ref().into(),
+                    self.target.routing_key_of(&entry.message).as_ref().into(),
                     options,
-                    &entry.body,
-                    properties.clone(),
+                    &entry.message.body,
+                    self.target.properties_of(&entry.message),
                 );
                 let Some(confirm) = watch.wait(publish, Wait::Confirm).await? else {
                     self.abandoned = true;
@@ -418,8 +445,8 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             };
             match batch {
                 Ok(batch) if batch.is_empty() => self.input_ended = true,
-                Ok(batch) => self.queue.extend(batch.into_iter().map(|body| Entry {
-                    body,
+                Ok(batch) => self.queue.extend(batch.into_iter().map(|message| Entry {
+                    message,
                     confirm: None,
                 })),
                 // Publish what came before it, then report it.
@@ -453,9 +480,10 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
     /// name the message they are about stay as they are.
     fn interrupted(&self, error: Error) -> Error {
         match error {
-            Error::ConfirmTimeout { .. } | Error::LineTooLong { .. } | Error::Input { .. } => {
-                self.stopped_by(error)
-            }
+            Error::ConfirmTimeout { .. }
+            | Error::LineTooLong { .. }
+            | Error::NotAMessage { .. }
+            | Error::Input { .. } => self.stopped_by(error),
             other => other,
         }
     }
@@ -488,11 +516,15 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             return Ok(());
         };
         let number = self.published.confirmed + 1;
-        // On a lost connection the message stays in the window, to be sent again.
+        // On a lost connection, or refused, the message stays in the window, to be sent again
+        // if the caller retries.
         let confirmation = confirm
             .await
             .map_err(|source| confirmation_lost(source, number))?;
-        let Entry { body, .. } = self
+        if confirmation.is_nack() {
+            return Err(Error::Nacked { number });
+        }
+        let Entry { message, .. } = self
             .queue
             .pop_front()
             .expect("the front entry was just awaited");
@@ -500,7 +532,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         settle(
             confirmation,
             number,
-            &body,
+            &message,
             self.target,
             &mut self.published,
             self.confirmations,
@@ -525,7 +557,7 @@ fn confirmation_lost(source: lapin::Error, number: u64) -> Error {
 fn settle<C: Confirmations>(
     confirmation: Confirmation,
     number: u64,
-    body: &[u8],
+    message: &Message,
     target: &Publication<'_>,
     published: &mut Published,
     confirmations: &mut C,
@@ -554,7 +586,7 @@ fn settle<C: Confirmations>(
         }
     }
     published.confirmed = number;
-    confirmations.confirmed(number, body)
+    confirmations.confirmed(number, message)
 }
 
 /// Publishes every message of `messages` on `session` (in confirm mode) with up to
@@ -589,29 +621,28 @@ pub async fn publish_in_batches<C: Confirmations>(
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    let properties = target.properties();
     let mut published = Published::default();
     let mut batch = Vec::with_capacity(batch_size);
     let mut input_ended = false;
     while !input_ended {
-        let bodies = match messages.next().await {
-            Ok(bodies) => bodies,
+        let read = match messages.next().await {
+            Ok(read) => read,
             Err(error) => return Err(messages.error(error)),
         };
-        input_ended = bodies.is_empty();
-        for body in bodies {
+        input_ended = read.is_empty();
+        for message in read {
             let confirm = session
                 .channel
                 .basic_publish(
                     target.exchange.into(),
-                    target.routing_key_of(&body).as_ref().into(),
+                    target.routing_key_of(&message).as_ref().into(),
                     options,
-                    &body,
-                    properties.clone(),
+                    &message.body,
+                    target.properties_of(&message),
                 )
                 .await
                 .map_err(Error::broker("cannot publish"))?;
-            batch.push((body, confirm));
+            batch.push((message, confirm));
             if batch.len() == batch_size {
                 settle_batch(&mut batch, target, &mut published, confirmations).await?;
             }
@@ -624,19 +655,19 @@ pub async fn publish_in_batches<C: Confirmations>(
 
 /// Waits for the confirm of every message of `batch`, in order, and empties it.
 async fn settle_batch<C: Confirmations>(
-    batch: &mut Vec<(Vec<u8>, PublisherConfirm)>,
+    batch: &mut Vec<(Message, PublisherConfirm)>,
     target: &Publication<'_>,
     published: &mut Published,
     confirmations: &mut C,
 ) -> Result<()> {
-    for (body, confirm) in batch.drain(..) {
+    for (message, confirm) in batch.drain(..) {
         let number = published.confirmed + 1;
         settle(
             confirm
                 .await
                 .map_err(|source| confirmation_lost(source, number))?,
             number,
-            &body,
+            &message,
             target,
             published,
             confirmations,

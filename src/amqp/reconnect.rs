@@ -1,4 +1,5 @@
-//! After a lost connection: connect again with backoff, within `--reconnect-timeout`.
+//! After a lost connection: connect again with backoff, within `--reconnect-timeout`, to
+//! whichever URL of `--url` answers first, the one lost last.
 
 use super::events::{Event, Observer};
 use crate::{
@@ -15,7 +16,7 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Runs `open` until it succeeds, reporting each attempt, for up to `--reconnect-timeout`
-/// (each attempt's connect timeout shortened to what remains). An error that a later attempt
+/// (each attempt, over every URL, cut to what remains). An error that a later attempt
 /// cannot get past (a refused login, say) ends it at once; so does running out of time (75).
 /// `None` when an interrupt came first.
 pub async fn reopen<T, Opened>(
@@ -34,11 +35,14 @@ where
     let deadline = Instant::now() + ctx.reconnect_timeout;
     let mut delay = FIRST_DELAY;
     let mut last = lost;
+    // The node just lost is likely down: the others first, it last.
+    ctx.urls.move_past_in_use();
     for attempt in 1.. {
         observer.observe(Event::Reconnecting {
             attempt,
             error: &last,
-            url: &ctx.url,
+            url: ctx.url(),
+            urls: ctx.urls.count(),
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt_ctx = Context {
@@ -51,9 +55,18 @@ where
                 None => std::future::pending().await,
             }
         };
+        // Several URLs are tried in turn, each within the connect timeout: the whole round
+        // still ends at the deadline.
         let opened = tokio::select! {
-            opened = open(attempt_ctx) => opened,
+            opened = tokio::time::timeout(remaining, open(attempt_ctx)) => opened,
             () = interrupted => return Ok(None),
+        };
+        let Ok(opened) = opened else {
+            // What the attempts before met tells why.
+            return Err(Error::ReconnectFailed {
+                after: ctx.reconnect_timeout,
+                source: Box::new(last),
+            });
         };
         match opened {
             Ok(opened) => {

@@ -208,7 +208,7 @@ impl Caller<'_> {
         let mut first = 1u64;
         let mut waiting: HashMap<ShortString, u64> = HashMap::new();
         let mut confirms: VecDeque<(u64, PublisherConfirm)> = VecDeque::new();
-        let mut unsent: VecDeque<Vec<u8>> = VecDeque::new();
+        let mut unsent: VecDeque<crate::message::Message> = VecDeque::new();
         let mut input_ended = false;
         let mut announced = false;
         loop {
@@ -223,12 +223,15 @@ impl Caller<'_> {
             }
             // Send as far as the concurrency allows.
             while pending.len() < self.call.concurrency {
-                let Some(body) = unsent.pop_front() else {
+                let Some(request) = unsent.pop_front() else {
                     break;
                 };
+                let body = request.body;
                 let number = first + pending.len() as u64;
                 let id: ShortString = uuid::Uuid::new_v4().to_string().into();
-                let properties = BasicProperties::default()
+                let properties = request
+                    .properties
+                    .map_or_else(BasicProperties::default, |properties| *properties)
                     .with_correlation_id(id.clone())
                     .with_reply_to(self.reply_to.into())
                     .with_expiration(expiration.clone());

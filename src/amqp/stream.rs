@@ -279,12 +279,12 @@ impl Streams {
                 reading = false;
                 continue;
             }
-            for body in batch {
+            for read in batch {
                 let number = next;
                 next += 1;
                 let sender = sender.clone();
-                let message = Message::builder().body(body.clone()).build();
-                window.pending.push_back(body);
+                let message = Message::builder().body(read.body.clone()).build();
+                window.pending.push_back(read);
                 let sent = producer
                     .send(message, move |status| {
                         let ok = status.is_ok_and(|status| status.confirmed());
@@ -530,8 +530,8 @@ impl Streams {
 /// Messages published and not confirmed yet, reported in order as confirms come.
 #[derive(Default)]
 struct InFlight {
-    /// Bodies from message number `confirmed + 1` on.
-    pending: VecDeque<Vec<u8>>,
+    /// Messages from number `confirmed + 1` on.
+    pending: VecDeque<crate::message::Message>,
     /// Confirmed numbers beyond the first pending one.
     ahead: BTreeSet<u64>,
     confirmed: u64,
@@ -544,9 +544,9 @@ impl InFlight {
         }
         self.ahead.insert(number);
         while self.ahead.remove(&(self.confirmed + 1)) {
-            let body = self.pending.pop_front().unwrap_or_default();
+            let message = self.pending.pop_front().unwrap_or_default();
             self.confirmed += 1;
-            report.confirmed(self.confirmed, &body)?;
+            report.confirmed(self.confirmed, &message)?;
         }
         Ok(())
     }

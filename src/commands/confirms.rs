@@ -15,6 +15,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     input::Messages,
+    message::Message,
     signals::{Interrupts, Stop},
 };
 use comfy_table::{CellAlignment, Table, presets};
@@ -131,7 +132,7 @@ async fn time(
 struct Progress(ProgressBar);
 
 impl Confirmations for Progress {
-    fn confirmed(&mut self, _number: u64, _body: &[u8]) -> Result<()> {
+    fn confirmed(&mut self, _number: u64, _message: &Message) -> Result<()> {
         self.0.inc(1);
         Ok(())
     }

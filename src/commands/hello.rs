@@ -32,7 +32,7 @@ pub async fn run(ctx: &Context, command: HelloCommand) -> Result<Exit> {
                 default_message: "Hello World!",
                 show_key: false,
             };
-            send(ctx, spec, &args.message).await
+            send(ctx, spec, &args.message, &args.properties).await
         }
         HelloCommand::Recv(args) => {
             let spec = Receive {

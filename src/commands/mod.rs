@@ -2,9 +2,13 @@
 //! they share live in `send` and `receive`; what the user sees of the engine's events in
 //! `report`.
 
+pub mod config;
 pub mod confirms;
+pub mod dead_letters;
 pub mod exec;
 pub mod hello;
+pub mod moving;
+pub mod peek;
 pub mod pubsub;
 pub mod queues;
 pub mod receive;
@@ -47,6 +51,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> Result<Exit> {
         Command::Confirms(args) => confirms::run(&Context::new(global)?, args).await,
         Command::Stream(command) => stream::run(&Context::new(global)?, command).await,
         Command::Queues(command) => queues::run(&Context::new(global)?, command).await,
+        Command::Config(command) => config::run(global, command),
         Command::Completions { shell } => {
             print(&generate::completion(shell))?;
             Ok(Exit::Success)

@@ -29,14 +29,14 @@ pub async fn run(ctx: &Context, command: PubsubCommand) -> Result<Exit> {
                 topology: Topology::exchange(fanout(&args.exchange)),
                 target: Publication {
                     exchange: &args.exchange,
-                    routing_key: RoutingKey::Fixed(""),
+                    routing_key: RoutingKey::Given(""),
                     persistent: false,
                     unroutable: Unroutable::IsDropped,
                 },
                 default_message: "info: Hello World!",
                 show_key: false,
             };
-            send(ctx, spec, &args.message).await
+            send(ctx, spec, &args.message, &args.properties).await
         }
         PubsubCommand::Listen(args) => {
             let spec = Receive {

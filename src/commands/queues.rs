@@ -20,11 +20,14 @@ use std::{
 use tokio::time::Instant;
 
 pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
-    let api = Api::new(ctx)?;
+    let api = Api::new(ctx).await?;
     match command {
         QueuesCommand::List(args) => list(ctx, &api, &args).await,
+        QueuesCommand::Peek(args) => super::peek::run(ctx, &api, args).await,
+        QueuesCommand::Move(args) => super::moving::run(ctx, args).await,
+        QueuesCommand::DeadLetters(args) => super::dead_letters::run(ctx, &api, args).await,
         QueuesCommand::Purge(args) => {
-            let vhost = args.vhost.as_deref().unwrap_or(ctx.url.vhost());
+            let vhost = args.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("purging");
             let purged = api.purge_queue(vhost, &args.name).await;
             spinner.finish_and_clear();
@@ -35,7 +38,7 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
             ))
         }
         QueuesCommand::Delete(args) => {
-            let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url.vhost());
+            let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("deleting");
             let name = &args.queue.name;
             let deleted = match api
@@ -74,7 +77,7 @@ async fn delete_quorum_queue_if(
     if_unused: bool,
 ) -> Result<()> {
     let in_vhost = Context {
-        url: ctx.url.with_vhost(vhost),
+        urls: ctx.urls.with_vhost(vhost),
         ..ctx.clone()
     };
     let session = Session::connect(&in_vhost, "rmqlab queues delete", &ctx.status).await?;
@@ -119,9 +122,10 @@ fn refusal(error: Error, queue: &str) -> Error {
 
 async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let on_terminal = io::stdout().is_terminal();
+    let vhost = args.vhost.as_deref().or(ctx.default_vhost.as_deref());
     let columns = match args.columns.is_empty() {
         // JSON objects always name their vhost, as they did before columns could be chosen.
-        true => default_queue_columns(args.vhost.is_none() || args.output == TableFormat::Json),
+        true => default_queue_columns(vhost.is_none() || args.output == TableFormat::Json),
         false => args.columns.clone(),
     };
     let mut fields: Vec<&'static str> = columns.iter().map(|c| c.api_name()).collect();
@@ -140,7 +144,7 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         fields.push(QueueColumn::MessagesReady.api_name());
     }
     let listing = QueueListing {
-        vhost: args.vhost.as_deref(),
+        vhost,
         filter: args.filter.as_deref(),
         fields: &fields,
         stats: columns.iter().chain(&args.sort).any(|c| c.needs_stats()),

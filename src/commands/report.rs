@@ -32,12 +32,27 @@ impl Observer for Status {
             Event::HandedOver { reason } => {
                 self.debug(format_args!("sending through lapin instead: {reason}"));
             }
+            Event::Skipped { url, error } => {
+                self.debug(format_args!("skipping {url}: {}", error.one_line()))
+            }
+            Event::Connected { url } => self.debug(format_args!("connected to {url}")),
             Event::Reconnecting {
                 attempt,
                 error,
                 url,
+                urls: 1,
             } => self.warn(format_args!(
                 " [!] {}; reconnecting to {url} (attempt {attempt})",
+                error.one_line()
+            )),
+            Event::Reconnecting {
+                attempt,
+                error,
+                url,
+                urls,
+            } => self.warn(format_args!(
+                " [!] {}; reconnecting to whichever of the {urls} URLs answers, from {url} on \
+                 (attempt {attempt})",
                 error.one_line()
             )),
             Event::Reconnected => self.info(" [*] Reconnected"),

@@ -12,7 +12,7 @@ use crate::{
         publish::{Publication, RoutingKey, Unroutable},
         topology::{Binding, Exchange, ExchangeKind, Queue, Topology},
     },
-    cli::{ConsumeArgs, ListenQueueArgs, MessageArgs, RoutingCommand},
+    cli::{ConsumeArgs, ListenQueueArgs, MessageArgs, PropertyArgs, RoutingCommand},
     context::Context,
     error::Result,
     exit::Exit,
@@ -27,7 +27,14 @@ pub async fn run(ctx: &Context, command: RoutingCommand) -> Result<Exit> {
                 exchange: &args.exchange,
                 kind: ExchangeKind::Direct,
             };
-            emit(ctx, &exchange, &args.severity, &args.message).await
+            emit(
+                ctx,
+                &exchange,
+                &args.severity,
+                &args.message,
+                &args.properties,
+            )
+            .await
         }
         RoutingCommand::Listen(args) => {
             let exchange = Routed {
@@ -55,20 +62,21 @@ pub(super) async fn emit(
     routed: &Routed<'_>,
     key: &str,
     message: &MessageArgs,
+    properties: &PropertyArgs,
 ) -> Result<Exit> {
     let spec = Send {
         connection_name: routed.command,
         topology: Topology::exchange(Exchange::tutorial(routed.exchange, routed.kind)),
         target: Publication {
             exchange: routed.exchange,
-            routing_key: RoutingKey::Fixed(key),
+            routing_key: RoutingKey::Given(key),
             persistent: false,
             unroutable: Unroutable::IsDropped,
         },
         default_message: "Hello World!",
         show_key: true,
     };
-    send(ctx, spec, message).await
+    send(ctx, spec, message, properties).await
 }
 
 /// Binds a queue once per key (the listener's own exclusive queue, or `--queue NAME`) and

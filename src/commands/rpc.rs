@@ -5,6 +5,7 @@ use super::{
     exec::{self, unless_aborted},
     named_queue,
     receive::{Out, Receive, WAITING_LINE, receive, stdout},
+    send::{input_file, one_message},
 };
 use crate::{
     amqp::{
@@ -17,6 +18,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     input::Messages,
+    message::exec_environment,
     output::{Received, TextLine, to_json, write_received},
     signals::Interrupts,
 };
@@ -60,9 +62,14 @@ pub async fn run(ctx: &Context, command: RpcCommand) -> Result<Exit> {
         }
         RpcCommand::Call(args) => {
             // Open the input before connecting: a missing file is reported first.
-            let mut messages = match &args.file {
-                Some(path) => Messages::lines_of(path, args.max_message_size)?,
-                None => Messages::single(args.request.unwrap_or_else(|| "30".into()).into_bytes()),
+            let form = args.properties.form();
+            let file = input_file(args.file.as_ref(), args.request.is_none(), form.input);
+            let mut messages = match &file {
+                Some(path) => Messages::read(path, args.max_message_size, form)?,
+                None => {
+                    let request = args.request.unwrap_or_else(|| "30".into()).into_bytes();
+                    Messages::single(one_message(&form, request)?)
+                }
             };
             let call = Call {
                 connection_name: "rmqlab rpc call",
@@ -181,7 +188,8 @@ impl Handler for Server {
                     source,
                 };
                 // A handler error ends the run unacked: the request goes back to the queue.
-                let mut running = exec::start(&command, &[], true).map_err(cannot_run)?;
+                let mut running =
+                    exec::start(&command, &exec_environment(delivery), true).map_err(cannot_run)?;
                 let bar = status.progress.running();
                 let run = running.finish(&delivery.data, &bar);
                 let done = unless_aborted(status, interrupts, run, &bar, "request").await;

@@ -10,17 +10,21 @@ use crate::{
         publish::{Confirmations, Plan, Publication, RoutingKey, Start, Wait, Watch, publish_all},
         topology::{ExchangeKind, Topology},
     },
-    cli::MessageArgs,
+    cli::{InputFormat, MessageArgs, PropertyArgs},
     context::{Context, Status},
     error::{Error, Result, resume_hint},
     exit::Exit,
     input::Messages,
+    message::{Message, MessageForm},
     output::write_sent,
     signals::{Interrupts, Stop},
     terminal::{self, AroundProgress, TerminalText},
 };
 use indicatif::ProgressBar;
-use std::io::{self, BufWriter, Write};
+use std::{
+    io::{self, BufWriter, Write},
+    path::{Path, PathBuf},
+};
 
 /// What a publishing command sends and how.
 pub struct Send<'a> {
@@ -36,50 +40,61 @@ impl Send<'_> {
     /// The routing key shown in each ` [x] Sent` line, if any.
     fn key_shown(&self) -> Option<&str> {
         match self.target.routing_key {
-            RoutingKey::Fixed(key) if self.show_key => Some(key),
+            RoutingKey::Fixed(key) | RoutingKey::Given(key) if self.show_key => Some(key),
             _ => None,
         }
     }
 
-    /// Where a message no queue took was going, for the note: the exchange, and the routing key
-    /// unless the exchange is a fanout, which ignores keys.
-    fn destination(&self) -> String {
+    /// The routing key the ` [x] Sent` line of `message` shows, if any: its own, if it has one.
+    fn shown_key_of<'m>(&'m self, message: &'m Message) -> Option<&'m str> {
+        self.key_shown()
+            .map(|key| message.routing_key.as_deref().unwrap_or(key))
+    }
+
+    /// Where the messages go, for the note when one is dropped.
+    fn destination(&self) -> Destination {
         let exchange = self.target.exchange;
         let fanout = self
             .topology
             .exchanges
             .iter()
             .any(|declared| declared.name == exchange && declared.kind == ExchangeKind::Fanout);
-        match self.target.routing_key {
-            RoutingKey::Fixed(key) if !fanout => {
-                format!("exchange '{exchange}' for routing key '{key}'")
-            }
-            _ => format!("exchange '{exchange}'"),
+        Destination::Exchange {
+            name: exchange.to_string(),
+            keyed: !fanout,
         }
     }
 }
 
-/// Declares what `send` describes, then publishes the command's message(s), printing
-/// ` [x] Sent` for each one the broker confirmed. Ctrl-C or SIGTERM stops the reading; the
-/// messages in flight are given a grace period to be confirmed, what was confirmed is said, and
-/// rmqlab ends by the signal.
-pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Result<Exit> {
+/// Declares what `send` describes, then publishes the command's message(s) with the properties
+/// the command line sets, printing ` [x] Sent` for each one the broker confirmed. Ctrl-C or
+/// SIGTERM stops the reading; the messages in flight are given a grace period to be confirmed,
+/// what was confirmed is said, and rmqlab ends by the signal.
+pub async fn send(
+    ctx: &Context,
+    send: Send<'_>,
+    message: &MessageArgs,
+    properties: &PropertyArgs,
+) -> Result<Exit> {
+    let form = properties.form();
+    let input_format = form.input;
+    let file = input_file(message.file.as_ref(), message.words.is_empty(), form.input);
     // Catch signals from the start: one while connecting is a clean stop as well.
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let mut watch = Watch::new(&mut interrupts, message.confirm_timeout);
     let observer = &ctx.status;
     let mut start = Start::Connect;
     // `-f PATH`, to show how to resume; None for stdin and words.
-    let input = named_input(message);
-    let mut messages = match &message.file {
+    let input = named_input(file.as_deref());
+    let mut messages = match &file {
         // Open the input before connecting: a missing file is reported without touching the
         // broker.
-        Some(path) => Messages::lines_of(path, message.max_message_size)?,
+        Some(path) => Messages::read(path, message.max_message_size, form)?,
         None => {
-            let body = single_message(message, send.default_message);
+            let body = one_message(&form, single_message(message, send.default_message))?;
             // One message over plain TCP: first the quick way, which hands anything but
             // success and definite refusals over.
-            if !ctx.url.is_tls() {
+            if !ctx.url().is_tls() {
                 let quick = oneshot::publish(
                     ctx,
                     observer,
@@ -101,7 +116,8 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                 match quick {
                     Ok(()) => {
                         let mut out = Vec::new();
-                        write_sent(&mut out, send.key_shown(), &body).map_err(Error::Output)?;
+                        write_sent(&mut out, send.shown_key_of(&body), &body.body)
+                            .map_err(Error::Output)?;
                         super::print_text(&out)?;
                         ctx.status.debug("1 message(s) confirmed");
                         return Ok(match watch.stopping() {
@@ -111,7 +127,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                             false => Exit::Success,
                         });
                     }
-                    Err(Handover::Untouched(_)) if watch.stopping() => {
+                    Err(Handover::Untouched(_) | Handover::Skipped { .. }) if watch.stopping() => {
                         return Ok(stopped(
                             ctx,
                             watch.signal().unwrap_or(Stop::Interrupt),
@@ -132,6 +148,12 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
                     Err(Handover::Untouched(reason)) => {
                         observer.observe(Event::HandedOver { reason: &reason });
                     }
+                    Err(Handover::Skipped { url, error }) => {
+                        observer.observe(Event::Skipped {
+                            url: &url,
+                            error: &error,
+                        });
+                    }
                     Err(Handover::Lost(lost)) => start = Start::AfterLoss(lost),
                     Err(Handover::Failed(error)) => return Err(error),
                 }
@@ -139,7 +161,9 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             Messages::single(body)
         }
     };
-    let mut lines = stdout_lines(ctx, messages.size, send.destination());
+    // The bar measures the input's bytes by the bodies: not a JSON line's.
+    let size = messages.size.filter(|_| input_format == InputFormat::Body);
+    let mut lines = stdout_lines(ctx, size, send.destination());
     lines.key = send.key_shown();
     let plan = Plan {
         connection_name: send.connection_name,
@@ -163,7 +187,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
             " [!] {} of {} messages were dropped: no queue is bound to {}",
             published.dropped,
             published.confirmed,
-            send.destination()
+            lines.dropped_destination()
         ));
     }
     if published.republished > 0 {
@@ -175,7 +199,7 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
     ctx.status
         .debug(format_args!("{} message(s) confirmed", published.confirmed));
     if published.stopped {
-        let lines_input = message.file.is_some().then_some(input.as_deref());
+        let lines_input = file.is_some().then_some(input.as_deref());
         return Ok(stopped(
             ctx,
             watch.signal().unwrap_or(Stop::Interrupt),
@@ -194,12 +218,32 @@ pub async fn send(ctx: &Context, send: Send<'_>, message: &MessageArgs) -> Resul
 }
 
 /// The `-f` input's name for a resume hint: a file's path; None for stdin and words.
-pub(super) fn named_input(message: &MessageArgs) -> Option<String> {
-    message
-        .file
-        .as_ref()
-        .filter(|path| path.as_os_str() != "-")
+pub(super) fn named_input(file: Option<&Path>) -> Option<String> {
+    file.filter(|path| path.as_os_str() != "-")
         .map(|path| path.display().to_string())
+}
+
+/// The file whose lines are the messages: `-f PATH`, or stdin for `--input json` when the
+/// command line gives no message; None for the one message of the command line.
+pub(super) fn input_file(
+    file: Option<&PathBuf>,
+    no_message: bool,
+    input: InputFormat,
+) -> Option<PathBuf> {
+    match (file, input) {
+        (Some(path), _) => Some(path.clone()),
+        (None, InputFormat::Json) if no_message => Some(PathBuf::from("-")),
+        (None, _) => None,
+    }
+}
+
+/// The message the command line gives, made by `form` (with `--input json`, the line is JSON).
+pub(super) fn one_message(form: &MessageForm, line: Vec<u8>) -> Result<Message> {
+    form.line(line).map_err(|reason| Error::NotAMessage {
+        path: "the command line".into(),
+        line: 1,
+        reason,
+    })
 }
 
 /// A publisher's interruption with the input it can be resumed from.
@@ -268,8 +312,11 @@ pub(super) struct SentLines<'a, W: Write> {
     /// The routing key the ` [x] Sent` lines show.
     key: Option<&'a str>,
     /// Where the messages go, for the note when one is dropped.
-    destination: String,
+    destination: Destination,
     dropped: u64,
+    /// The routing key the dropped messages were returned with, while it is the same for all.
+    dropped_key: Option<String>,
+    dropped_keys_differ: bool,
     /// The reader of stdout went away.
     closed: bool,
     /// Writing stdout failed otherwise.
@@ -283,7 +330,7 @@ pub(super) struct SentLines<'a, W: Write> {
 pub(super) fn stdout_lines(
     ctx: &Context,
     size: Option<u64>,
-    destination: String,
+    destination: Destination,
 ) -> SentLines<'static, impl Write> {
     let progress = ctx.status.progress.publishing(size);
     SentLines {
@@ -299,13 +346,50 @@ pub(super) fn stdout_lines(
         key: None,
         destination,
         dropped: 0,
+        dropped_key: None,
+        dropped_keys_differ: false,
         closed: false,
         failed: None,
         confirmed: 0,
     }
 }
 
+/// Where a publisher's messages go, for the note when one is dropped.
+pub(super) enum Destination {
+    Stream(String),
+    /// `keyed`: the exchange routes by key (not a fanout).
+    Exchange {
+        name: String,
+        keyed: bool,
+    },
+}
+
+impl Destination {
+    /// The destination of a message returned with `key`.
+    fn of(&self, key: Option<&str>) -> String {
+        match (self, key) {
+            (Destination::Stream(name), _) => format!("stream '{name}'"),
+            (Destination::Exchange { name, keyed: true }, Some(key)) => {
+                format!("exchange '{name}' for routing key '{key}'")
+            }
+            (Destination::Exchange { name, keyed: true }, None) => {
+                format!("exchange '{name}' for their routing keys")
+            }
+            (Destination::Exchange { name, .. }, _) => format!("exchange '{name}'"),
+        }
+    }
+}
+
 impl<W: Write> SentLines<'_, W> {
+    /// Where the dropped messages were going: with their routing key, when all had the same.
+    fn dropped_destination(&self) -> String {
+        let key = match self.dropped_keys_differ {
+            true => None,
+            false => self.dropped_key.as_deref(),
+        };
+        self.destination.of(key)
+    }
+
     /// Ends the progress; returns the write error that ended the report, if any.
     pub(super) fn finish(&mut self) -> Option<io::Error> {
         terminal::finish_publishing(&self.progress, self.confirmed);
@@ -326,7 +410,8 @@ impl<W: Write> SentLines<'_, W> {
 }
 
 impl<W: Write> Confirmations for SentLines<'_, W> {
-    fn confirmed(&mut self, number: u64, body: &[u8]) -> Result<()> {
+    fn confirmed(&mut self, number: u64, message: &Message) -> Result<()> {
+        let body = &message.body;
         self.confirmed = number;
         if self.progress.length().is_some() {
             // The bar measures the input's bytes: the line and its newline.
@@ -337,16 +422,23 @@ impl<W: Write> Confirmations for SentLines<'_, W> {
         if number.is_multiple_of(256) {
             terminal::show_confirmed(&self.progress, number);
         }
-        let key = self.key;
+        let key = self
+            .key
+            .map(|key| message.routing_key.as_deref().unwrap_or(key));
         self.report(|out| write_sent(out, key, body));
         Ok(())
     }
 
-    fn dropped(&mut self, _routing_key: &str) {
+    fn dropped(&mut self, routing_key: &str) {
         self.dropped += 1;
+        match &self.dropped_key {
+            None if self.dropped == 1 => self.dropped_key = Some(routing_key.to_string()),
+            Some(key) if key != routing_key => self.dropped_keys_differ = true,
+            _ => {}
+        }
         // Said once, at the first; the total comes at the end.
         if self.dropped == 1 {
-            let (status, destination) = (self.status, &self.destination);
+            let (status, destination) = (self.status, self.destination.of(Some(routing_key)));
             self.progress.suspend(|| {
                 status.warn(format_args!(
                     " [!] no queue is bound to {destination}: message dropped"

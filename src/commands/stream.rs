@@ -4,8 +4,9 @@
 
 use super::{
     receive::{Out, WAITING_LINE, stdout},
-    send::{named_input, single_message, stdout_lines, stopped, with_input},
+    send::{Destination, named_input, single_message, stdout_lines, stopped, with_input},
 };
+use crate::uri::StreamUrl;
 use crate::{
     amqp::stream::{
         Ending, Reading, StreamHandler, StreamLimits, StreamSpec, Streams, Tracking, connect,
@@ -33,16 +34,7 @@ pub async fn run(ctx: &Context, command: StreamCommand) -> Result<Exit> {
 }
 
 async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
-    ctx.status
-        .debug(format_args!("connecting to {}", ctx.stream_url));
-    let streams = unless_interrupted(connect(
-        &ctx.stream_url,
-        &ctx.tls,
-        "rmqlab stream info",
-        ctx.connect_timeout,
-    ))
-    .await
-    .map_err(Error::Interrupted)??;
+    let streams = connect_streams(ctx, "rmqlab stream info").await?;
     let info = unless_interrupted(streams.info(&args.stream, &args.name))
         .await
         .map_err(Error::Interrupted)??;
@@ -52,18 +44,48 @@ async fn info(ctx: &Context, args: &StreamInfoArgs) -> Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// Connects to the stream port of `--stream-url`, else to that beside the first `--url` (in
+/// the order they are tried) whose stream port answers.
+async fn connect_streams(ctx: &Context, connection_name: &str) -> Result<Streams> {
+    let mut candidates: Vec<StreamUrl> = match &ctx.stream_url_given {
+        Some(url) => vec![url.clone()],
+        None => ctx
+            .urls
+            .attempt_order()
+            .map(|(_, url)| StreamUrl::from_broker(url))
+            .collect(),
+    };
+    // Nodes on one host share its stream port (the same user twice needs one try).
+    let mut seen = Vec::new();
+    candidates.retain(|url| {
+        let key = (url.host.clone(), url.user.clone(), url.password.clone());
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
+    let mut failures = Vec::new();
+    for url in &candidates {
+        ctx.status.debug(format_args!("connecting to {url}"));
+        let connected =
+            unless_interrupted(connect(url, &ctx.tls, connection_name, ctx.connect_timeout))
+                .await
+                .map_err(Error::Interrupted)?;
+        match connected {
+            Ok(streams) => return Ok(streams),
+            Err(error) if candidates.len() > 1 => {
+                ctx.status
+                    .debug(format_args!("skipping {url}: {}", error.one_line()));
+                failures.push(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(Error::no_url_connected("stream URLs", failures))
+}
+
 /// Connects and creates the stream if absent, as both tutorial programs do.
 async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Result<Streams> {
-    ctx.status
-        .debug(format_args!("connecting to {}", ctx.stream_url));
-    let streams = unless_interrupted(connect(
-        &ctx.stream_url,
-        &ctx.tls,
-        connection_name,
-        ctx.connect_timeout,
-    ))
-    .await
-    .map_err(Error::Interrupted)??;
+    let streams = connect_streams(ctx, connection_name).await?;
     let spec = StreamSpec {
         max_length_bytes: target.max_length_bytes,
         max_age: target.max_age,
@@ -81,16 +103,16 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
 async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let message = &args.message;
-    let input = named_input(message);
+    let input = named_input(message.file.as_deref());
     let mut messages = match &message.file {
         Some(path) => Messages::lines_of(path, message.max_message_size)?,
-        None => Messages::single(single_message(message, "Hello, World!")),
+        None => Messages::single(single_message(message, "Hello, World!").into()),
     };
     let streams = open(ctx, "rmqlab stream send", &args.target).await?;
     let mut lines = stdout_lines(
         ctx,
         messages.size,
-        format!("stream '{}'", args.target.stream),
+        Destination::Stream(args.target.stream.clone()),
     );
     let published = streams
         .publish(

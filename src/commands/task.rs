@@ -18,6 +18,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     management::Api,
+    message::exec_environment,
     output::{Received, TextLine, write_received},
     signals::Interrupts,
 };
@@ -34,6 +35,13 @@ use std::{
 /// and only rmqlab's own failures raise it (the broker's `redelivered` flag and a quorum queue's
 /// `x-delivery-count` also count a crashed worker or one stopped while holding tasks).
 pub const FAILURES_HEADER: &str = "x-rmqlab-failures";
+/// The `task work --exec` variable with the task's failures so far.
+pub const FAILURES_VARIABLE: &str = "RMQLAB_MSG_FAILURES";
+
+/// The header of a parked task that names the queue it failed in.
+pub const QUEUE_HEADER: &str = "x-rmqlab-queue";
+/// The header of a parked task that says when it was parked (RFC 3339).
+pub const FAILED_AT_HEADER: &str = "x-rmqlab-failed-at";
 /// The header the broker itself keeps on quorum queue deliveries: never copied.
 const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
@@ -52,7 +60,7 @@ pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
                 default_message: "Hello World!",
                 show_key: false,
             };
-            send(ctx, spec, &args.message).await
+            send(ctx, spec, &args.message, &args.properties).await
         }
         TaskCommand::Work(args) => work(ctx, args).await,
     }
@@ -140,13 +148,13 @@ const POLICY_REFRESH: Duration = Duration::from_secs(6);
 /// `--on-failure dead-letter` rejects failed tasks to the queue's dead-letter exchange: without
 /// one they would be dropped. Only the management API shows a queue's policy, so it is asked.
 async fn require_dead_letter_exchange(ctx: &Context, queue: &str) -> Result<()> {
-    let api = Api::new(ctx)?;
+    let api = Api::new(ctx).await?;
     // A policy shows in the API with the queue's statistics, which the broker refreshes every
     // few seconds: a queue created (or a policy set) a moment ago is asked again before it is
     // taken to have no dead-letter exchange.
     let deadline = tokio::time::Instant::now() + POLICY_REFRESH;
     let found = loop {
-        match api.dead_letter_exchange(ctx.url.vhost(), queue).await {
+        match api.dead_letter_exchange(ctx.url().vhost(), queue).await {
             Ok(None) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -251,9 +259,9 @@ impl Exec {
                 }
                 put("x-rmqlab-stderr", text(&finished.stderr_tail));
                 put("x-rmqlab-command", text(&self.command));
-                put("x-rmqlab-queue", text(&self.queue));
+                put(QUEUE_HEADER, text(&self.queue));
                 put(
-                    "x-rmqlab-failed-at",
+                    FAILED_AT_HEADER,
                     text(&humantime::format_rfc3339_seconds(SystemTime::now()).to_string()),
                 );
                 Outcome::Park { headers }
@@ -379,14 +387,8 @@ impl Handler for Worker {
                 }
             }
             Some(exec) => {
-                let env = [
-                    (
-                        "RMQLAB_REDELIVERED",
-                        u8::from(delivery.redelivered).to_string(),
-                    ),
-                    ("RMQLAB_ROUTING_KEY", delivery.routing_key.to_string()),
-                    ("RMQLAB_FAILURES", failures(delivery).to_string()),
-                ];
+                let mut env = exec_environment(delivery);
+                env.push((FAILURES_VARIABLE, failures(delivery).to_string()));
                 let mut running = match exec::start(&exec.command, &env, false) {
                     Ok(running) => running,
                     Err(source) => {

@@ -15,6 +15,7 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     input::{Messages, ReadError},
+    message::Message,
     signals::{Interrupts, Stop},
     topic,
 };
@@ -35,7 +36,14 @@ pub async fn run(ctx: &Context, command: TopicsCommand) -> Result<Exit> {
                 exchange: &args.exchange,
                 kind: ExchangeKind::Topic,
             };
-            emit(ctx, &exchange, &args.routing_key, &args.message).await
+            emit(
+                ctx,
+                &exchange,
+                &args.routing_key,
+                &args.message,
+                &args.properties,
+            )
+            .await
         }
         TopicsCommand::Listen(args) => {
             for key in &args.binding_keys {
@@ -188,7 +196,8 @@ async fn keys(args: &TopicsMatchArgs) -> Result<Vec<String>> {
                 line: keys.len() as u64 + 1,
                 reason,
             };
-            let key = String::from_utf8(line).map_err(|_| invalid("it is not UTF-8".into()))?;
+            let key =
+                String::from_utf8(line.body).map_err(|_| invalid("it is not UTF-8".into()))?;
             topic::check_length(&key).map_err(|too_long| invalid(too_long.to_string()))?;
             keys.push(key);
         }
@@ -225,7 +234,7 @@ fn answer(pattern: &str, keys: &[String], matched: &[bool]) -> Result<Exit> {
 struct Returned(HashSet<String>);
 
 impl Confirmations for Returned {
-    fn confirmed(&mut self, _number: u64, _key: &[u8]) -> Result<()> {
+    fn confirmed(&mut self, _number: u64, _key: &Message) -> Result<()> {
         Ok(())
     }
 

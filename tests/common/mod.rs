@@ -143,7 +143,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rmqlab");
 
 /// `program` with the environment of every rmqlab a test starts, whether `program` is rmqlab or a
 /// shell (or `script`) that starts it: without any variable of the caller's that rmqlab reads
-/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`), then with `RMQLAB_URL` of the broker
+/// (every `RMQLAB_*`, `NO_COLOR`, `AMQP_URL`, `RUST_LOG`; XDG_CONFIG_HOME points nowhere, so
+/// no config file of the user's is read), then with `RMQLAB_URL` of the broker
 /// under test and, when RMQLAB_TEST_API_URL is set, `RMQLAB_API_URL`. A test may still set any
 /// of them afterwards.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
@@ -156,6 +157,8 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     for name in ["NO_COLOR", "AMQP_URL", "RUST_LOG"] {
         command.env_remove(name);
     }
+    // The user's own config file (named brokers) stays out of the tests.
+    command.env("XDG_CONFIG_HOME", "/nonexistent/rmqlab-test-config");
     command.env("RMQLAB_URL", broker_url());
     if let Some(api) = test_api_url() {
         command.env("RMQLAB_API_URL", api);
@@ -242,6 +245,32 @@ pub fn assert_code(output: &Output, expected: i32) {
         text(&output.stdout),
         text(&output.stderr)
     );
+}
+
+/// Asserts that neither stream of `output` shows `secret` (a password).
+pub fn assert_hidden(output: &Output, secret: &str) {
+    for stream in [&output.stdout, &output.stderr] {
+        assert!(
+            !text(stream).contains(secret),
+            "the password leaked: {}",
+            text(stream)
+        );
+    }
+}
+
+/// Asserts a refused login of `guest`: 77, the reason, the hint, and `secret` never shown.
+pub fn assert_login_refused(output: &Output, secret: &str) {
+    assert_code(output, 77);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("refused the login of user 'guest'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: check the user and password"),
+        "{stderr}"
+    );
+    assert_hidden(output, secret);
 }
 
 /// A running rmqlab whose stdout lines can be awaited one by one.
@@ -500,6 +529,11 @@ pub mod broker {
             "x-queue-type".into(),
             lapin::types::AMQPValue::LongString(kind.into()),
         );
+        declare_durable(queue, arguments);
+    }
+
+    /// Declares a durable queue with these arguments (a dead-letter exchange, a length limit...).
+    pub fn declare_durable(queue: &str, arguments: FieldTable) {
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
@@ -510,7 +544,7 @@ pub mod broker {
             channel
                 .queue_declare(queue.into(), options, arguments)
                 .await
-                .unwrap_or_else(|e| panic!("declare a {kind} queue: {e}"));
+                .unwrap_or_else(|error| panic!("declare queue {queue}: {error}"));
             let _ = connection.close(200, "OK".into()).await;
         });
     }
@@ -521,24 +555,65 @@ pub mod broker {
         if queue_state(queue).is_none() {
             declare_quorum(queue);
         }
+        publish_with(
+            queue,
+            bodies,
+            BasicProperties::default().with_delivery_mode(2),
+        );
+    }
+
+    /// Publishes each body with `properties` to `queue` through the default exchange, each
+    /// confirmed.
+    pub fn publish_with(queue: &str, bodies: &[&str], properties: BasicProperties) {
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
             channel.confirm_select(Default::default()).await.unwrap();
+            let mut confirms = Vec::with_capacity(bodies.len());
             for body in bodies {
-                channel
+                let confirm = channel
                     .basic_publish(
                         "".into(),
                         queue.into(),
                         BasicPublishOptions::default(),
                         body.as_bytes(),
-                        BasicProperties::default().with_delivery_mode(2),
+                        properties.clone(),
                     )
                     .await
-                    .unwrap()
-                    .await
                     .unwrap();
+                confirms.push(confirm);
             }
+            for confirm in confirms {
+                assert!(
+                    confirm.await.unwrap().is_ack(),
+                    "the broker nacked a message"
+                );
+            }
+            let _ = connection.close(200, "OK".into()).await;
+        })
+    }
+
+    /// Publishes one message with exactly these properties through `exchange` with `key`,
+    /// confirmed and mandatory (a message no queue takes fails the test).
+    pub fn publish_message(exchange: &str, key: &str, body: &[u8], properties: BasicProperties) {
+        block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            channel.confirm_select(Default::default()).await.unwrap();
+            let options = BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            };
+            let confirmation = channel
+                .basic_publish(exchange.into(), key.into(), options, body, properties)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(
+                confirmation.is_ack() && confirmation.take_message().is_none(),
+                "the broker did not take the message for '{key}'"
+            );
             let _ = connection.close(200, "OK".into()).await;
         })
     }
@@ -693,6 +768,27 @@ pub fn rabbitmqctl_cleanup(args: &[&str]) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
+/// The machine's rabbitmqctl for the node `node` (a node of a test's own, or of the cluster of
+/// `scripts/cluster-up`), with `args`.
+pub fn rabbitmqctl_on_command(node: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("rabbitmqctl");
+    command.args(["-n", node]).args(args);
+    command
+}
+
+/// Runs [`rabbitmqctl_on_command`], failing the test when it fails; returns its stdout.
+pub fn rabbitmqctl_on(node: &str, args: &[&str]) -> String {
+    let output = rabbitmqctl_on_command(node, args)
+        .output()
+        .unwrap_or_else(|error| panic!("run rabbitmqctl (the tests need it): {error}"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl -n {node} {args:?} failed: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout)
+}
+
 /// A RabbitMQ node of one test's own, for the faults that must never touch the shared nodes
 /// (a resource alarm): the machine's RabbitMQ (3.x) under its own node name, AMQP and
 /// distribution ports and directories, no plugins, run as the `rabbitmq` user (whose home holds
@@ -800,21 +896,12 @@ impl OwnNode {
 
     /// The machine's rabbitmqctl for this node.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("rabbitmqctl");
-        command.args(["-n", &self.name]).args(args);
-        command
+        rabbitmqctl_on_command(&self.name, args)
     }
 
     /// Runs rabbitmqctl on this node, failing the test when it fails; returns its stdout.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let output = self.ctl_command(args).output().expect("run rabbitmqctl");
-        assert!(
-            output.status.success(),
-            "rabbitmqctl -n {} {args:?} failed: {}",
-            self.name,
-            text(&output.stderr)
-        );
-        text(&output.stdout)
+        rabbitmqctl_on(&self.name, args)
     }
 
     /// The resource alarms in effect on this node, as Erlang terms.

@@ -227,3 +227,37 @@ fn make_executable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn an_internal_exchange_is_a_data_error_for_a_publisher_with_a_hint() {
+    let x = TestExchange::new("internal");
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                x.0.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    internal: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+    });
+    let output = rmqlab()
+        .args(["routing", "emit", "--exchange", &x.0, "info", "hello"])
+        .output()
+        .unwrap();
+    assert_code(&output, 65);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("internal exchange"), "{stderr}");
+    assert!(
+        stderr.contains("takes messages only from other exchanges"),
+        "{stderr}"
+    );
+}

@@ -15,9 +15,12 @@
 mod common;
 
 mod broker;
+mod completion;
+mod config;
 mod confirms;
 mod declarations;
 mod hardening;
+mod messages;
 mod publisher;
 mod pubsub;
 mod queues;
@@ -25,5 +28,7 @@ mod routing;
 mod rpc;
 mod stream;
 mod terminal;
+mod toolkit;
 mod topics;
+mod urls;
 mod worker;

@@ -659,3 +659,47 @@ fn an_existing_stream_with_other_retention_is_used_as_it_is() {
         vec![(0, "first".to_string()), (1, "second".to_string())]
     );
 }
+
+/// `stream` commands read the `--broker` section as the others do: its `stream_url`, with the
+/// section's user and password filled in, over RMQLAB_STREAM_URL (which leads nowhere here).
+#[test]
+fn a_broker_section_gives_the_stream_url_and_credentials() {
+    let s = TestStream::new("stream-section");
+    let dir = scratch_dir();
+    let path = dir.path().join("config.toml");
+    let host_and_port = |raw: String| {
+        let url = url::Url::parse(&raw).unwrap();
+        format!("{}:{}", url.host_str().unwrap(), url.port().unwrap())
+    };
+    let stream = StreamUrl::parse(&stream_url()).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[broker.streams]\nurl = \"amqp://{}\"\nstream_url = \"rabbitmq-stream://{}\"\n\
+             user = \"{}\"\npassword = \"{}\"\n",
+            host_and_port(amqp_url()),
+            host_and_port(stream_url()),
+            stream.user,
+            stream.password,
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        rmqlab()
+            .env("RMQLAB_URL", "amqp://127.0.0.1:1")
+            .env("RMQLAB_STREAM_URL", "rabbitmq-stream://127.0.0.1:1")
+            .arg("--config")
+            .arg(&path)
+            .args(["--broker", "streams"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&["stream", "send", "--stream", &s.0, "through the section"]);
+    assert_code(&output, 0);
+    let output = run(&[
+        "stream", "recv", "--stream", &s.0, "--count", "1", "-o", "body",
+    ]);
+    assert_code(&output, 0);
+    assert_eq!(text(&output.stdout), "through the section\n");
+}
