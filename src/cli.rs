@@ -750,8 +750,12 @@ pub enum QueuesCommand {
         after_long_help = "Columns (--columns, --sort): vhost, name, type (classic, \
 quorum, stream), state, durable, messages, messages_ready, messages_unacknowledged, consumers, \
 memory, node (a classic queue's node), leader (a quorum queue's or stream's leader), members, \
-online (the members that are running). Default: vhost (when no --vhost is given), name, \
-messages_ready, messages_unacknowledged, consumers. In a table, a quorum queue or stream whose \
+online (the members that are running), publish_rate, deliver_rate, ack_rate (messages per \
+second published to, delivered or fetched from, and acknowledged on the queue, from the broker's \
+statistics: averaged over its last sample, about 5 s). Default: vhost (when no --vhost is \
+given), name, messages_ready, messages_unacknowledged, consumers; with --watch, also the three \
+rates and, on a terminal, `depth`: a sparkline of the queue's ready messages over the last 20 \
+refreshes (its lowest to its highest). In a table, a quorum queue or stream whose \
 members are not all online has a `!` before its online (or members) list; in tsv and JSON the \
 online list is shorter than the members list.
 
@@ -759,7 +763,7 @@ The listing comes from the management API without its statistics, so it answers 
 many queues there are: a classic queue's counts are its own, exact at that moment; a quorum \
 queue's come from a table that RabbitMQ 3.x refreshes every few seconds; a stream's are asked \
 for one stream at a time from the statistics. The consumer counts come from one more request \
-(the list of consumers). Only --columns memory makes rmqlab ask for the statistics of every \
+(the list of consumers). Only memory and the rates make rmqlab ask for the statistics of every \
 queue, which is slower and lags about 5 s. A number the broker does not report shows as 0 in \
 table and tsv output and as null in JSON; other missing fields are empty, or null in JSON. \
 --filter is matched as the broker would match it (a PCRE, case-insensitive).
@@ -769,7 +773,8 @@ Examples:
   rmqlab queues list --filter '^task' --sort messages_ready --reverse
   rmqlab queues list --columns name,type,leader,members,online
   rmqlab queues list -o tsv --no-headers | cut -f2
-  rmqlab queues list --watch 2s"
+  rmqlab queues list --watch 2s
+  rmqlab queues list --columns name,messages_ready,publish_rate,ack_rate --sort publish_rate"
     )]
     List(QueuesListArgs),
     /// Remove every ready message of a queue
@@ -962,7 +967,8 @@ pub struct QueuesListArgs {
     /// Leave out the header row
     #[arg(long)]
     pub no_headers: bool,
-    /// Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages
+    /// Refresh every DURATION (2s, 1m) until Ctrl-C, showing the change in ready messages, the
+    /// publish, deliver and ack rates, and on a terminal a sparkline of each queue's depth
     #[arg(long, value_name = "DURATION", value_parser = watch_interval)]
     pub watch: Option<Duration>,
 }
@@ -1020,6 +1026,12 @@ pub enum QueueColumn {
     Members,
     #[value(name = "online")]
     Online,
+    #[value(name = "publish_rate")]
+    PublishRate,
+    #[value(name = "deliver_rate")]
+    DeliverRate,
+    #[value(name = "ack_rate")]
+    AckRate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -14,7 +14,7 @@ use crate::{
 };
 use percent_encoding::percent_decode_str;
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use url::Url;
 
@@ -25,7 +25,7 @@ pub const PAGE_SIZE: u32 = 500;
 
 /// One queue as `queues list` shows it; the field names are the API's. A field the listing did
 /// not ask for, or that the broker does not report for this queue (type), is `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct QueueRow {
     pub vhost: String,
     pub name: String,
@@ -54,6 +54,26 @@ pub struct QueueRow {
     pub members: Option<Vec<String>>,
     #[serde(default)]
     pub online: Option<Vec<String>>,
+    /// The rates of the broker's statistics (`message_stats`), when asked for.
+    #[serde(default)]
+    pub message_stats: Option<MessageStats>,
+}
+
+/// The rates a queue's statistics report; a rate the broker has no sample of yet is `None`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct MessageStats {
+    #[serde(default)]
+    pub publish_details: Option<Rate>,
+    #[serde(default)]
+    pub deliver_get_details: Option<Rate>,
+    #[serde(default)]
+    pub ack_details: Option<Rate>,
+}
+
+/// Messages per second, over the broker's last statistics sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+pub struct Rate {
+    pub rate: f64,
 }
 
 impl QueueRow {
@@ -84,6 +104,7 @@ impl QueueRow {
         fill(&mut self.leader, other.leader);
         fill(&mut self.members, other.members);
         fill(&mut self.online, other.online);
+        fill(&mut self.message_stats, other.message_stats);
     }
 }
 

@@ -121,9 +121,29 @@ pub struct QueueTable<'a> {
     /// With `--watch`: each row's change in ready messages since the last refresh (`None` for a
     /// queue that was not there).
     pub ready_change: Option<&'a [Option<i64>]>,
+    /// With `--watch` on a terminal: each row's sparkline of its ready messages.
+    pub depth: Option<&'a [String]>,
 }
 
 const READY_CHANGE: &str = "ready_change";
+const DEPTH: &str = "depth";
+
+/// A sparkline of `values`, one character each, from the lowest to the highest of them (all
+/// the lowest bar when they are equal).
+pub fn sparkline(values: impl IntoIterator<Item = u64> + Clone) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let (low, high) = values
+        .clone()
+        .into_iter()
+        .fold((u64::MAX, 0), |(low, high), v| (low.min(v), high.max(v)));
+    values
+        .into_iter()
+        .map(|v| match high > low {
+            true => BARS[(((v - low) * 7 + (high - low) / 2) / (high - low)).min(7) as usize],
+            false => BARS[0],
+        })
+        .collect()
+}
 
 /// The default columns of `queues list`; `vhost` first when the listing spans vhosts.
 pub fn default_queue_columns(with_vhost: bool) -> Vec<QueueColumn> {
@@ -158,12 +178,54 @@ impl QueueColumn {
             QueueColumn::Leader => "leader",
             QueueColumn::Members => "members",
             QueueColumn::Online => "online",
+            QueueColumn::PublishRate => "publish_rate",
+            QueueColumn::DeliverRate => "deliver_rate",
+            QueueColumn::AckRate => "ack_rate",
         }
+    }
+
+    /// The field to ask the management API for (`columns=`): the column's name, or for a rate
+    /// its place in the queue's statistics.
+    pub fn api_field(self) -> &'static str {
+        match self {
+            QueueColumn::PublishRate => "message_stats.publish_details.rate",
+            QueueColumn::DeliverRate => "message_stats.deliver_get_details.rate",
+            QueueColumn::AckRate => "message_stats.ack_details.rate",
+            other => other.api_name(),
+        }
+    }
+
+    /// A rate column's messages per second, `None` for a queue without a sample yet; `None`
+    /// (outer) for any other column.
+    fn rate(self, row: &QueueRow) -> Option<Option<f64>> {
+        let stats = row.message_stats.as_ref();
+        let rate =
+            |pick: fn(&crate::management::MessageStats) -> Option<crate::management::Rate>| {
+                stats.and_then(pick).map(|rate| rate.rate)
+            };
+        Some(match self {
+            QueueColumn::PublishRate => rate(|s| s.publish_details),
+            QueueColumn::DeliverRate => rate(|s| s.deliver_get_details),
+            QueueColumn::AckRate => rate(|s| s.ack_details),
+            _ => return None,
+        })
+    }
+
+    /// Whether the column holds numbers (right-aligned in a table).
+    fn is_number(self) -> bool {
+        let row = QueueRow::default();
+        self.count(&row).is_some() || self.rate(&row).is_some()
     }
 
     /// Whether the column needs every queue's statistics (the slow, lagging listing).
     pub fn needs_stats(self) -> bool {
-        self == QueueColumn::Memory
+        matches!(
+            self,
+            QueueColumn::Memory
+                | QueueColumn::PublishRate
+                | QueueColumn::DeliverRate
+                | QueueColumn::AckRate
+        )
     }
 
     fn count(self, row: &QueueRow) -> Option<Option<u64>> {
@@ -180,6 +242,10 @@ impl QueueColumn {
     fn value(self, row: &QueueRow) -> Cell<'_> {
         if let Some(count) = self.count(row) {
             return Cell::Number(count.unwrap_or(0));
+        }
+        if let Some(rate) = self.rate(row) {
+            // Tenths of a message per second: enough for a rate, and it sorts as a number.
+            return Cell::Rate((rate.unwrap_or(0.0).max(0.0) * 10.0).round() as u64);
         }
         fn text(text: &Option<String>) -> Cell<'_> {
             Cell::Text(text.as_deref().unwrap_or("").into())
@@ -210,6 +276,9 @@ impl QueueColumn {
         if let Some(count) = self.count(row) {
             return json!(count);
         }
+        if let Some(rate) = self.rate(row) {
+            return json!(rate);
+        }
         match self {
             QueueColumn::Vhost => json!(row.vhost),
             QueueColumn::Name => json!(row.name),
@@ -229,6 +298,8 @@ impl QueueColumn {
 enum Cell<'a> {
     Text(std::borrow::Cow<'a, str>),
     Number(u64),
+    /// Tenths of a message per second.
+    Rate(u64),
 }
 
 impl std::fmt::Display for Cell<'_> {
@@ -236,6 +307,7 @@ impl std::fmt::Display for Cell<'_> {
         match self {
             Cell::Text(text) => f.write_str(text),
             Cell::Number(number) => write!(f, "{number}"),
+            Cell::Rate(tenths) => write!(f, "{}.{}/s", tenths / 10, tenths % 10),
         }
     }
 }
@@ -278,6 +350,9 @@ pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
     if table.ready_change.is_some() {
         header.push(READY_CHANGE);
     }
+    if table.depth.is_some() {
+        header.push(DEPTH);
+    }
     let marked = [QueueColumn::Online, QueueColumn::Members]
         .into_iter()
         .find(|c| columns.contains(c))
@@ -296,6 +371,9 @@ pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
                 Some(change) => change.to_string(),
                 None => String::new(),
             });
+        }
+        if let Some(depth) = table.depth {
+            cells.push(depth.get(index).cloned().unwrap_or_default());
         }
         cells
     };
@@ -321,8 +399,9 @@ pub fn render_queues(rows: &[QueueRow], table: &QueueTable<'_>) -> String {
             // Numbers read best right-aligned.
             let right: Vec<bool> = columns
                 .iter()
-                .map(|c| c.count(&QueueRow::default()).is_some())
+                .map(|c| c.is_number())
                 .chain(table.ready_change.map(|_| true))
+                .chain(table.depth.map(|_| false))
                 .collect();
             let row = |index: usize| cells(index, &rows[index]);
             let plain = match table.width {
@@ -510,6 +589,54 @@ mod tests {
     use super::*;
     use lapin::types::{AMQPValue, FieldTable};
 
+    #[test]
+    fn a_sparkline_spans_the_lowest_to_the_highest_value() {
+        assert_eq!(sparkline([0, 7, 14]), "▁▅█");
+        assert_eq!(sparkline([5, 5, 5]), "▁▁▁");
+        assert_eq!(sparkline([3, 1, 2, 10]), "▃▁▂█");
+        assert_eq!(sparkline(std::iter::empty()), "");
+    }
+
+    #[test]
+    fn rates_show_in_tenths_and_sort_as_numbers() {
+        use crate::management::{MessageStats, Rate};
+        let row = |name: &str, rate: Option<f64>| QueueRow {
+            name: name.into(),
+            message_stats: Some(MessageStats {
+                publish_details: rate.map(|rate| Rate { rate }),
+                ..MessageStats::default()
+            }),
+            ..QueueRow::default()
+        };
+        let mut rows = vec![row("a", Some(12.34)), row("b", Some(9.96)), row("c", None)];
+        sort_queues(&mut rows, Some(QueueColumn::PublishRate), false);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["c", "b", "a"]);
+        let columns = [QueueColumn::Name, QueueColumn::PublishRate];
+        let table = QueueTable {
+            columns: &columns,
+            format: TableFormat::Tsv,
+            headers: true,
+            width: None,
+            ready_change: None,
+            depth: None,
+        };
+        assert_eq!(
+            render_queues(&rows, &table),
+            "name\tpublish_rate\nc\t0.0/s\nb\t10.0/s\na\t12.3/s\n"
+        );
+        let json = render_queues(
+            &rows,
+            &QueueTable {
+                format: TableFormat::Json,
+                ..table
+            },
+        );
+        let parsed: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed[0]["publish_rate"], Value::Null);
+        assert_eq!(parsed[2]["publish_rate"], json!(12.34));
+    }
+
     fn render(format: OutputFormat, text: TextLine, message: &Received<'_>) -> Vec<u8> {
         let mut out = Vec::new();
         write_received(&mut out, format, text, message).unwrap();
@@ -626,6 +753,7 @@ mod tests {
             headers: true,
             width: None,
             ready_change: None,
+            depth: None,
         }
     }
 
@@ -710,6 +838,7 @@ mod tests {
         let changes = [Some(5), None];
         let watching = QueueTable {
             ready_change: Some(&changes),
+            depth: None,
             ..layout(TableFormat::Tsv)
         };
         let out = render_queues(&rows(), &watching);

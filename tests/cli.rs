@@ -1005,7 +1005,8 @@ fn an_unknown_column_is_a_usage_error_naming_the_valid_ones() {
     assert!(
         stderr.contains(
             "[possible values: vhost, name, type, state, durable, messages, messages_ready, \
-             messages_unacknowledged, consumers, memory, node, leader, members, online]"
+             messages_unacknowledged, consumers, memory, node, leader, members, online, \
+             publish_rate, deliver_rate, ack_rate]"
         ),
         "{stderr}"
     );

@@ -8,12 +8,12 @@ use crate::{
     error::{Error, Result},
     exit::Exit,
     management::{Api, QueueListing, QueueRow},
-    output::{QueueTable, default_queue_columns, render_queues, sort_queues},
+    output::{QueueTable, default_queue_columns, render_queues, sort_queues, sparkline},
     signals::{Interrupts, Stop},
     terminal::escape_controls,
 };
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io::{self, IsTerminal},
     time::SystemTime,
 };
@@ -125,10 +125,22 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let vhost = args.vhost.as_deref().or(ctx.default_vhost.as_deref());
     let columns = match args.columns.is_empty() {
         // JSON objects always name their vhost, as they did before columns could be chosen.
-        true => default_queue_columns(vhost.is_none() || args.output == TableFormat::Json),
+        true => {
+            let mut columns =
+                default_queue_columns(vhost.is_none() || args.output == TableFormat::Json);
+            if args.watch.is_some() {
+                // Watching is about movement: the broker's rates too.
+                columns.extend([
+                    QueueColumn::PublishRate,
+                    QueueColumn::DeliverRate,
+                    QueueColumn::AckRate,
+                ]);
+            }
+            columns
+        }
         false => args.columns.clone(),
     };
-    let mut fields: Vec<&'static str> = columns.iter().map(|c| c.api_name()).collect();
+    let mut fields: Vec<&'static str> = columns.iter().map(|c| c.api_field()).collect();
     // The `!` of a degraded queue compares the two lists.
     for (shown, other) in [
         (QueueColumn::Online, QueueColumn::Members),
@@ -138,7 +150,7 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
             fields.push(other.api_name());
         }
     }
-    fields.extend(args.sort.map(QueueColumn::api_name));
+    fields.extend(args.sort.map(QueueColumn::api_field));
     if args.watch.is_some() {
         // The change shown at each refresh is the change in ready messages.
         fields.push(QueueColumn::MessagesReady.api_name());
@@ -155,6 +167,7 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         headers: !args.no_headers,
         width: on_terminal.then(terminal_width).flatten(),
         ready_change: None,
+        depth: None,
     };
     let fetch = || async {
         let mut rows = api.list_queues(&listing).await?;
@@ -178,6 +191,8 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let every = humantime::format_duration(interval);
     let mut previous: Option<HashMap<(String, String), u64>> = None;
+    // Each queue's ready messages at the last refreshes, for its sparkline on a terminal.
+    let mut history: HashMap<(String, String), VecDeque<u64>> = HashMap::new();
     // When refreshing started to fail: it may for up to --reconnect-timeout.
     let mut failing_since: Option<Instant> = None;
     loop {
@@ -194,8 +209,22 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
                     Some(row.messages_ready.unwrap_or(0) as i64 - *before as i64)
                 };
                 let changes: Vec<Option<i64>> = rows.iter().map(change).collect();
+                history.retain(|queue, _| current.contains_key(queue));
+                let depth: Vec<String> = rows
+                    .iter()
+                    .map(|row| {
+                        let past = history.entry(key(row)).or_default();
+                        if past.len() == DEPTH_HISTORY {
+                            past.pop_front();
+                        }
+                        past.push_back(row.messages_ready.unwrap_or(0));
+                        sparkline(past.iter().copied())
+                    })
+                    .collect();
                 let table = QueueTable {
                     ready_change: (table.format != TableFormat::Json).then_some(changes.as_slice()),
+                    depth: (on_terminal && table.format == TableFormat::Table)
+                        .then_some(depth.as_slice()),
                     ..table
                 };
                 let block = render_queues(&rows, &table);
@@ -240,6 +269,9 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         }
     }
 }
+
+/// How many refreshes a queue's sparkline shows.
+const DEPTH_HISTORY: usize = 20;
 
 fn key(row: &QueueRow) -> (String, String) {
     (row.vhost.clone(), row.name.clone())

@@ -601,3 +601,97 @@ fn watch_prints_timestamped_blocks_with_changes_until_interrupted() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn rates_come_from_the_brokers_statistics_while_messages_flow() {
+    let q = TestQueue::new("rates");
+    let (publisher, mut stdin) =
+        Running::start_with_stdin(&["task", "new", "--queue", q.name(), "-f", "-", "-q"]);
+    // Publish all along, until the broker's statistics show a publish rate.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                if writeln!(stdin, "m{n}")
+                    .and_then(|()| stdin.flush())
+                    .is_err()
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let filter = format!("^{}$", regex_escape(q.name()));
+    let mut seen = Value::Null;
+    eventually(STATS, "a publish rate in the statistics", || {
+        let listed = list(&format!(
+            "--filter {filter} --columns name,publish_rate,deliver_rate,ack_rate -o json"
+        ));
+        assert_code(&listed, 0);
+        seen = serde_json::from_slice(&listed.stdout).unwrap();
+        seen[0]["publish_rate"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    feeder.join().unwrap();
+    let (code, _, stderr) = publisher.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(seen[0]["name"], q.name(), "{seen}");
+    // No consumer: nothing delivered or acked, a rate of 0 or none yet.
+    for rate in ["deliver_rate", "ack_rate"] {
+        assert!(
+            seen[0][rate].is_null() || seen[0][rate] == 0.0,
+            "{rate}: {seen}"
+        );
+    }
+    // The table shows the rate per second.
+    let table = list(&format!(
+        "--filter {filter} --columns name,publish_rate -o tsv"
+    ));
+    let shown = text(&table.stdout);
+    assert!(
+        shown.lines().nth(1).is_some_and(|row| row.ends_with("/s")),
+        "{shown}"
+    );
+}
+
+#[test]
+fn watching_on_a_terminal_adds_rates_and_a_depth_sparkline() {
+    let q = TestQueue::new("sparkline");
+    broker::publish(q.name(), &["1", "2"]);
+    let shell = format!(
+        "stty cols 200 rows 50; timeout -s INT 8 {} queues list --watch 300ms --filter '^{}$'; true",
+        crate::common::BIN,
+        regex_escape(q.name())
+    );
+    let shown = crate::terminal::on_terminal(&shell, &[]);
+    for header in [
+        "publish_rate",
+        "deliver_rate",
+        "ack_rate",
+        "ready_change",
+        "depth",
+    ] {
+        assert!(shown.contains(header), "{header}: {shown}");
+    }
+    assert!(shown.contains("▁▁"), "a sparkline over refreshes: {shown}");
+    // Not a terminal: the rates, but no sparkline (tsv stays data).
+    let mut watcher = Running::start_line(&format!(
+        "queues list --watch 300ms -o tsv --filter ^{}$",
+        regex_escape(q.name())
+    ));
+    let header = watcher.next_line(Duration::from_secs(30));
+    watcher.signal("INT");
+    let _ = watcher.finish_status(Duration::from_secs(20));
+    assert!(
+        header.contains("\tpublish_rate\tdeliver_rate\tack_rate\tready_change"),
+        "{header}"
+    );
+    assert!(!header.contains("depth"), "{header}");
+}
