@@ -939,6 +939,9 @@ appended from now on), a number (exactly that offset), an RFC 3339 time \
 (2026-11-27T17:00:00Z) or a duration ago (10m): from the first chunk written at or after that \
 time.
 
+-o json: each message's `body`, `stream`, `offset`, and the time the broker wrote its chunk: \
+`timestamp` (RFC 3339, UTC, milliseconds) and `timestamp_ms` (milliseconds since the Unix epoch).
+
 --name CONSUMER tracks the offset on the broker: the offset stored under that name wins over \
 --offset (reading resumes just after it); it is stored every --store-every messages and on every \
 way out (--count, --idle-timeout, Ctrl-C, an error), so a consumer killed with SIGKILL reads \

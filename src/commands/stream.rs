@@ -8,7 +8,8 @@ use super::{
 };
 use crate::{
     amqp::stream::{
-        Ending, Reading, StreamHandler, StreamLimits, StreamSpec, Streams, Tracking, connect,
+        Ending, Reading, StreamHandler, StreamLimits, StreamMessage, StreamSpec, Streams, Tracking,
+        connect,
     },
     cli::{
         OutputFormat, StartAt, StreamCommand, StreamInfoArgs, StreamRecvArgs, StreamSendArgs,
@@ -201,8 +202,8 @@ impl StreamHandler for StreamPrinter {
         self.status.info(WAITING_LINE);
     }
 
-    fn handle(&mut self, offset: u64, body: &[u8]) -> Result<()> {
-        write_stream_message(&mut self.out, self.format, &self.stream, offset, body)
+    fn handle(&mut self, message: &StreamMessage<'_>) -> Result<()> {
+        write_stream_message(&mut self.out, self.format, &self.stream, message)
             .map_err(Error::Output)
     }
 
