@@ -39,7 +39,8 @@ pub enum Event<'a> {
     Reconnecting {
         attempt: u32,
         error: &'a Error,
-        url: &'a BrokerUrl,
+        /// Where to, as shown (the password masked).
+        url: &'a str,
     },
     /// Connected again, with everything declared again.
     Reconnected,

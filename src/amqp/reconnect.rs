@@ -14,13 +14,14 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts.
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
-/// Runs `open` until it succeeds, reporting each attempt, for up to `--reconnect-timeout`
+/// Runs `open` until it succeeds, reporting each attempt (to `url`), for up to `--reconnect-timeout`
 /// (each attempt's connect timeout shortened to what remains). An error that a later attempt
 /// cannot get past (a refused login, say) ends it at once; so does running out of time (75).
 /// `None` when an interrupt came first.
 pub async fn reopen<T, Opened>(
     ctx: &Context,
     observer: &dyn Observer,
+    url: &dyn std::fmt::Display,
     lost: Error,
     mut interrupts: Option<&mut Interrupts>,
     mut open: impl FnMut(Context) -> Opened,
@@ -32,13 +33,14 @@ where
         return Err(lost);
     }
     let deadline = Instant::now() + ctx.reconnect_timeout;
+    let url = url.to_string();
     let mut delay = FIRST_DELAY;
     let mut last = lost;
     for attempt in 1.. {
         observer.observe(Event::Reconnecting {
             attempt,
             error: &last,
-            url: &ctx.url,
+            url: &url,
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt_ctx = Context {

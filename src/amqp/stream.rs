@@ -9,8 +9,13 @@
 //! `stream recv -o json` shows. The timestamp is a private field of the protocol crate's
 //! `DeliverCommand`, read through that type's public `Encoder` (see [`chunk_timestamp`]).
 
-use super::publish::Confirmations;
+use super::{
+    events::{Event, Observer},
+    publish::{Confirmations, Published, Wait, Watch, interrupted, stopped_by},
+    reconnect,
+};
 use crate::{
+    context::Context,
     error::{Error, Result},
     input::Messages,
     signals::Interrupts,
@@ -18,7 +23,7 @@ use crate::{
     uri::StreamUrl,
 };
 use rabbitmq_stream_client::{
-    Client, ClientOptions, Environment,
+    Client, ClientOptions, Environment, NoDedup, OnClosed, Producer,
     error::{ClientError, ProducerCreateError, StreamCreateError},
     types::{
         ByteCapacity, Message, MessageResult, OffsetSpecification, ResponseCode, ResponseKind,
@@ -224,106 +229,208 @@ impl Streams {
         }
     }
 
-    /// Publishes every message of `messages` to `stream`, telling `report` of each confirm in
-    /// order. A signal stops the reading: what is in flight is waited for, and the result says
-    /// it stopped.
-    pub async fn publish(
+    /// A producer on a connection of its own (to the stream's leader), within `timeout`; its
+    /// answers and its connection's end go to `notes`, marked with `generation`.
+    async fn producer(
         &self,
         stream: &str,
-        messages: &mut Messages,
-        report: &mut impl Confirmations,
-        interrupts: &mut Interrupts,
-    ) -> Result<Published> {
-        let producer = match self.env.producer().build(stream).await {
-            Ok(producer) => producer,
+        timeout: Duration,
+        generation: u64,
+        notes: mpsc::UnboundedSender<Note>,
+    ) -> Result<Producer<NoDedup>> {
+        let build = self
+            .env
+            .producer()
+            .client_provided_name(&self.name)
+            .on_closed(Box::new(ClosedNote { generation, notes }))
+            .build(stream);
+        let built = match tokio::time::timeout(timeout, build).await {
+            Err(_) => {
+                return Err(Error::ConnectTimeout {
+                    url: self.url.to_string(),
+                    after: timeout,
+                });
+            }
+            Ok(built) => built,
+        };
+        match built {
+            Ok(producer) => Ok(producer),
             Err(ProducerCreateError::StreamDoesNotExist { .. })
             | Err(ProducerCreateError::Create {
                 status: ResponseCode::StreamDoesNotExist,
                 ..
-            }) => {
-                return Err(Error::NotAStream {
-                    name: stream.into(),
-                });
-            }
+            }) => Err(Error::NotAStream {
+                name: stream.into(),
+            }),
+            // A stream whose leader is not elected yet (a node starting): try again.
+            Err(ProducerCreateError::Create {
+                status: ResponseCode::StreamNotAvailable,
+                ..
+            }) => Err(Error::StreamLost {
+                context: format!("stream '{stream}' is not available yet ({})", self.url),
+            }),
             Err(ProducerCreateError::Client(error)) => {
-                return Err(self.lost_or(error, "starting the producer"));
+                Err(self.lost_or(error, "starting the producer"))
             }
-            Err(error) => return Err(client_error("cannot start the producer", error)),
-        };
-        let (sender, mut receiver) = mpsc::unbounded_channel::<(u64, bool)>();
+            Err(error) => Err(client_error("cannot start the producer", error)),
+        }
+    }
+
+    /// Publishes every message of `messages` to `stream`, telling `report` of each confirm in
+    /// order, with up to [`WINDOW`] unconfirmed, as `task new` does: a lost connection is opened
+    /// again within `--reconnect-timeout` and every message not confirmed is sent again
+    /// (at-least-once: some may arrive twice); a signal (see [`Watch`]) stops the reading and
+    /// leaves what is in flight its grace period.
+    pub async fn publish(
+        &self,
+        ctx: &Context,
+        observer: &dyn Observer,
+        stream: &str,
+        messages: &mut Messages,
+        report: &mut impl Confirmations,
+        watch: &mut Watch<'_>,
+    ) -> Result<Published> {
+        let (notes_sender, mut notes) = mpsc::unbounded_channel::<Note>();
         let mut window = InFlight::default();
-        let mut next = 1u64;
-        let mut stopped = false;
-        let mut failure: Option<Error> = None;
+        let mut published = Published::default();
+        let mut generation = 0u64;
+        let opening = self.producer(
+            stream,
+            self.connect_timeout,
+            generation,
+            notes_sender.clone(),
+        );
+        let Some(opened) = watch.wait(opening, Wait::Idle).await? else {
+            return window.stopped(published, report, watch);
+        };
+        let mut producer = opened?;
         let mut reading = true;
-        while failure.is_none() && (reading || !window.pending.is_empty()) {
-            if !reading || window.pending.len() >= WINDOW {
-                let Some((number, ok)) = receiver.recv().await else {
-                    break;
-                };
-                if let Err(error) = window.confirm(number, ok, report) {
-                    failure = Some(error);
-                }
-                continue;
-            }
-            while let Ok((number, ok)) = receiver.try_recv() {
-                if let Err(error) = window.confirm(number, ok, report) {
-                    failure = Some(error);
-                    break;
-                }
-            }
-            let batch = tokio::select! {
-                batch = messages.next() => batch,
-                _ = interrupts.wait_for(1) => {
-                    stopped = true;
-                    reading = false;
+        let mut input_error = None;
+        loop {
+            let mut lost = None;
+            // Send what was read and is not sent on this connection (all of it after a
+            // reconnection, but for what an earlier one had confirmed); nothing after a signal.
+            while window.sent < window.pending.len() && !watch.stopping() {
+                let number = window.confirmed + window.sent as u64 + 1;
+                let index = window.sent;
+                window.sent += 1;
+                if window.ahead.contains(&number) {
                     continue;
                 }
-            };
-            let batch = match batch {
-                Ok(batch) => batch,
-                Err(error) => {
-                    failure = Some(messages.error(error));
-                    break;
-                }
-            };
-            if batch.is_empty() {
-                reading = false;
-                continue;
-            }
-            for body in batch {
-                let number = next;
-                next += 1;
-                let sender = sender.clone();
-                let message = Message::builder().body(body.clone()).build();
-                window.pending.push_back(body);
+                let notes = notes_sender.clone();
+                let message = Message::builder()
+                    .body(window.pending[index].clone())
+                    .build();
                 let sent = producer
                     .send(message, move |status| {
                         let ok = status.is_ok_and(|status| status.confirmed());
-                        let _ = sender.send((number, ok));
+                        let _ = notes.send(Note::Answer {
+                            generation,
+                            number,
+                            ok,
+                        });
                         async {}
                     })
                     .await;
                 if let Err(error) = sent {
-                    failure = Some(Error::StreamLost {
+                    lost = Some(Error::StreamLost {
                         context: format!("publishing to stream '{stream}': {error}"),
                     });
                     break;
                 }
             }
+            if lost.is_none() {
+                if watch.stopping() {
+                    // Stop reading: what was read and not sent is not sent.
+                    window.pending.truncate(window.sent);
+                    reading = false;
+                }
+                if !reading && window.pending.is_empty() {
+                    break;
+                }
+                let step = match window.next_step(reading, &mut notes, messages) {
+                    Some(step) => step,
+                    None => {
+                        report.flush()?;
+                        let waited = window
+                            .wait(reading, &mut notes, messages, watch)
+                            .await
+                            .map_err(|error| interrupted(error, window.confirmed))?;
+                        match waited {
+                            Some(step) => step,
+                            // A signal while idle: the top of the loop stops the reading.
+                            None if window.pending.is_empty() => continue,
+                            // The grace period ended, or a second signal.
+                            None => return window.stopped(published, report, watch),
+                        }
+                    }
+                };
+                match step {
+                    Step::Input(_) if watch.stopping() => {}
+                    Step::Input(Ok(batch)) if batch.is_empty() => reading = false,
+                    Step::Input(Ok(batch)) => window.pending.extend(batch),
+                    Step::Input(Err(error)) => {
+                        // Publish what came before it, then report it.
+                        input_error = Some(messages.error(error));
+                        reading = false;
+                    }
+                    Step::Note(Note::Answer {
+                        generation: of,
+                        number,
+                        ok,
+                    }) if of == generation => window.confirm(number, ok, report)?,
+                    Step::Note(Note::Closed { generation: of }) if of == generation => {
+                        lost = Some(Error::StreamLost {
+                            context: format!(
+                                "the broker closed the connection of the producer ({})",
+                                self.url
+                            ),
+                        });
+                    }
+                    // From a connection already given up.
+                    Step::Note(_) => {}
+                }
+            }
+            let Some(lost) = lost else { continue };
             report.flush()?;
+            if watch.stopping() {
+                // Stopping: no reconnection, what was in flight stays in doubt.
+                return window.stopped(published, report, watch);
+            }
+            let next = generation + 1;
+            let reopened = reconnect::reopen(
+                ctx,
+                observer,
+                &self.url,
+                lost,
+                Some(watch.interrupts()),
+                |attempt| {
+                    let notes = notes_sender.clone();
+                    async move {
+                        self.producer(stream, attempt.connect_timeout, next, notes)
+                            .await
+                    }
+                },
+            )
+            .await
+            .map_err(|source| stopped_by(source, window.confirmed))?;
+            let Some(again) = reopened else {
+                return window.stopped(published, report, watch);
+            };
+            // The old connection is gone: nothing to close.
+            producer = again;
+            generation = next;
+            let count = window.unconfirmed_sent();
+            window.sent = 0;
+            published.republished += count;
+            observer.observe(Event::Resending { count });
         }
         report.flush()?;
-        let _ = producer.close().await;
-        let confirmed = window.confirmed;
-        match failure {
-            Some(error) => Err(Error::PublishInterrupted {
-                confirmed,
-                input: None,
-                source: Box::new(error),
-            }),
-            None => Ok(Published { confirmed, stopped }),
+        let _ = tokio::time::timeout(CLOSE_WAIT, producer.close()).await;
+        if let Some(error) = input_error {
+            return Err(interrupted(error, window.confirmed));
         }
+        window.stopped(published, report, watch)
     }
 
     /// The offset consumer `name` stored on `stream`, if any.
@@ -709,11 +816,55 @@ fn chunk_timestamp(deliver: &DeliverCommand) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// Messages published and not confirmed yet, reported in order as confirms come.
+/// What a producer's callbacks tell the publishing loop.
+enum Note {
+    /// The broker's answer to message `number`, sent over connection `generation`.
+    Answer {
+        generation: u64,
+        number: u64,
+        ok: bool,
+    },
+    /// Connection `generation` closed.
+    Closed { generation: u64 },
+}
+
+/// Tells the publishing loop that a producer's connection closed.
+struct ClosedNote {
+    generation: u64,
+    notes: mpsc::UnboundedSender<Note>,
+}
+
+impl OnClosed for ClosedNote {
+    // The trait is an `async_trait`: its method, written out.
+    fn on_closed<'a, 'b>(
+        &'a self,
+        _unconfirmed: Vec<Message>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let _ = self.notes.send(Note::Closed {
+            generation: self.generation,
+        });
+        Box::pin(async {})
+    }
+}
+
+/// What the publishing loop goes on with.
+enum Step {
+    Input(std::result::Result<crate::input::Batch, crate::input::ReadError>),
+    Note(Note),
+}
+
+/// Messages read and not confirmed yet, reported in order as confirms come.
 #[derive(Default)]
 struct InFlight {
     /// Bodies from message number `confirmed + 1` on.
     pending: VecDeque<Vec<u8>>,
+    /// How many of `pending`, from the front, were sent over the current connection (or
+    /// confirmed over an earlier one).
+    sent: usize,
     /// Confirmed numbers beyond the first pending one.
     ahead: BTreeSet<u64>,
     confirmed: u64,
@@ -727,10 +878,75 @@ impl InFlight {
         self.ahead.insert(number);
         while self.ahead.remove(&(self.confirmed + 1)) {
             let body = self.pending.pop_front().unwrap_or_default();
+            self.sent = self.sent.saturating_sub(1);
             self.confirmed += 1;
             report.confirmed(self.confirmed, &body)?;
         }
         Ok(())
+    }
+
+    /// Messages sent and not confirmed: after a lost connection, those to send again; after a
+    /// stop, those in doubt.
+    fn unconfirmed_sent(&self) -> u64 {
+        let sent = self.confirmed + 1..=self.confirmed + self.sent as u64;
+        sent.filter(|number| !self.ahead.contains(number)).count() as u64
+    }
+
+    /// What is at hand without waiting: an answer first, then input while the window has room.
+    fn next_step(
+        &self,
+        reading: bool,
+        notes: &mut mpsc::UnboundedReceiver<Note>,
+        messages: &mut Messages,
+    ) -> Option<Step> {
+        if let Ok(note) = notes.try_recv() {
+            return Some(Step::Note(note));
+        }
+        if !reading || self.pending.len() >= WINDOW {
+            return None;
+        }
+        messages.try_next().transpose().map(Step::Input)
+    }
+
+    /// Waits for an answer or, while the window has room, input. `None`: a signal with nothing
+    /// in flight, or the end of the grace period after one (see [`Watch`]).
+    async fn wait(
+        &self,
+        reading: bool,
+        notes: &mut mpsc::UnboundedReceiver<Note>,
+        messages: &mut Messages,
+        watch: &mut Watch<'_>,
+    ) -> Result<Option<Step>> {
+        if !reading || self.pending.len() >= WINDOW {
+            let note = async { notes.recv().await.map(Step::Note) };
+            return Ok(watch.wait(note, Wait::Confirm).await?.flatten());
+        }
+        if self.pending.is_empty() {
+            let input = async { Step::Input(messages.next().await) };
+            return watch.wait(input, Wait::Idle).await;
+        }
+        let either = async {
+            tokio::select! {
+                biased;
+                Some(note) = notes.recv() => Step::Note(note),
+                batch = messages.next() => Step::Input(batch),
+            }
+        };
+        watch.wait(either, Wait::Confirm).await
+    }
+
+    /// The end of a run: the input's end, or a stop.
+    fn stopped(
+        &self,
+        mut published: Published,
+        report: &mut impl Confirmations,
+        watch: &Watch<'_>,
+    ) -> Result<Published> {
+        report.flush()?;
+        published.confirmed = self.confirmed;
+        published.stopped = watch.stopping();
+        published.in_doubt = self.unconfirmed_sent();
+        Ok(published)
     }
 }
 
@@ -885,12 +1101,6 @@ pub struct Consumed {
     pub handled: u64,
     pub last: Option<u64>,
     pub ending: Ending,
-}
-
-#[derive(Debug)]
-pub struct Published {
-    pub confirmed: u64,
-    pub stopped: bool,
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 
 use super::{
     receive::{Out, WAITING_LINE, stdout},
-    send::{named_input, single_message, stdout_lines, stopped, with_input},
+    send::{finished, named_input, single_message, stdout_lines, with_input},
 };
 use crate::{
-    amqp::stream::{
-        Ending, Reading, StreamHandler, StreamLimits, StreamMessage, StreamSpec, Streams, Tracking,
-        connect,
+    amqp::{
+        publish::Watch,
+        stream::{
+            Ending, Reading, StreamHandler, StreamLimits, StreamMessage, StreamSpec, Streams,
+            Tracking, connect,
+        },
     },
     cli::{
         OutputFormat, StartAt, StreamCommand, StreamInfoArgs, StreamRecvArgs, StreamSendArgs,
@@ -82,6 +85,7 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
 async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let message = &args.message;
+    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout);
     let input = named_input(message);
     let mut messages = match &message.file {
         Some(path) => Messages::lines_of(path, message.max_message_size)?,
@@ -95,28 +99,18 @@ async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     );
     let published = streams
         .publish(
+            ctx,
+            &ctx.status,
             &args.target.stream,
             &mut messages,
             &mut lines,
-            &mut interrupts,
+            &mut watch,
         )
         .await;
     let failed = lines.finish();
     let published = published.map_err(|error| with_input(error, &input))?;
-    ctx.status
-        .debug(format_args!("{} message(s) confirmed", published.confirmed));
-    if published.stopped {
-        let signal = interrupts.first().unwrap_or(Stop::Interrupt);
-        let lines_input = message.file.is_some().then_some(input.as_deref());
-        return Ok(stopped(ctx, signal, published.confirmed, 0, lines_input));
-    }
-    match failed {
-        Some(source) => Err(Error::ReportLost {
-            confirmed: published.confirmed,
-            source,
-        }),
-        None => Ok(Exit::Success),
-    }
+    let lines_input = message.file.is_some().then_some(input.as_deref());
+    finished(ctx, &published, watch.signal(), lines_input, failed)
 }
 
 async fn recv(ctx: &Context, args: &StreamRecvArgs) -> Result<Exit> {
