@@ -926,6 +926,10 @@ pub enum StreamCommand {
 every message until its retention (--max-length-bytes, --max-age) removes old segments; reading \
 takes nothing away.
 
+As `task new`: a lost connection is opened again within --reconnect-timeout and every message \
+not yet confirmed is sent again (at-least-once: it may be in the stream twice; the run says how \
+many were sent again); past the timeout, exit 75 saying how many lines were confirmed.
+
 Examples:
   rmqlab stream send
   rmqlab stream send --stream events user signed up
@@ -941,6 +945,9 @@ time.
 
 -o json: each message's `body`, `stream`, `offset`, and the time the broker wrote its chunk: \
 `timestamp` (RFC 3339, UTC, milliseconds) and `timestamp_ms` (milliseconds since the Unix epoch).
+
+A lost connection is opened again within --reconnect-timeout, and reading goes on just after \
+the last offset printed: nothing skipped, nothing twice.
 
 --name CONSUMER tracks the offset on the broker: the offset stored under that name wins over \
 --offset (reading resumes just after it); it is stored every --store-every messages and on every \

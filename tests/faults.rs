@@ -803,4 +803,42 @@ fn stream_send_reconnects_after_a_broker_restart_and_sends_again_what_was_not_co
             "{stderr}"
         );
     }
+
+    // A node that stays away: past --reconnect-timeout, 75, saying where to resume.
+    let mut publisher = Running::spawn(
+        on_stream_node(
+            &node,
+            &[
+                "stream",
+                "send",
+                "--stream",
+                stream,
+                "--reconnect-timeout",
+                "2s",
+                "-f",
+                "-",
+            ],
+        )
+        .stdin(std::process::Stdio::piped()),
+    );
+    let mut stdin = publisher.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    assert_eq!(publisher.next_line(WAIT), " [x] Sent 'first'");
+    node.ctl(&["-q", "stop_app"]);
+    let lost_at = Instant::now();
+    // The next line meets the lost connection.
+    let _ = stdin.write_all(b"second\n");
+    let (code, stdout, stderr) = publisher.finish(WAIT);
+    drop(stdin);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert_eq!(stdout, [" [x] Sent 'first'"]);
+    assert!(
+        stderr.contains("could not reconnect to the broker within 2s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the first 1 input line(s) were confirmed; resend from line 2"),
+        "{stderr}"
+    );
+    assert!(lost_at.elapsed() < Duration::from_secs(30), "bounded");
 }

@@ -409,6 +409,7 @@ impl Streams {
                     async move {
                         self.producer(stream, attempt.connect_timeout, next, notes)
                             .await
+                            .map_err(not_there_yet)
                     }
                 },
             )
@@ -678,8 +679,8 @@ impl Streams {
     }
 
     /// Subscribes again after a lost connection, trying until `timeout`; `None` if a signal
-    /// came first. An error that trying again cannot get past (the stream was deleted) ends it
-    /// at once.
+    /// came first. An error that trying again cannot get past (a refused login) ends it at
+    /// once.
     async fn resubscribe(
         &self,
         stream: &str,
@@ -695,7 +696,7 @@ impl Streams {
                     stream,
                     offset.clone(),
                     self.connect_timeout.min(remaining.max(RETRY)),
-                ) => attempt,
+                ) => attempt.map_err(not_there_yet),
                 _ = interrupts.wait_for(1) => return Ok(None),
             };
             match attempt {
@@ -710,6 +711,18 @@ impl Streams {
                 _ = interrupts.wait_for(1) => return Ok(None),
             }
         }
+    }
+}
+
+/// After a lost connection, a stream the broker does not list may be on its way back: a node
+/// that restarts lists its streams only once it has recovered them. So trying again goes on
+/// (within `--reconnect-timeout`) rather than end at once.
+fn not_there_yet(error: Error) -> Error {
+    match error {
+        Error::NoStream { name } | Error::NotAStream { name } => Error::StreamLost {
+            context: format!("stream '{name}' is not available (yet)"),
+        },
+        other => other,
     }
 }
 

@@ -305,10 +305,18 @@ impl Running {
 
     /// Waits until stderr contains `needle`, and returns stderr so far.
     pub fn wait_for_stderr(&self, needle: &str, limit: Duration) -> String {
-        eventually(limit, &format!("'{needle}' on stderr"), || {
-            self.stderr.lock().unwrap().contains(needle)
-        });
-        self.stderr.lock().unwrap().clone()
+        let deadline = Instant::now() + limit;
+        loop {
+            let stderr = self.stderr.lock().unwrap().clone();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?}: '{needle}' on stderr; stderr so far:\n{stderr}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// [`Running::start`] with the arguments given as one line, split at spaces.
