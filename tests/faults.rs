@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     OwnNode, Running, TestExchange, TestQueue, assert_ended_by, broker, broker_address, eventually,
-    management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, scratch_dir, text,
+    lines_file, management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, scratch_dir, text,
 };
 use std::{
     collections::BTreeSet,
@@ -198,24 +198,31 @@ fn what_survives_a_restart_persistent_tasks_and_everything_in_a_quorum_queue() {
     );
 }
 
-#[test]
-fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
-    let _serial = serial();
-    let q = TestQueue::new("bulk_reconnect");
-    let (publisher, mut stdin) =
-        Running::start_with_stdin(&["task", "new", "--queue", q.name(), "-f", "-"]);
-    // Feed 20,000 lines over about four seconds, so that connections close mid-stream.
-    let feeder = thread::spawn(move || {
+/// Writes lines `1`..`20000` to `stdin` in 40 chunks of 500, `pause` apart: deliberate pacing,
+/// not a wait, that stretches the input over time so that a fault comes while lines still come.
+fn feed_20000_lines(
+    mut stdin: impl Write + Send + 'static,
+    pause: Duration,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
         for chunk in 0..40 {
             let lines: String = (chunk * 500 + 1..=chunk * 500 + 500)
                 .map(|i| format!("{i}\n"))
                 .collect();
             stdin.write_all(lines.as_bytes()).unwrap();
-            // Deliberate pacing, not a wait: it stretches the input over time, so that the
-            // connections are closed while lines are still coming.
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(pause);
         }
-    });
+    })
+}
+
+#[test]
+fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
+    let _serial = serial();
+    let q = TestQueue::new("bulk_reconnect");
+    let (publisher, stdin) =
+        Running::start_with_stdin(&["task", "new", "--queue", q.name(), "-f", "-"]);
+    // Over about four seconds, so that connections close mid-stream.
+    let feeder = feed_20000_lines(stdin, Duration::from_millis(100));
     // The publisher is connected and publishing: the queue fills.
     eventually(WAIT, "the publisher's first messages in the queue", || {
         broker::queue_state(q.name()).is_some_and(|(ready, _)| ready > 0)
@@ -677,10 +684,7 @@ fn stream_recv_resumes_after_a_broker_restart_from_the_last_offset_seen() {
     let node = OwnNode::start_v4("fault4-recv");
     let stream = "fault-recv";
     let send = |prefix: &str| {
-        let dir = scratch_dir();
-        let path = dir.path().join("lines");
-        let lines: String = (0..1000).map(|n| format!("{prefix}{n}\n")).collect();
-        std::fs::write(&path, lines).unwrap();
+        let (_dir, path) = lines_file(prefix, 0..1000);
         let sent = run_on_stream_node(
             &node,
             &[
@@ -735,18 +739,9 @@ fn stream_send_reconnects_after_a_broker_restart_and_sends_again_what_was_not_co
         on_stream_node(&node, &["stream", "send", "--stream", stream, "-f", "-"])
             .stdin(std::process::Stdio::piped()),
     );
-    let mut stdin = publisher.child.as_mut().unwrap().stdin.take().unwrap();
-    // 20,000 lines over about eight seconds, so that the restart comes while lines still come.
-    let feeder = thread::spawn(move || {
-        for chunk in 0..40 {
-            let lines: String = (chunk * 500 + 1..=chunk * 500 + 500)
-                .map(|i| format!("{i}\n"))
-                .collect();
-            stdin.write_all(lines.as_bytes()).unwrap();
-            // Deliberate pacing, not a wait: it stretches the input over time.
-            thread::sleep(Duration::from_millis(200));
-        }
-    });
+    let stdin = publisher.child.as_mut().unwrap().stdin.take().unwrap();
+    // Over about eight seconds, so that the restart comes while lines still come.
+    let feeder = feed_20000_lines(stdin, Duration::from_millis(200));
     // The publisher is connected and its first lines are confirmed.
     publisher.next_line(WAIT);
     node.restart_app();

@@ -178,6 +178,19 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .expect("make a temporary directory")
 }
 
+/// A file of lines `PREFIX0`, `PREFIX1`... for `range`, in a scratch directory that goes when
+/// dropped.
+pub fn lines_file(
+    prefix: &str,
+    range: std::ops::Range<u64>,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = scratch_dir();
+    let path = dir.path().join("lines");
+    let lines: String = range.map(|n| format!("{prefix}{n}\n")).collect();
+    std::fs::write(&path, lines).unwrap();
+    (dir, path)
+}
+
 /// Runs rmqlab with `args`, `stdin` fed to it, and returns what it printed and its exit code.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut command = rmqlab();

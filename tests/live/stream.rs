@@ -4,7 +4,7 @@
 //! rabbitmq-stream://guest:guest@127.0.0.1:5751/%2f) and `RMQLAB_TEST_STREAM_AMQP_URL` (default
 //! amqp://guest:guest@127.0.0.1:5741/%2f, the same node's AMQP port).
 
-use crate::common::{Running, assert_code, broker, rmqlab, scratch_dir, text, unique_name};
+use crate::common::{Running, assert_code, broker, lines_file, rmqlab, text, unique_name};
 use rabbitmq_stream_client::Environment;
 use rmqlab::uri::StreamUrl;
 use serde_json::Value;
@@ -76,10 +76,7 @@ impl Drop for TestStream {
 
 /// Lines `prefix0`..`prefix{count-1}` in a file of the test's scratch directory.
 fn send_lines(stream: &str, prefix: &str, range: std::ops::Range<u64>) {
-    let dir = scratch_dir();
-    let path = dir.path().join("lines");
-    let body: String = range.clone().map(|n| format!("{prefix}{n}\n")).collect();
-    std::fs::write(&path, body).unwrap();
+    let (_dir, path) = lines_file(prefix, range.clone());
     let output = run_stream(&[
         "stream",
         "send",
