@@ -728,8 +728,11 @@ fn not_there_yet(error: Error) -> Error {
 
 /// The one subscription of a consumer's connection.
 const SUBSCRIPTION: u8 = 1;
-/// Chunks the broker may send ahead: one being handled, one on its way.
-const CREDIT: u16 = 2;
+/// Chunks the broker may send unasked. One, as the crate's own consumer: the next is asked for
+/// as soon as one comes, so it travels while this one is handled. With two, the broker's second
+/// chunk waited on the delayed ACK of the first (Nagle's algorithm), about 40 ms a chunk: 5,000
+/// msg/s instead of 900,000.
+const CREDIT: u16 = 1;
 /// The wait between two attempts to subscribe again.
 const RETRY: Duration = Duration::from_millis(500);
 /// How long closing waits for the broker (a lost connection does not answer).
