@@ -16,12 +16,14 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Runs `open` until it succeeds, reporting each attempt, for up to `--reconnect-timeout`
-/// (each attempt, over every URL, cut to what remains). An error that a later attempt
-/// cannot get past (a refused login, say) ends it at once; so does running out of time (75).
+/// (each attempt, over every URL, cut to what remains), shown going to `stream_url` when given
+/// (a stream's own URL), else to the context's URLs. An error that a later attempt cannot get past
+/// (a refused login, say) ends it at once; so does running out of time (75).
 /// `None` when an interrupt came first.
 pub async fn reopen<T, Opened>(
     ctx: &Context,
     observer: &dyn Observer,
+    stream_url: Option<&dyn std::fmt::Display>,
     lost: Error,
     mut interrupts: Option<&mut Interrupts>,
     mut open: impl FnMut(Context) -> Opened,
@@ -37,12 +39,16 @@ where
     let mut last = lost;
     // The node just lost is likely down: the others first, it last.
     ctx.urls.move_past_in_use();
+    let (url, urls) = match stream_url {
+        Some(url) => (url.to_string(), 1),
+        None => (ctx.url().to_string(), ctx.urls.count()),
+    };
     for attempt in 1.. {
         observer.observe(Event::Reconnecting {
             attempt,
             error: &last,
-            url: ctx.url(),
-            urls: ctx.urls.count(),
+            url: &url,
+            urls,
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt_ctx = Context {
