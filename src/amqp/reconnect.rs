@@ -37,13 +37,18 @@ where
     let deadline = Instant::now() + ctx.reconnect_timeout;
     let mut delay = FIRST_DELAY;
     let mut last = lost;
-    // The node just lost is likely down: the others first, it last.
-    ctx.urls.move_past_in_use();
-    let (url, urls) = match stream_url {
-        Some(url) => (url.to_string(), 1),
-        None => (ctx.url().to_string(), ctx.urls.count()),
-    };
+    // A stream's own node: `open` goes back to it, the context's URLs stay as they are.
+    let stream_url = stream_url.map(|url| url.to_string());
+    if stream_url.is_none() {
+        // The node just lost is likely down: the others first, it last.
+        ctx.urls.move_past_in_use();
+    }
     for attempt in 1.. {
+        let (url, urls) = match &stream_url {
+            Some(url) => (url.clone(), 1),
+            // Where this round starts.
+            None => (ctx.url().to_string(), ctx.urls.count()),
+        };
         observer.observe(Event::Reconnecting {
             attempt,
             error: &last,
