@@ -1237,6 +1237,10 @@ pub enum StreamCommand {
 every message until its retention (--max-length-bytes, --max-age) removes old segments; reading \
 takes nothing away.
 
+As `task new`: a lost connection is opened again within --reconnect-timeout and every message \
+not yet confirmed is sent again (at-least-once: it may be in the stream twice; the run says how \
+many were sent again); past the timeout, exit 75 saying how many lines were confirmed.
+
 Examples:
   rmqlab stream send
   rmqlab stream send --stream events user signed up
@@ -1249,6 +1253,12 @@ start of the last chunk the broker wrote: possibly several messages), `next` (on
 appended from now on), a number (exactly that offset), an RFC 3339 time \
 (2026-11-27T17:00:00Z) or a duration ago (10m): from the first chunk written at or after that \
 time.
+
+-o json: each message's `body`, `stream`, `offset`, and the time the broker wrote its chunk: \
+`timestamp` (RFC 3339, UTC, milliseconds) and `timestamp_ms` (milliseconds since the Unix epoch).
+
+A lost connection is opened again within --reconnect-timeout, and reading goes on just after \
+the last offset printed: nothing skipped, nothing twice.
 
 --name CONSUMER tracks the offset on the broker: the offset stored under that name wins over \
 --offset (reading resumes just after it); it is stored every --store-every messages and on every \

@@ -1,6 +1,7 @@
 //! Pure formatting of what rmqlab prints on stdout: the tutorial's lines, raw bodies, JSON lines.
 
 use crate::{
+    amqp::stream::StreamMessage,
     cli::{OutputFormat, QueueColumn, TableFormat},
     management::QueueRow,
     message::{body_to_json, properties_to_json},
@@ -529,14 +530,19 @@ pub fn tsv_escape(field: &str) -> String {
 }
 
 /// One message read from a stream: the tutorial's line (`Got message: BODY with offset: N`),
-/// the body alone, or JSON with the offset.
+/// the body alone, or JSON with the offset and the chunk's timestamp (RFC 3339, UTC, with
+/// milliseconds, and as milliseconds since the Unix epoch).
 pub fn write_stream_message(
     out: &mut impl Write,
     format: OutputFormat,
     stream: &str,
-    offset: u64,
-    body: &[u8],
+    message: &StreamMessage<'_>,
 ) -> io::Result<()> {
+    let StreamMessage {
+        offset,
+        timestamp,
+        body,
+    } = *message;
     match format {
         OutputFormat::Text => {
             out.write_all(b"Got message: ")?;
@@ -549,6 +555,14 @@ pub fn write_stream_message(
             body_to_json(&mut object, body);
             object.insert("stream".into(), stream.into());
             object.insert("offset".into(), offset.into());
+            if let Some(millis) = timestamp {
+                let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+                object.insert(
+                    "timestamp".into(),
+                    humantime::format_rfc3339_millis(time).to_string().into(),
+                );
+                object.insert("timestamp_ms".into(), millis.into());
+            }
             serde_json::to_writer(&mut *out, &Value::Object(object))?;
         }
     }

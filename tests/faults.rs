@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     OwnNode, Running, TestExchange, TestQueue, assert_ended_by, broker, broker_address, eventually,
-    management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, scratch_dir, text,
+    lines_file, management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, scratch_dir, text,
 };
 use std::{
     collections::BTreeSet,
@@ -198,24 +198,31 @@ fn what_survives_a_restart_persistent_tasks_and_everything_in_a_quorum_queue() {
     );
 }
 
-#[test]
-fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
-    let _serial = serial();
-    let q = TestQueue::new("bulk_reconnect");
-    let (publisher, mut stdin) =
-        Running::start_with_stdin(&["task", "new", "--queue", q.name(), "-f", "-"]);
-    // Feed 20,000 lines over about four seconds, so that connections close mid-stream.
-    let feeder = thread::spawn(move || {
+/// Writes lines `1`..`20000` to `stdin` in 40 chunks of 500, `pause` apart: deliberate pacing,
+/// not a wait, that stretches the input over time so that a fault comes while lines still come.
+fn feed_20000_lines(
+    mut stdin: impl Write + Send + 'static,
+    pause: Duration,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
         for chunk in 0..40 {
             let lines: String = (chunk * 500 + 1..=chunk * 500 + 500)
                 .map(|i| format!("{i}\n"))
                 .collect();
             stdin.write_all(lines.as_bytes()).unwrap();
-            // Deliberate pacing, not a wait: it stretches the input over time, so that the
-            // connections are closed while lines are still coming.
-            thread::sleep(Duration::from_millis(100));
+            thread::sleep(pause);
         }
-    });
+    })
+}
+
+#[test]
+fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
+    let _serial = serial();
+    let q = TestQueue::new("bulk_reconnect");
+    let (publisher, stdin) =
+        Running::start_with_stdin(&["task", "new", "--queue", q.name(), "-f", "-"]);
+    // Over about four seconds, so that connections close mid-stream.
+    let feeder = feed_20000_lines(stdin, Duration::from_millis(100));
     // The publisher is connected and publishing: the queue fills.
     eventually(WAIT, "the publisher's first messages in the queue", || {
         broker::queue_state(q.name()).is_some_and(|(ready, _)| ready > 0)
@@ -901,4 +908,197 @@ fn move_carries_on_after_its_connection_is_closed_mid_way() {
         "{twice} duplicate(s), {republished} reported: {summary}"
     );
     eprintln!("moved {}, duplicates {twice}: {summary}", moved.len());
+}
+
+/// rmqlab against the streams of a RabbitMQ 4 node of the test's own.
+fn on_stream_node(node: &OwnNode, args: &[&str]) -> std::process::Command {
+    let mut command = rmqlab();
+    command
+        .env("RMQLAB_URL", node.url())
+        .env("RMQLAB_STREAM_URL", node.stream_url())
+        .env_remove("RMQLAB_API_URL")
+        .args(args);
+    command
+}
+
+/// Runs rmqlab on `node` to the end (two minutes at most).
+fn run_on_stream_node(node: &OwnNode, args: &[&str]) -> std::process::Output {
+    let child = on_stream_node(node, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run rmqlab");
+    common::wait_output(child, Duration::from_secs(120))
+}
+
+/// `(offset, body)` of a JSON line of `stream recv`.
+fn offset_and_body(line: &str) -> (u64, String) {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    (
+        value["offset"].as_u64().unwrap(),
+        value["body"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A restart of the node while `stream recv` reads (a RabbitMQ 4 node of the test's own): the
+/// reader says it lost the connection, comes back when the node does, and reads on from just
+/// after the last offset it printed: every offset once, in order, and exit 0 at --count.
+#[test]
+fn stream_recv_resumes_after_a_broker_restart_from_the_last_offset_seen() {
+    let _serial = serial();
+    let node = OwnNode::start_v4("fault4-recv");
+    let stream = "fault-recv";
+    let send = |prefix: &str| {
+        let (_dir, path) = lines_file(prefix, 0..1000);
+        let sent = run_on_stream_node(
+            &node,
+            &[
+                "-q",
+                "stream",
+                "send",
+                "--stream",
+                stream,
+                "-f",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(sent.status.code(), Some(0), "{}", text(&sent.stderr));
+        assert_eq!(text(&sent.stdout).lines().count(), 1000);
+    };
+    send("a");
+    let mut reader = Running::spawn(&mut on_stream_node(
+        &node,
+        &[
+            "stream", "recv", "--stream", stream, "--count", "2000", "-o", "json",
+        ],
+    ));
+    let mut seen: Vec<(u64, String)> = (0..1000)
+        .map(|_| offset_and_body(&reader.next_line(WAIT)))
+        .collect();
+
+    node.restart_app();
+    reader.wait_for_stderr("Lost the stream connection", WAIT);
+    send("b");
+    reader.wait_for_stderr("Reconnected: reading on from offset 1000", WAIT);
+    seen.extend((0..1000).map(|_| offset_and_body(&reader.next_line(WAIT))));
+    let (code, rest, stderr) = reader.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(rest.len() == 2000, "nothing more than --count: {rest:?}");
+    let expected: Vec<(u64, String)> = (0..1000)
+        .map(|n| (n, format!("a{n}")))
+        .chain((0..1000).map(|n| (1000 + n, format!("b{n}"))))
+        .collect();
+    assert_eq!(seen, expected, "every offset once, in order");
+}
+
+/// A restart of the node while `stream send -f -` publishes (a RabbitMQ 4 node of the test's
+/// own): as `task new`, the publisher reconnects, sends again what was not confirmed, says so,
+/// and exits 0 with one ` [x] Sent` line per input line; the stream holds every line at least
+/// once, duplicates at most the messages sent again.
+#[test]
+fn stream_send_reconnects_after_a_broker_restart_and_sends_again_what_was_not_confirmed() {
+    let _serial = serial();
+    let node = OwnNode::start_v4("fault4-send");
+    let stream = "fault-send";
+    let mut publisher = Running::spawn(
+        on_stream_node(&node, &["stream", "send", "--stream", stream, "-f", "-"])
+            .stdin(std::process::Stdio::piped()),
+    );
+    let stdin = publisher.child.as_mut().unwrap().stdin.take().unwrap();
+    // Over about eight seconds, so that the restart comes while lines still come.
+    let feeder = feed_20000_lines(stdin, Duration::from_millis(200));
+    // The publisher is connected and its first lines are confirmed.
+    publisher.next_line(WAIT);
+    node.restart_app();
+    publisher.wait_for_stderr("Reconnected", WAIT);
+    feeder.join().unwrap();
+    let (code, stdout, stderr) = publisher.finish(WAIT);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("; reconnecting to rabbitmq-stream://guest:****@127.0.0.1:"),
+        "the stream URL, password masked: {stderr}"
+    );
+    let sent: Vec<String> = (1..=20000).map(|i| format!(" [x] Sent '{i}'")).collect();
+    assert_eq!(stdout, sent, "one line per input line, in order");
+    let resent: usize = stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix(" [*] Sending again the "))
+        .map(|rest| rest.split(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(
+        stderr.contains(" message(s) not confirmed before"),
+        "{stderr}"
+    );
+
+    let read = run_on_stream_node(
+        &node,
+        &[
+            "stream",
+            "recv",
+            "--stream",
+            stream,
+            "--idle-timeout",
+            "3s",
+            "-o",
+            "body",
+        ],
+    );
+    assert_eq!(read.status.code(), Some(0), "{}", text(&read.stderr));
+    let bodies: Vec<u32> = text(&read.stdout)
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    let distinct: BTreeSet<u32> = bodies.iter().copied().collect();
+    assert_eq!(distinct, (1..=20000).collect(), "every line at least once");
+    let duplicates = bodies.len() - 20000;
+    assert!(
+        duplicates <= resent,
+        "{duplicates} duplicates, {resent} sent again: {stderr}"
+    );
+    if resent > 0 {
+        assert!(
+            stderr.contains(&format!(
+                " [!] {resent} message(s) were sent again after a lost connection"
+            )),
+            "{stderr}"
+        );
+    }
+
+    // A node that stays away: past --reconnect-timeout, 75, saying where to resume.
+    let mut publisher = Running::spawn(
+        on_stream_node(
+            &node,
+            &[
+                "stream",
+                "send",
+                "--stream",
+                stream,
+                "--reconnect-timeout",
+                "2s",
+                "-f",
+                "-",
+            ],
+        )
+        .stdin(std::process::Stdio::piped()),
+    );
+    let mut stdin = publisher.child.as_mut().unwrap().stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    assert_eq!(publisher.next_line(WAIT), " [x] Sent 'first'");
+    node.ctl(&["-q", "stop_app"]);
+    let lost_at = Instant::now();
+    // The next line meets the lost connection.
+    let _ = stdin.write_all(b"second\n");
+    let (code, stdout, stderr) = publisher.finish(WAIT);
+    drop(stdin);
+    assert_eq!(code, Some(75), "{stderr}");
+    assert_eq!(stdout, [" [x] Sent 'first'"]);
+    assert!(
+        stderr.contains("could not reconnect to the broker within 2s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the first 1 input line(s) were confirmed; resend from line 2"),
+        "{stderr}"
+    );
+    assert!(lost_at.elapsed() < Duration::from_secs(30), "bounded");
 }

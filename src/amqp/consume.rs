@@ -139,6 +139,7 @@ pub async fn consume_all<H: Handler>(
                 let reopened = reconnect::reopen(
                     ctx,
                     observer,
+                    None,
                     lost,
                     Some(consumer.interrupts),
                     |attempt| async move { open(&attempt, observer, source).await },

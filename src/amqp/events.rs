@@ -47,7 +47,9 @@ pub enum Event<'a> {
     Reconnecting {
         attempt: u32,
         error: &'a Error,
-        url: &'a BrokerUrl,
+        /// Where to, as shown (the password masked): with several URLs, the first tried.
+        url: &'a str,
+        /// How many URLs are tried in turn.
         urls: usize,
     },
     /// Connected again, with everything declared again.

@@ -156,6 +156,11 @@ impl<'a> Watch<'a> {
         self.interrupts.first()
     }
 
+    /// The signals it watches, for a wait of its own (reconnecting).
+    pub fn interrupts(&mut self) -> &mut Interrupts {
+        self.interrupts
+    }
+
     /// Awaits `work`, unless a stop comes first (`None`): a second signal, the end of the grace
     /// period, or (for [`Wait::Idle`]) the first signal. `--confirm-timeout` passing first is
     /// an error.
@@ -298,6 +303,7 @@ pub async fn publish_all<C: Confirmations>(
         let reopened = reconnect::reopen(
             ctx,
             observer,
+            None,
             lost,
             Some(&mut *watch.interrupts),
             |attempt| async move { open(&attempt, observer, plan).await },
@@ -476,26 +482,14 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         Ok(self.published)
     }
 
-    /// An error that ended the run half-way, with what was confirmed before it; errors that
-    /// name the message they are about stay as they are.
+    /// An error that ended the run half-way, with what was confirmed before it.
     fn interrupted(&self, error: Error) -> Error {
-        match error {
-            Error::ConfirmTimeout { .. }
-            | Error::LineTooLong { .. }
-            | Error::NotAMessage { .. }
-            | Error::Input { .. } => self.stopped_by(error),
-            other => other,
-        }
+        interrupted(error, self.published.confirmed)
     }
 
     /// `error` with what was confirmed before it.
     fn stopped_by(&self, error: Error) -> Error {
-        Error::PublishInterrupted {
-            confirmed: self.published.confirmed,
-            // The command knows its input.
-            input: None,
-            source: Box::new(error),
-        }
+        stopped_by(error, self.published.confirmed)
     }
 
     /// After a lost connection: every published but unconfirmed message must be sent again.
@@ -537,6 +531,28 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             &mut self.published,
             self.confirmations,
         )
+    }
+}
+
+/// An error that ended a publisher's run half-way, with the `confirmed` messages before it
+/// (to resume after them); errors that name the message they are about stay as they are.
+pub fn interrupted(error: Error, confirmed: u64) -> Error {
+    match error {
+        Error::ConfirmTimeout { .. }
+        | Error::LineTooLong { .. }
+        | Error::NotAMessage { .. }
+        | Error::Input { .. } => stopped_by(error, confirmed),
+        other => other,
+    }
+}
+
+/// `error` (a connection not recovered) with the `confirmed` messages before it.
+pub fn stopped_by(error: Error, confirmed: u64) -> Error {
+    Error::PublishInterrupted {
+        confirmed,
+        // The command knows its input.
+        input: None,
+        source: Box::new(error),
     }
 }
 

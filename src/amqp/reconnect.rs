@@ -16,12 +16,14 @@ const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(5);
 
 /// Runs `open` until it succeeds, reporting each attempt, for up to `--reconnect-timeout`
-/// (each attempt, over every URL, cut to what remains). An error that a later attempt
-/// cannot get past (a refused login, say) ends it at once; so does running out of time (75).
+/// (each attempt, over every URL, cut to what remains), shown going to `stream_url` when given
+/// (a stream's own URL), else to the context's URLs. An error that a later attempt cannot get past
+/// (a refused login, say) ends it at once; so does running out of time (75).
 /// `None` when an interrupt came first.
 pub async fn reopen<T, Opened>(
     ctx: &Context,
     observer: &dyn Observer,
+    stream_url: Option<&dyn std::fmt::Display>,
     lost: Error,
     mut interrupts: Option<&mut Interrupts>,
     mut open: impl FnMut(Context) -> Opened,
@@ -35,14 +37,23 @@ where
     let deadline = Instant::now() + ctx.reconnect_timeout;
     let mut delay = FIRST_DELAY;
     let mut last = lost;
-    // The node just lost is likely down: the others first, it last.
-    ctx.urls.move_past_in_use();
+    // A stream's own node: `open` goes back to it, the context's URLs stay as they are.
+    let stream_url = stream_url.map(|url| url.to_string());
+    if stream_url.is_none() {
+        // The node just lost is likely down: the others first, it last.
+        ctx.urls.move_past_in_use();
+    }
     for attempt in 1.. {
+        let (url, urls) = match &stream_url {
+            Some(url) => (url.clone(), 1),
+            // Where this round starts.
+            None => (ctx.url().to_string(), ctx.urls.count()),
+        };
         observer.observe(Event::Reconnecting {
             attempt,
             error: &last,
-            url: ctx.url(),
-            urls: ctx.urls.count(),
+            url: &url,
+            urls,
         });
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt_ctx = Context {

@@ -264,6 +264,7 @@ pub async fn transfer(
                 let reopened = reconnect::reopen(
                     ctx,
                     observer,
+                    None,
                     lost,
                     Some(&mut *interrupts),
                     |attempt| async move {

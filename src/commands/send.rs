@@ -7,7 +7,10 @@ use crate::{
     amqp::{
         events::{Event, Observer},
         oneshot::{self, Handover},
-        publish::{Confirmations, Plan, Publication, RoutingKey, Start, Wait, Watch, publish_all},
+        publish::{
+            Confirmations, Plan, Publication, Published, RoutingKey, Start, Wait, Watch,
+            publish_all,
+        },
         topology::{ExchangeKind, Topology},
     },
     cli::{InputFormat, MessageArgs, PropertyArgs},
@@ -190,6 +193,20 @@ pub async fn send(
             lines.dropped_destination()
         ));
     }
+    let lines_input = file.is_some().then_some(input.as_deref());
+    finished(ctx, &published, watch.signal(), lines_input, failed)
+}
+
+/// The end of a publisher's run (`task new`, `stream send`...): what was sent again after a lost
+/// connection, and how it ended: by a signal (with how to resume from `input`, see
+/// [`stopped`]), with a report that could not be written (74), or successfully.
+pub(super) fn finished(
+    ctx: &Context,
+    published: &Published,
+    signal: Option<Stop>,
+    input: Option<Option<&str>>,
+    report_failed: Option<io::Error>,
+) -> Result<Exit> {
     if published.republished > 0 {
         ctx.status.warn(format_args!(
             " [!] {} message(s) were sent again after a lost connection: some may have arrived twice",
@@ -199,16 +216,15 @@ pub async fn send(
     ctx.status
         .debug(format_args!("{} message(s) confirmed", published.confirmed));
     if published.stopped {
-        let lines_input = file.is_some().then_some(input.as_deref());
         return Ok(stopped(
             ctx,
-            watch.signal().unwrap_or(Stop::Interrupt),
+            signal.unwrap_or(Stop::Interrupt),
             published.confirmed,
             published.in_doubt,
-            lines_input,
+            input,
         ));
     }
-    match failed {
+    match report_failed {
         Some(source) => Err(Error::ReportLost {
             confirmed: published.confirmed,
             source,

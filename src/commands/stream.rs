@@ -4,12 +4,16 @@
 
 use super::{
     receive::{Out, WAITING_LINE, stdout},
-    send::{Destination, named_input, single_message, stdout_lines, stopped, with_input},
+    send::{Destination, finished, named_input, single_message, stdout_lines, with_input},
 };
 use crate::uri::StreamUrl;
 use crate::{
-    amqp::stream::{
-        Ending, Reading, StreamHandler, StreamLimits, StreamSpec, Streams, Tracking, connect,
+    amqp::{
+        publish::Watch,
+        stream::{
+            Ending, Reading, StreamHandler, StreamLimits, StreamMessage, StreamSpec, Streams,
+            Tracking, connect,
+        },
     },
     cli::{
         OutputFormat, StartAt, StreamCommand, StreamInfoArgs, StreamRecvArgs, StreamSendArgs,
@@ -103,6 +107,7 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
 async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let message = &args.message;
+    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout);
     let input = named_input(message.file.as_deref());
     let mut messages = match &message.file {
         Some(path) => Messages::lines_of(path, message.max_message_size)?,
@@ -116,28 +121,18 @@ async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     );
     let published = streams
         .publish(
+            ctx,
+            &ctx.status,
             &args.target.stream,
             &mut messages,
             &mut lines,
-            &mut interrupts,
+            &mut watch,
         )
         .await;
     let failed = lines.finish();
     let published = published.map_err(|error| with_input(error, &input))?;
-    ctx.status
-        .debug(format_args!("{} message(s) confirmed", published.confirmed));
-    if published.stopped {
-        let signal = interrupts.first().unwrap_or(Stop::Interrupt);
-        let lines_input = message.file.is_some().then_some(input.as_deref());
-        return Ok(stopped(ctx, signal, published.confirmed, 0, lines_input));
-    }
-    match failed {
-        Some(source) => Err(Error::ReportLost {
-            confirmed: published.confirmed,
-            source,
-        }),
-        None => Ok(Exit::Success),
-    }
+    let lines_input = message.file.is_some().then_some(input.as_deref());
+    finished(ctx, &published, watch.signal(), lines_input, failed)
 }
 
 async fn recv(ctx: &Context, args: &StreamRecvArgs) -> Result<Exit> {
@@ -223,8 +218,8 @@ impl StreamHandler for StreamPrinter {
         self.status.info(WAITING_LINE);
     }
 
-    fn handle(&mut self, offset: u64, body: &[u8]) -> Result<()> {
-        write_stream_message(&mut self.out, self.format, &self.stream, offset, body)
+    fn handle(&mut self, message: &StreamMessage<'_>) -> Result<()> {
+        write_stream_message(&mut self.out, self.format, &self.stream, message)
             .map_err(Error::Output)
     }
 

@@ -181,6 +181,19 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .expect("make a temporary directory")
 }
 
+/// A file of lines `PREFIX0`, `PREFIX1`... for `range`, in a scratch directory that goes when
+/// dropped.
+pub fn lines_file(
+    prefix: &str,
+    range: std::ops::Range<u64>,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = scratch_dir();
+    let path = dir.path().join("lines");
+    let lines: String = range.map(|n| format!("{prefix}{n}\n")).collect();
+    std::fs::write(&path, lines).unwrap();
+    (dir, path)
+}
+
 /// Runs rmqlab with `args`, `stdin` fed to it, and returns what it printed and its exit code.
 pub fn run(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut command = rmqlab();
@@ -334,10 +347,18 @@ impl Running {
 
     /// Waits until stderr contains `needle`, and returns stderr so far.
     pub fn wait_for_stderr(&self, needle: &str, limit: Duration) -> String {
-        eventually(limit, &format!("'{needle}' on stderr"), || {
-            self.stderr.lock().unwrap().contains(needle)
-        });
-        self.stderr.lock().unwrap().clone()
+        let deadline = Instant::now() + limit;
+        loop {
+            let stderr = self.stderr.lock().unwrap().clone();
+            if stderr.contains(needle) {
+                return stderr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?}: '{needle}' on stderr; stderr so far:\n{stderr}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// [`Running::start`] with the arguments given as one line, split at spaces.
@@ -790,12 +811,18 @@ pub fn rabbitmqctl_on(node: &str, args: &[&str]) -> String {
 }
 
 /// A RabbitMQ node of one test's own, for the faults that must never touch the shared nodes
-/// (a resource alarm): the machine's RabbitMQ (3.x) under its own node name, AMQP and
-/// distribution ports and directories, no plugins, run as the `rabbitmq` user (whose home holds
-/// the Erlang cookie the CLI tools share). Stopped, and its directories removed, when dropped.
+/// (a resource alarm, a restart): under its own node name, ports and directories, run as the
+/// `rabbitmq` user (whose home holds the Erlang cookie the CLI tools share). [`OwnNode::start`]
+/// runs the machine's RabbitMQ (3.x) with no plugins; [`OwnNode::start_v4`] the RabbitMQ 4 of
+/// `scripts/broker-up --v4` with the stream plugin. Stopped, and its directories removed, when
+/// dropped.
 pub struct OwnNode {
     pub name: String,
     pub port: u16,
+    /// The stream protocol's port (RabbitMQ 4 only).
+    pub stream_port: Option<u16>,
+    /// The RabbitMQ 4 tree, when the node runs it.
+    v4: Option<V4>,
     child: Option<Child>,
     dir: Option<tempfile::TempDir>,
 }
@@ -804,6 +831,64 @@ pub struct OwnNode {
 /// machine's environment file, which names the shared node).
 const RABBITMQ_SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
+/// Where `scripts/broker-up --v4` extracted RabbitMQ 4 and its Erlang.
+const V4_DIR: &str = "/var/cache/rmqlab-v4";
+
+/// The RabbitMQ 4 tree: its programs and plugins.
+#[derive(Clone)]
+struct V4 {
+    bin: std::path::PathBuf,
+    erlang_bin: std::path::PathBuf,
+    plugins: std::path::PathBuf,
+}
+
+impl V4 {
+    fn find() -> V4 {
+        let prefix = std::path::Path::new(V4_DIR).join("prefix");
+        let lib = prefix.join("usr/lib/rabbitmq/lib");
+        let plugins = std::fs::read_dir(&lib)
+            .unwrap_or_else(|error| {
+                panic!(
+                    "{} ({error}): run scripts/broker-up --v4 first",
+                    lib.display()
+                )
+            })
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.path().join("plugins"))
+            .find(|plugins| plugins.is_dir())
+            .expect("a rabbitmq_server-*/plugins directory in the RabbitMQ 4 tree");
+        V4 {
+            bin: prefix.join("usr/lib/rabbitmq/bin"),
+            erlang_bin: prefix.join("usr/lib/erlang/bin"),
+            plugins,
+        }
+    }
+}
+
+/// Whether the tests run as root (then the node runs as `rabbitmq`).
+fn root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A program of the node's RabbitMQ, as the user the node runs as when the tests are root.
+fn as_node_user(program: &std::path::Path) -> Command {
+    if root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "rabbitmq", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 impl OwnNode {
     /// Starts the node and waits until RabbitMQ has booted (a minute at most).
     pub fn start(test: &str) -> OwnNode {
@@ -811,56 +896,66 @@ impl OwnNode {
             std::path::Path::new(RABBITMQ_SERVER).exists(),
             "{RABBITMQ_SERVER} is missing: this test starts a RabbitMQ node of its own"
         );
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port")
-                .port()
-        };
+        OwnNode::boot(test, None, "[].\n", "")
+    }
+
+    /// A RabbitMQ 4 node with the stream plugin (streams on `stream_port`, advertised there),
+    /// from the tree `scripts/broker-up --v4` extracted.
+    pub fn start_v4(test: &str) -> OwnNode {
+        let v4 = V4::find();
+        let stream_port = free_port();
+        let config = format!(
+            "stream.listeners.tcp.1 = 127.0.0.1:{stream_port}\n\
+             stream.advertised_host = 127.0.0.1\n\
+             stream.advertised_port = {stream_port}\n\
+             loopback_users.guest = true\n"
+        );
+        let mut node = OwnNode::boot(test, Some(v4), "[rabbitmq_stream].\n", &config);
+        node.stream_port = Some(stream_port);
+        node
+    }
+
+    fn boot(test: &str, v4: Option<V4>, plugins: &str, config: &str) -> OwnNode {
         let (port, dist_port) = (free_port(), free_port());
         let name = format!("rmqlab-{test}-{}@localhost", std::process::id());
         let dir = scratch_dir();
         let path = dir.path();
-        std::fs::write(path.join("enabled_plugins"), "[].\n").unwrap();
-        std::fs::write(path.join("rabbitmq.conf"), "").unwrap();
+        std::fs::write(path.join("enabled_plugins"), plugins).unwrap();
+        std::fs::write(
+            path.join("rabbitmq.conf"),
+            format!("listeners.tcp.1 = 127.0.0.1:{port}\n{config}"),
+        )
+        .unwrap();
         std::fs::write(path.join("rabbitmq-env.conf"), "").unwrap();
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        let mut command = if root {
+        if root() {
             let status = Command::new("chown")
                 .args(["-R", "rabbitmq:"])
                 .arg(path)
                 .status()
                 .expect("run chown");
             assert!(status.success(), "chown the node's directory to rabbitmq");
-            let mut command = Command::new("runuser");
-            command.args(["-u", "rabbitmq", "--", RABBITMQ_SERVER]);
-            command
-        } else {
-            Command::new(RABBITMQ_SERVER)
+        }
+        let server = match &v4 {
+            Some(v4) => v4.bin.join("rabbitmq-server"),
+            None => RABBITMQ_SERVER.into(),
         };
-        let home = if root {
-            "/var/lib/rabbitmq".to_string()
-        } else {
-            std::env::var("HOME").unwrap_or_default()
-        };
+        let mut command = as_node_user(&server);
+        node_environment(&mut command, &name, v4.as_ref());
         command
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("HOME", home)
-            .env("LANG", "C.UTF-8")
-            .env("RABBITMQ_NODENAME", &name)
             .env("RABBITMQ_NODE_PORT", port.to_string())
             .env("RABBITMQ_DIST_PORT", dist_port.to_string())
             .env("RABBITMQ_CONF_ENV_FILE", path.join("rabbitmq-env.conf"))
             .env("RABBITMQ_CONFIG_FILE", path.join("rabbitmq.conf"))
+            .env(
+                "RABBITMQ_ADVANCED_CONFIG_FILE",
+                path.join("advanced.config"),
+            )
             .env(
                 "RABBITMQ_ENABLED_PLUGINS_FILE",
                 path.join("enabled_plugins"),
             )
             .env("RABBITMQ_MNESIA_BASE", path.join("data"))
             .env("RABBITMQ_LOG_BASE", path.join("log"))
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
             .env(
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
                 "-kernel inet_dist_use_interface {127,0,0,1}",
@@ -873,20 +968,27 @@ impl OwnNode {
         let node = OwnNode {
             name,
             port,
+            stream_port: None,
+            v4,
             child: Some(child),
             dir: Some(dir),
         };
+        node.await_startup();
+        node
+    }
+
+    /// Waits until RabbitMQ has booted (after a start or a start_app).
+    pub fn await_startup(&self) {
         // await_startup fails while the node has not registered yet: poll.
         eventually(
             Duration::from_secs(90),
             "the test's own node to boot",
             || {
-                node.ctl_command(&["-q", "await_startup", "--timeout", "60"])
+                self.ctl_command(&["-q", "await_startup", "--timeout", "60"])
                     .output()
                     .is_ok_and(|output| output.status.success())
             },
         );
-        node
     }
 
     /// The node's AMQP URL.
@@ -894,9 +996,33 @@ impl OwnNode {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
-    /// The machine's rabbitmqctl for this node.
+    /// The node's stream URL (RabbitMQ 4 only).
+    pub fn stream_url(&self) -> String {
+        let port = self.stream_port.expect("a node started by start_v4");
+        format!("rabbitmq-stream://guest:guest@127.0.0.1:{port}/%2f")
+    }
+
+    /// The rabbitmqctl for this node: RabbitMQ 4's own for a node of [`OwnNode::start_v4`], else
+    /// the machine's.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
-        rabbitmqctl_on_command(&self.name, args)
+        let Some(v4) = &self.v4 else {
+            return rabbitmqctl_on_command(&self.name, args);
+        };
+        let mut command = as_node_user(&v4.bin.join("rabbitmqctl"));
+        node_environment(&mut command, &self.name, Some(v4));
+        command.env(
+            "RABBITMQ_CTL_ERL_ARGS",
+            "-kernel inet_dist_use_interface {127,0,0,1}",
+        );
+        command.args(["-n", &self.name]).args(args);
+        command
+    }
+
+    /// Stops the RabbitMQ app (every connection closes, the ports close) and starts it again.
+    pub fn restart_app(&self) {
+        self.ctl(&["-q", "stop_app"]);
+        self.ctl(&["-q", "start_app"]);
+        self.await_startup();
     }
 
     /// Runs rabbitmqctl on this node, failing the test when it fails; returns its stdout.
@@ -907,6 +1033,30 @@ impl OwnNode {
     /// The resource alarms in effect on this node, as Erlang terms.
     pub fn alarms(&self) -> String {
         self.ctl(&["-q", "eval", "rabbit_alarm:get_alarms()."])
+    }
+}
+
+/// The environment of the node `name` (and of its CLI tools): nothing of the machine's.
+fn node_environment(command: &mut Command, name: &str, v4: Option<&V4>) {
+    let path = match v4 {
+        Some(v4) => format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", v4.erlang_bin.display()),
+        None => "/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    };
+    let home = if root() {
+        "/var/lib/rabbitmq".to_string()
+    } else {
+        std::env::var("HOME").unwrap_or_default()
+    };
+    command
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", home)
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
+        .env("RABBITMQ_NODENAME", name)
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+    if let Some(v4) = v4 {
+        command.env("RABBITMQ_PLUGINS_DIR", &v4.plugins);
     }
 }
 

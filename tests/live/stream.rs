@@ -4,7 +4,9 @@
 //! rabbitmq-stream://guest:guest@127.0.0.1:5751/%2f) and `RMQLAB_TEST_STREAM_AMQP_URL` (default
 //! amqp://guest:guest@127.0.0.1:5741/%2f, the same node's AMQP port).
 
-use crate::common::{Running, assert_code, broker, rmqlab, scratch_dir, text, unique_name};
+use crate::common::{
+    Running, assert_code, broker, lines_file, rmqlab, scratch_dir, text, unique_name,
+};
 use rabbitmq_stream_client::Environment;
 use rmqlab::uri::StreamUrl;
 use serde_json::Value;
@@ -76,10 +78,7 @@ impl Drop for TestStream {
 
 /// Lines `prefix0`..`prefix{count-1}` in a file of the test's scratch directory.
 fn send_lines(stream: &str, prefix: &str, range: std::ops::Range<u64>) {
-    let dir = scratch_dir();
-    let path = dir.path().join("lines");
-    let body: String = range.clone().map(|n| format!("{prefix}{n}\n")).collect();
-    std::fs::write(&path, body).unwrap();
+    let (_dir, path) = lines_file(prefix, range.clone());
     let output = run_stream(&[
         "stream",
         "send",
@@ -214,16 +213,47 @@ fn offset_next_sees_only_what_is_sent_after_it_starts() {
     );
 }
 
+/// Milliseconds since the Unix epoch.
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 #[test]
 fn a_timestamp_and_a_duration_ago_start_at_the_second_batch() {
     let stream = TestStream::new("stream_time");
+    let before = SystemTime::now();
     send_lines(&stream.0, "a", 0..100);
     // The pause is the subject: the batches' chunks must carry different times.
     std::thread::sleep(Duration::from_millis(1500));
     let between = SystemTime::now();
     std::thread::sleep(Duration::from_millis(1500));
     send_lines(&stream.0, "b", 0..100);
+    let after = SystemTime::now();
     let expected_b: Vec<(u64, String)> = (0..100).map(|n| (100 + n, format!("b{n}"))).collect();
+
+    // Each message's JSON has its chunk's timestamp, which the broker wrote within its batch's
+    // window, in both forms.
+    let output = run_stream(&[
+        "stream", "recv", "--stream", &stream.0, "--count", "200", "-o", "json",
+    ]);
+    assert_code(&output, 0);
+    for line in text(&output.stdout).lines() {
+        let value: Value = serde_json::from_str(line).unwrap();
+        let stamp = value["timestamp_ms"].as_u64().expect(line);
+        let window = match value["body"].as_str().unwrap().starts_with('a') {
+            true => millis(before)..=millis(between),
+            false => millis(between)..=millis(after) + 1,
+        };
+        assert!(window.contains(&stamp), "{window:?} holds {line}");
+        let rfc3339 =
+            humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_millis(stamp))
+                .to_string();
+        assert_eq!(value["timestamp"], rfc3339.as_str(), "{line}");
+        assert!(rfc3339.ends_with('Z') && rfc3339.len() == 24, "{rfc3339}");
+    }
+    assert_eq!(text(&output.stdout).lines().count(), 200);
 
     let rfc3339 = humantime::format_rfc3339_millis(between).to_string();
     let output = run_stream(&[
