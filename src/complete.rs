@@ -4,7 +4,12 @@
 //! the management API of the broker that the words being completed (or the environment) name,
 //! asked with a short timeout; any failure completes nothing rather than waiting or printing.
 
-use crate::{cli::Cli, context::Context, management::Api};
+use crate::{
+    cli::Cli,
+    config::Settings,
+    context::{Context, Status},
+    management::Api,
+};
 use clap::{CommandFactory, FromArgMatches};
 use clap_complete::{
     ArgValueCompleter, CompletionCandidate,
@@ -20,10 +25,35 @@ const NAMES_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// Answers a completion request and exits when [`VAR`] is set; returns otherwise.
 pub fn answer_if_asked() {
-    clap_complete::CompleteEnv::with_factory(command)
+    let complete = clap_complete::CompleteEnv::with_factory(command)
         .var(VAR)
-        .completer("rmqlab")
-        .complete();
+        .completer("rmqlab");
+    if std::env::var(VAR).as_deref() != Ok("bash") {
+        complete.complete();
+        return;
+    }
+    // bash splits the words at `:` and `=`: join them again, and point at the same word.
+    let mut args: Vec<String> = std::env::args().collect();
+    let Some(dash) = args.iter().position(|arg| arg == "--") else {
+        complete.complete();
+        return;
+    };
+    let words = args.split_off(dash + 1);
+    let index: Option<usize> = std::env::var("_CLAP_COMPLETE_INDEX")
+        .ok()
+        .and_then(|index| index.parse().ok());
+    let (words, index) = rejoined_at(words, index);
+    if let Some(index) = index {
+        // SAFETY: still single-threaded: nothing else reads or writes the environment yet.
+        unsafe { std::env::set_var("_CLAP_COMPLETE_INDEX", index.to_string()) };
+    }
+    args.extend(words);
+    let current_dir = std::env::current_dir().ok();
+    match complete.try_complete(args, current_dir.as_deref()) {
+        Ok(true) => std::process::exit(0),
+        Ok(false) => {}
+        Err(error) => error.exit(),
+    }
 }
 
 /// rmqlab's clap command with the live-name completers attached.
@@ -111,21 +141,58 @@ fn complete_names(names: Names, current: &OsStr) -> Vec<CompletionCandidate> {
         .unwrap_or_default()
         .into_iter()
         .filter(|name| !name.is_empty() && name.starts_with(&*prefix))
-        // A name that a shell would mangle (spaces, control characters) is not offered.
-        .filter(|name| !name.chars().any(|c| c.is_whitespace() || c.is_control()))
+        // The shell puts a candidate on the command line as it is: a name it would read as
+        // more than a word (`;`, `$(...)`, quotes, spaces) could run a command when the user
+        // presses Enter. Only names made of plainly safe characters are offered.
+        .filter(|name| name.chars().all(is_shell_safe))
         .collect();
     listed.sort();
     listed.into_iter().map(CompletionCandidate::new).collect()
+}
+
+/// A character that no shell reads as anything but itself in a word.
+fn is_shell_safe(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '+' | '@' | '%' | ',')
+}
+
+/// The words of the command line being completed, with what bash split off at `:` and `=`
+/// (its COMP_WORDBREAKS: `amqp://h:5672` arrives as `amqp`, `:`, `//h`, `:`, `5672`) joined
+/// again.
+fn rejoined(words: impl IntoIterator<Item = String>) -> Vec<String> {
+    rejoined_at(words, None).0
+}
+
+/// [`rejoined`], and where the word at `index` went.
+fn rejoined_at(
+    words: impl IntoIterator<Item = String>,
+    index: Option<usize>,
+) -> (Vec<String>, Option<usize>) {
+    let mut joined: Vec<String> = Vec::new();
+    let mut glue = false;
+    let mut moved = None;
+    for (at, word) in words.into_iter().enumerate() {
+        match joined.last_mut() {
+            Some(last) if glue || word == ":" || word == "=" => {
+                glue = word == ":" || word == "=";
+                last.push_str(&word);
+            }
+            _ => {
+                glue = false;
+                joined.push(word);
+            }
+        }
+        if Some(at) == index {
+            moved = Some(joined.len() - 1);
+        }
+    }
+    (joined, moved.or(index))
 }
 
 /// The settings of the command line being completed: its global options that take a value
 /// (`--url`, `--api-url`, TLS files...), with the environment and defaults as for a real run,
 /// and short timeouts. `None` when they do not make sense yet.
 fn context_of_command_line() -> Option<Context> {
-    let words: Vec<String> = std::env::args()
-        .skip_while(|word| word != "--")
-        .skip(2)
-        .collect();
+    let words = rejoined(std::env::args().skip_while(|word| word != "--").skip(2));
     let command = Cli::command();
     let globals: Vec<String> = command
         .get_arguments()
@@ -147,8 +214,80 @@ fn context_of_command_line() -> Option<Context> {
     forwarded.extend(["completions".to_string(), "bash".to_string()]);
     let matches = command.try_get_matches_from(forwarded).ok()?;
     let cli = Cli::from_arg_matches(&matches).ok()?;
-    let mut ctx = Context::new(&cli.global).ok()?;
+    // Silent: a warning (a config file others can read, say) at every Tab would garble the
+    // command line being edited.
+    let settings = Settings::new(&cli.global).ok()?;
+    let mut ctx = Context::from_settings(&settings, Status::silent()).ok()?;
     ctx.connect_timeout = NAMES_TIMEOUT;
     ctx.api_timeout = NAMES_TIMEOUT;
     Some(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bash_word_breaks_are_joined_again() {
+        let words = [
+            "rmqlab",
+            "--url",
+            "amqp",
+            ":",
+            "//guest",
+            ":",
+            "pw@h",
+            ":",
+            "5672/%2f",
+            "--api-url",
+            "=",
+            "http",
+            ":",
+            "//h",
+            ":",
+            "15672",
+            "queues",
+            "purge",
+            "or",
+        ];
+        assert_eq!(
+            rejoined(words.map(String::from)),
+            [
+                "rmqlab",
+                "--url",
+                "amqp://guest:pw@h:5672/%2f",
+                "--api-url=http://h:15672",
+                "queues",
+                "purge",
+                "or"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_word_being_completed_is_found_after_joining() {
+        let words = [
+            "rmqlab", "--url", "amqp", ":", "//h", "queues", "purge", "or",
+        ];
+        let (joined, index) = rejoined_at(words.map(String::from), Some(7));
+        assert_eq!(joined[index.unwrap()], "or");
+        assert_eq!(index, Some(5));
+    }
+
+    #[test]
+    fn only_plainly_safe_names_are_offered() {
+        for safe in ["orders", "orders.dlq", "a-b_c/d+e@f%g,h"] {
+            assert!(safe.chars().all(is_shell_safe), "{safe}");
+        }
+        for unsafe_name in [
+            "pwn;touch${IFS}x",
+            "orders$(id)",
+            "o'q",
+            "a b",
+            "x\u{202e}y",
+            "a:b",
+        ] {
+            assert!(!unsafe_name.chars().all(is_shell_safe), "{unsafe_name}");
+        }
+    }
 }

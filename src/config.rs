@@ -330,7 +330,7 @@ impl Settings {
     pub fn vhost_origin(&self) -> Origin {
         match (&self.url_defaults.vhost, self.urls.value.first()) {
             (Some(_), Some(first))
-                if crate::uri::names_no_vhost(first.split(',').next().unwrap_or_default()) =>
+                if crate::uri::names_no_vhost(crate::uri::split_list(first)[0]) =>
             {
                 Origin::Section {
                     broker: self
@@ -428,8 +428,9 @@ impl Section {
     /// Whether a password is written in it, as a key or inside a URL.
     fn holds_password(&self) -> bool {
         let in_url = |raw: &String| {
-            raw.split(',')
-                .any(|item| url::Url::parse(item.trim()).is_ok_and(|url| url.password().is_some()))
+            crate::uri::split_list(raw)
+                .into_iter()
+                .any(|item| url::Url::parse(item).is_ok_and(|url| url.password().is_some()))
         };
         self.password.is_some()
             || self.urls.iter().flatten().any(in_url)

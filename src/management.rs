@@ -208,6 +208,18 @@ impl Api {
             None => ctx
                 .urls
                 .attempt_order()
+                .inspect(|(_, url)| {
+                    // A broker on another AMQP port than the default is likely one of several
+                    // on its host: port 15672 may well be another broker's API.
+                    let port = url.amqp_uri().authority.port;
+                    if !matches!(port, 5672 | 5671) {
+                        ctx.status.warn(format_args!(
+                            " [!] no --api-url: trying the management API on port {API_PORT} of \
+                             the host of {url}, whose AMQP port is {port}; give --api-url if that \
+                             is another broker's"
+                        ));
+                    }
+                })
                 .map(|(_, url)| {
                     let (base, _, _) = default_api_url(url)?;
                     Ok((

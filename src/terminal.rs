@@ -96,13 +96,14 @@ pub fn render_panic(message: &str, location: Option<String>, color: bool) -> Str
 /// the cursor, fake a line). Tabs stay; newlines stay only when `newlines` allows.
 pub fn escape_controls(text: &str, newlines: bool) -> Cow<'_, str> {
     let kept = |c: char| c == '\t' || (newlines && c == '\n');
-    if !text.chars().any(|c| c.is_control() && !kept(c)) {
+    let escapes = |c: char| (c.is_control() || is_bidi_control(c)) && !kept(c);
+    if !text.chars().any(escapes) {
         return Cow::Borrowed(text);
     }
     let mut escaped = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
-            c if !c.is_control() || kept(c) => escaped.push(c),
+            c if !escapes(c) => escaped.push(c),
             '\x07' => escaped.push_str("\\a"),
             '\x08' => escaped.push_str("\\b"),
             '\n' => escaped.push_str("\\n"),
@@ -112,6 +113,12 @@ pub fn escape_controls(text: &str, newlines: bool) -> Cow<'_, str> {
         }
     }
     Cow::Owned(escaped)
+}
+
+/// A character that reorders the text shown around it (a right-to-left override, say): it
+/// would make a name or message look like another one.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Writes to stderr and never fails: a stderr that cannot be written (`2>/dev/full`, a closed
@@ -304,6 +311,11 @@ mod tests {
         );
         assert_eq!(escape_controls("x\ny", true), "x\ny");
         assert!(matches!(escape_controls("plain", false), Cow::Borrowed(_)));
+        // A right-to-left override would show `txt.exe` as `exe.txt`.
+        assert_eq!(
+            escape_controls("invoice\u{202e}txt.exe", false),
+            "invoice\\u{202e}txt.exe"
+        );
     }
 
     #[test]

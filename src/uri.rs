@@ -164,6 +164,34 @@ impl fmt::Display for BrokerUrl {
     }
 }
 
+/// Splits a comma-separated list of URLs, each item trimmed. A comma splits only where a new
+/// URL starts after it (`scheme://`) or nothing follows: a comma inside an item (in a
+/// password, say) stays in it, and so never cuts a password in two where an error would show
+/// half of it.
+pub fn split_list(value: &str) -> Vec<&str> {
+    let starts_url = |rest: &str| {
+        let rest = rest.trim_start();
+        rest.is_empty()
+            || rest.starts_with(',')
+            || rest.split_once("://").is_some_and(|(scheme, _)| {
+                scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && scheme
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+            })
+    };
+    let mut items = Vec::new();
+    let mut start = 0;
+    for (at, _) in value.match_indices(',') {
+        if starts_url(&value[at + 1..]) {
+            items.push(value[start..at].trim());
+            start = at + 1;
+        }
+    }
+    items.push(value[start..].trim());
+    items
+}
+
 /// The items of comma-separated lists (`--url a,b --url c`, `RMQLAB_URL=a,b`), each trimmed, a
 /// trailing comma allowed, with how to name each in an error ("URL 2 of 3 in --url"; `None`
 /// when there is only one). `source` names where the values came from. A comma inside an item
@@ -175,7 +203,7 @@ pub fn list_items<'a>(
 ) -> Result<Vec<(&'a str, Option<String>)>, InvalidUrl> {
     let mut items = Vec::new();
     for value in values {
-        let mut parts: Vec<&str> = value.split(',').map(str::trim).collect();
+        let mut parts = split_list(value);
         if parts.len() > 1 && parts.last() == Some(&"") {
             parts.pop();
         }
@@ -218,8 +246,9 @@ pub struct UrlDefaults {
 impl UrlDefaults {
     /// A comma-separated list with [`UrlDefaults::fill`] done on each item.
     pub fn fill_list(&self, list: &str) -> String {
-        list.split(',')
-            .map(|item| self.fill(item.trim()))
+        split_list(list)
+            .into_iter()
+            .map(|item| self.fill(item))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -422,6 +451,21 @@ fn userinfo_of(raw: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_comma_splits_a_list_only_where_a_url_starts() {
+        assert_eq!(
+            split_list("amqp://a:Top,Secret@h1/%2f, amqps://h2/%2f ,"),
+            ["amqp://a:Top,Secret@h1/%2f", "amqps://h2/%2f", ""]
+        );
+        assert_eq!(split_list("amqp://app:1234,x@h"), ["amqp://app:1234,x@h"]);
+        assert_eq!(split_list(" , "), ["", ""]);
+        assert_eq!(
+            split_list("amqp://h1,,amqp://h3"),
+            ["amqp://h1", "", "amqp://h3"]
+        );
+    }
 
     #[test]
     fn stream_urls_default_to_the_broker_and_hide_the_password() {
@@ -454,7 +498,6 @@ mod tests {
         assert!(StreamUrl::parse("amqp://localhost").is_err());
     }
 
-    use super::*;
 
     fn urls(values: &[&str], source: &str) -> Result<BrokerUrls, InvalidUrl> {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();

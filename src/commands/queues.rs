@@ -172,11 +172,21 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     let fetch = || async {
         let mut rows = api.list_queues(&listing).await?;
         sort_queues(&mut rows, args.sort, args.reverse);
-        if on_terminal && args.output != TableFormat::Json {
-            // Names are the broker's data: they must not drive the terminal.
+        // Names are the broker's data: they must not drive a terminal. A table is for people
+        // (and reaches one through `| less -R` too): always escaped, a tab as well, which
+        // would break its columns. TSV is data: escaped on a terminal only.
+        let table_format = args.output == TableFormat::Table;
+        if table_format || (on_terminal && args.output == TableFormat::Tsv) {
+            let escape = |text: &str| {
+                let escaped = escape_controls(text, false);
+                match table_format {
+                    true => escaped.replace('\t', "\\t"),
+                    false => escaped.into_owned(),
+                }
+            };
             for row in &mut rows {
-                row.vhost = escape_controls(&row.vhost, false).into_owned();
-                row.name = escape_controls(&row.name, false).into_owned();
+                row.vhost = escape(&row.vhost);
+                row.name = escape(&row.name);
             }
         }
         Ok::<_, Error>(rows)
@@ -200,24 +210,37 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
             Ok(rows) => {
                 failing_since = None;
                 let stamp = humantime::format_rfc3339_seconds(SystemTime::now());
-                let current: HashMap<(String, String), u64> = rows
+                // A count the broker does not report (a queue just after a restart, say) is
+                // unknown: no change is made up from it, and the last known one is kept.
+                let mut current: HashMap<(String, String), u64> = rows
                     .iter()
-                    .map(|row| (key(row), row.messages_ready.unwrap_or(0)))
+                    .filter_map(|row| Some((key(row), row.messages_ready?)))
                     .collect();
+                if let Some(previous) = &previous {
+                    for row in rows.iter().filter(|row| row.messages_ready.is_none()) {
+                        if let Some(&known) = previous.get(&key(row)) {
+                            current.insert(key(row), known);
+                        }
+                    }
+                }
                 let change = |row: &QueueRow| {
                     let before = previous.as_ref()?.get(&key(row))?;
-                    Some(row.messages_ready.unwrap_or(0) as i64 - *before as i64)
+                    Some(row.messages_ready? as i64 - *before as i64)
                 };
                 let changes: Vec<Option<i64>> = rows.iter().map(change).collect();
-                history.retain(|queue, _| current.contains_key(queue));
+                let listed: std::collections::HashSet<(String, String)> =
+                    rows.iter().map(key).collect();
+                history.retain(|queue, _| listed.contains(queue));
                 let depth: Vec<String> = rows
                     .iter()
                     .map(|row| {
                         let past = history.entry(key(row)).or_default();
-                        if past.len() == DEPTH_HISTORY {
-                            past.pop_front();
+                        if let Some(ready) = row.messages_ready {
+                            if past.len() == DEPTH_HISTORY {
+                                past.pop_front();
+                            }
+                            past.push_back(ready);
                         }
-                        past.push_back(row.messages_ready.unwrap_or(0));
                         sparkline(past.iter().copied())
                     })
                     .collect();

@@ -56,6 +56,8 @@ impl Observer for Status {
                 error.one_line()
             )),
             Event::Reconnected => self.info(" [*] Reconnected"),
+            // Nothing was in doubt: nothing to say.
+            Event::Resending { count: 0 } => {}
             Event::Resending { count } => self.info(format_args!(
                 " [*] Sending again the {count} message(s) not confirmed before"
             )),

@@ -22,6 +22,11 @@ fn path_with_rmqlab() -> std::ffi::OsString {
 
 /// The words bash offers for the last word of `line`, after sourcing the committed script.
 fn bash_complete(line: &str) -> Vec<String> {
+    bash_complete_with(line, &[])
+}
+
+/// [`bash_complete`] with these variables set (or, with an empty value, unset).
+fn bash_complete_with(line: &str, envs: &[(&str, &str)]) -> Vec<String> {
     let script = r#"
         source completions/rmqlab.bash
         read -ra COMP_WORDS <<< "$1"
@@ -31,12 +36,15 @@ fn bash_complete(line: &str) -> Vec<String> {
         _clap_complete_rmqlab rmqlab "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
         printf '%s\n' "${COMPREPLY[@]}"
     "#;
-    let output = command("bash")
-        .current_dir(ROOT)
-        .env("PATH", path_with_rmqlab())
-        .args(["-c", script, "bash", line])
-        .output()
-        .unwrap();
+    let mut bash = command("bash");
+    bash.current_dir(ROOT).env("PATH", path_with_rmqlab());
+    for (name, value) in envs {
+        match value.is_empty() {
+            true => bash.env_remove(name),
+            false => bash.env(name, value),
+        };
+    }
+    let output = bash.args(["-c", script, "bash", line]).output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     text(&output.stdout)
         .lines()
@@ -137,4 +145,38 @@ fn a_silent_or_absent_api_completes_nothing_quickly() {
         );
     }
     drop(silent);
+}
+
+#[test]
+fn the_broker_named_on_the_line_is_asked_and_unsafe_names_are_never_offered() {
+    let q = TestQueue::new("complete_line");
+    broker::declare(q.name(), true).unwrap();
+    // A name the shell would run a command from, were it put on the line as it is.
+    let hostile = TestQueue(format!("{};touch${{IFS}}x", q.name()));
+    broker::declare(hostile.name(), true).unwrap();
+    let api = crate::common::api_url_with("guest", "guest");
+    // The environment names nothing that answers: only the line does (bash splits its URLs
+    // at `:` and `=`).
+    let nowhere = [
+        ("RMQLAB_URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+        ("RMQLAB_API_URL", "http://127.0.0.1:1"),
+    ];
+    for line in [
+        format!("rmqlab --api-url {api} queues purge {}", q.name()),
+        format!("rmqlab --api-url={api} hello recv --queue {}", q.name()),
+        format!(
+            "rmqlab --url {} --api-url {api} queues delete {}",
+            crate::common::broker_url(),
+            q.name()
+        ),
+    ] {
+        let words = bash_complete_with(&line, &nowhere);
+        assert_eq!(words, vec![q.name().to_string()], "{line}");
+    }
+    let words = bash_complete(&format!("rmqlab queues purge {}", q.name()));
+    assert_eq!(
+        words,
+        vec![q.name().to_string()],
+        "the hostile name is not offered"
+    );
 }

@@ -101,6 +101,35 @@ fn hostile_names_are_escaped_on_stderr_and_in_queue_tables() {
     assert!(!shown.contains(RAW), "{shown:?}");
     assert!(shown.contains(&prefix), "{shown:?}");
     assert!(shown.contains("\\x1b]0;PWNED"), "{shown:?}");
+
+    // A table is for people even through a pipe (`| less -R`): escaped there too; TSV through
+    // a pipe is data, exact.
+    let filter = format!("^{}", prefix.replace('.', "\\."));
+    let table = run(
+        &["queues", "list", "--columns", "name", "--filter", &filter],
+        None,
+    );
+    assert_code(&table, 0);
+    let table = text(&table.stdout);
+    assert!(!table.contains(RAW) && table.contains(ESCAPED), "{table:?}");
+    let tsv = run(
+        &[
+            "queues",
+            "list",
+            "--columns",
+            "name",
+            "-o",
+            "tsv",
+            "--filter",
+            &filter,
+        ],
+        None,
+    );
+    assert!(
+        text(&tsv.stdout).contains(HOSTILE),
+        "{:?}",
+        text(&tsv.stdout)
+    );
 }
 
 #[test]

@@ -293,3 +293,35 @@ fn shuffled_urls_vary_their_order_per_process() {
     );
     assert_eq!(broker::ready(q.name()), 20);
 }
+
+/// Without --api-url, a broker on another AMQP port than 5672 gets the API on port 15672 of its
+/// host, which may be another broker's: rmqlab says so.
+#[test]
+fn a_guessed_api_beside_a_non_default_port_is_warned_about() {
+    let output = rmqlab()
+        .env_remove("RMQLAB_API_URL")
+        .env("RMQLAB_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .args(["queues", "list", "--filter", "^nothing-by-this-name$"])
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(
+            " [!] no --api-url: trying the management API on port 15672 of the host of \
+             amqp://guest:****@127.0.0.1:1/%2f, whose AMQP port is 1; give --api-url"
+        ),
+        "{stderr}"
+    );
+    let output = rmqlab()
+        .env_remove("RMQLAB_API_URL")
+        .args(["queues", "list", "--filter", "^nothing-by-this-name$"])
+        .output()
+        .unwrap();
+    let warned = text(&output.stderr).contains("no --api-url");
+    assert_eq!(
+        warned,
+        crate::common::broker_port() != 5672,
+        "{}",
+        text(&output.stderr)
+    );
+}
