@@ -498,7 +498,6 @@ mod tests {
         assert!(StreamUrl::parse("amqp://localhost").is_err());
     }
 
-
     fn urls(values: &[&str], source: &str) -> Result<BrokerUrls, InvalidUrl> {
         let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
         BrokerUrls::parse(&values, source, &UrlDefaults::default())
