@@ -360,6 +360,14 @@ pub enum Error {
     #[error("the broker refused the reply to '{to}' (nack)")]
     ReplyNacked { to: String },
 
+    /// The broker closed the publishing channel while the connection stayed: over a message it
+    /// refuses, never a reason to reconnect and send everything again.
+    #[error("the broker closed the channel: {source}")]
+    ChannelClosed {
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error("no queue '{queue}' to take the request: {reason}")]
     NoRequestQueue { queue: String, reason: String },
 
@@ -472,6 +480,7 @@ impl Error {
             | Error::TaskStopped { .. }
             | Error::NoDeadLetterExchange { .. } => Code::Data,
             Error::ReplyNacked { .. }
+            | Error::ChannelClosed { .. }
             | Error::NoRequestQueue { .. }
             | Error::ServerError { .. } => Code::Data,
             Error::NoReply { .. } => Code::Temporary,
@@ -483,6 +492,16 @@ impl Error {
             Error::StreamLost { .. } => Code::Temporary,
             Error::Interrupted(crate::signals::Stop::Interrupt) => Code::Interrupted,
             Error::Interrupted(crate::signals::Stop::Terminate) => Code::Terminated,
+        }
+    }
+
+    /// `self`, unless it looks like a lost connection: then [`Error::ChannelClosed`].
+    pub fn not_a_connection_loss(self) -> Error {
+        match self.is_connection_loss() {
+            true => Error::ChannelClosed {
+                source: Box::new(self),
+            },
+            false => self,
         }
     }
 

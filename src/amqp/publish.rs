@@ -400,7 +400,25 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                     self.abandoned = true;
                     return self.confirmations.flush();
                 };
-                let confirm = confirm.map_err(Error::broker("cannot publish"))?;
+                let confirm = match confirm {
+                    Ok(confirm) => confirm,
+                    Err(source) => {
+                        let error = Error::broker("cannot publish")(source);
+                        if error.is_connection_loss() && session.is_connected() {
+                            // Not a lost connection: the broker closed the channel over a
+                            // message it refuses (a bad property, say). The answers to the
+                            // messages in flight, in order, say which and why; reconnecting
+                            // would only send them all again.
+                            while self.sent > 0 {
+                                self.settle_oldest()
+                                    .await
+                                    .map_err(|refused| refused.not_a_connection_loss())?;
+                            }
+                            return Err(error.not_a_connection_loss());
+                        }
+                        return Err(error);
+                    }
+                };
                 self.queue[self.sent].confirm = Some(confirm);
                 self.sent += 1;
             }

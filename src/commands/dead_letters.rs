@@ -277,7 +277,7 @@ pub fn render(
         };
         vec![
             name(&death.queue),
-            death.reason.clone(),
+            name(&death.reason),
             match (format, death.exchange.as_str()) {
                 (TableFormat::Table, "") if !death.reason.is_empty() => "(default)".into(),
                 (_, exchange) => name(exchange),

@@ -611,3 +611,44 @@ fn an_rpc_handler_sees_the_request_in_its_variables() {
     server.signal("INT");
     let _ = server.finish_status(WAIT);
 }
+
+/// A message the broker refuses by closing the channel (an expiration that is not a number)
+/// ends the run with 65: no reconnection, nothing sent twice, nothing after it.
+#[test]
+fn a_message_that_closes_the_channel_is_not_sent_again_with_the_rest() {
+    let q = TestQueue::new("channel_refusal");
+    let mut input = String::new();
+    for i in 1..=100 {
+        input.push_str(&format!("{{\"body\":\"g{i}\"}}\n"));
+    }
+    input.push_str("{\"body\":\"bad\",\"properties\":{\"expiration\":\"abc\"}}\n");
+    for i in 101..=200 {
+        input.push_str(&format!("{{\"body\":\"g{i}\"}}\n"));
+    }
+    let output = run(
+        &[
+            "-q",
+            "task",
+            "new",
+            "--queue",
+            q.name(),
+            "--queue-type",
+            "classic",
+            "--input",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(input.as_bytes()),
+    );
+    assert_code(&output, 65);
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("reconnecting"), "{stderr}");
+    assert!(stderr.contains("invalid expiration"), "{stderr}");
+    let mut bodies = Vec::new();
+    while let Some(message) = broker::get(q.name()) {
+        bodies.push(String::from_utf8(message.delivery.data).unwrap());
+    }
+    let expected: Vec<String> = (1..=100).map(|i| format!("g{i}")).collect();
+    assert_eq!(bodies, expected, "each line before the refused one, once");
+}
