@@ -234,11 +234,10 @@ fn bulk_publish_resends_what_was_not_confirmed_when_connections_close() {
     let (code, stdout, stderr) = publisher.finish(WAIT);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stderr.matches("Reconnected").count(), 2, "{stderr}");
-    assert_eq!(
-        stderr.matches(" message(s) not confirmed before").count(),
-        2,
-        "{stderr}"
-    );
+    // A line per reconnection that had messages in doubt (with paced input, often none).
+    let resends = stderr.matches(" message(s) not confirmed before").count();
+    assert!(resends <= 2, "{stderr}");
+    assert!(!stderr.contains("Sending again the 0 "), "{stderr}");
     assert_eq!(stdout.len(), 20000, "every line confirmed once");
 
     let (ready, _) = broker::queue_state(q.name()).unwrap();

@@ -409,12 +409,13 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                             // message it refuses (a bad property, say). The answers to the
                             // messages in flight, in order, say which and why; reconnecting
                             // would only send them all again.
+                            // (A connection closing meanwhile stays a lost connection.)
                             while self.sent > 0 {
-                                self.settle_oldest()
-                                    .await
-                                    .map_err(|refused| refused.not_a_connection_loss())?;
+                                self.settle_oldest().await?;
                             }
-                            return Err(error.not_a_connection_loss());
+                            if session.is_connected() {
+                                return Err(error.not_a_connection_loss());
+                            }
                         }
                         return Err(error);
                     }
