@@ -564,6 +564,9 @@ fn json_output_parses_with_python() {
 fn watch_prints_timestamped_blocks_with_changes_until_interrupted() {
     let q = TestQueue::new("watch");
     broker::publish(q.name(), &["1"]);
+    // --watch shows the broker's rates, so its listing is the statistics: wait until they know
+    // the new queue (about 5 s), or its count is unknown and no change is shown.
+    wait_for_statistics(q.name());
     let mut watcher = Running::start_line(&format!(
         "queues list --watch 300ms -o tsv --filter ^{}$",
         regex_escape(q.name())
@@ -665,6 +668,7 @@ fn rates_come_from_the_brokers_statistics_while_messages_flow() {
 fn watching_on_a_terminal_adds_rates_and_a_depth_sparkline() {
     let q = TestQueue::new("sparkline");
     broker::publish(q.name(), &["1", "2"]);
+    wait_for_statistics(q.name());
     let shell = format!(
         "stty cols 200 rows 50; timeout -s INT 8 {} queues list --watch 300ms --filter '^{}$'; true",
         crate::common::BIN,
@@ -694,4 +698,16 @@ fn watching_on_a_terminal_adds_rates_and_a_depth_sparkline() {
         "{header}"
     );
     assert!(!header.contains("depth"), "{header}");
+}
+
+/// Waits until the broker's statistics report the ready messages of `queue`.
+fn wait_for_statistics(queue: &str) {
+    let filter = format!("^{}$", regex_escape(queue));
+    eventually(STATS, "the statistics to know the queue", || {
+        let listed = list(&format!(
+            "--filter {filter} --columns name,messages_ready,memory -o json"
+        ));
+        serde_json::from_slice::<Value>(&listed.stdout)
+            .is_ok_and(|rows| rows[0]["messages_ready"].is_u64())
+    });
 }
