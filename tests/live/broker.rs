@@ -154,8 +154,13 @@ fn fair_dispatch_gives_each_worker_heavy_tasks_and_one_at_a_time() {
         "-o",
         "body",
     ];
-    let mut workers = [Running::start(&worker_args), Running::start(&worker_args)];
+    // One after the other: the first declares the quorum queue (two declaring a new quorum
+    // queue at the same moment is a race this test is not about).
+    let first = Running::start(&worker_args);
+    wait_for_consumers(q.name(), 1);
+    let second = Running::start(&worker_args);
     wait_for_consumers(q.name(), 2);
+    let mut workers = [first, second];
     // Heavy and light alternate: plain round-robin would give one worker every heavy task.
     let tasks: Vec<String> = (0..4)
         .flat_map(|i| [format!("heavy{i}.........."), format!("light{i}.")])
