@@ -140,6 +140,9 @@ impl Session {
             }
             Role::Consumer => topology.declare(&mut session, observer).await?,
         };
+        if let Some((queue, wanted, reason)) = &declared.type_unchecked {
+            check_queue_type(ctx, queue, *wanted, reason).await?;
+        }
         Ok((session, declared))
     }
 
@@ -216,6 +219,52 @@ impl Session {
         let close = self.connection.close(200, "OK".into());
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
+}
+
+/// An explicit `--queue-type` must be the existing queue's own. The broker's refusal named
+/// another difference first (it names one), so the management API is asked for the type; when
+/// it cannot tell, the queue is not used: it may be of another type.
+async fn check_queue_type(
+    ctx: &Context,
+    queue: &str,
+    wanted: topology::QueueType,
+    reason: &str,
+) -> Result<()> {
+    let actual = match crate::management::Api::new(ctx).await {
+        Ok(api) => api
+            .queue_facts(ctx.url().vhost(), queue)
+            .await
+            .ok()
+            .map(|facts| facts.queue_type),
+        Err(_) => None,
+    };
+    if actual.as_deref() == Some(wanted.as_str()) {
+        return Ok(());
+    }
+    let difference = match actual {
+        Some(actual) => format!(
+            "'x-queue-type' is {actual} on the broker, rmqlab declares {}",
+            wanted.as_str()
+        ),
+        None => format!(
+            "{}, and the management API could not tell its type",
+            crate::error::describe_mismatch(reason)
+        ),
+    };
+    let refusal = lapin::protocol::AMQPError::from_id(406, reason.into())
+        .map(|amqp| lapin::Error::from(lapin::ErrorKind::ProtocolError(amqp)))
+        .unwrap_or_else(|| {
+            lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+                lapin::ChannelState::Closed,
+                "declare",
+            ))
+        });
+    Err(Error::Mismatch {
+        kind: crate::error::ObjectKind::Queue,
+        name: queue.to_string(),
+        difference,
+        source: Box::new(refusal),
+    })
 }
 
 /// Puts a channel in confirm mode: the broker then confirms every publish.

@@ -115,6 +115,10 @@ pub struct Declared {
     pub queue: Option<String>,
     /// An object was used as it is after a refusal: the channel was opened again.
     pub adopted: bool,
+    /// A queue whose type the user gave explicitly, adopted after a refusal that named another
+    /// difference first (the broker names only one): its type is still to be checked, with the
+    /// type asked for and the broker's reason.
+    pub type_unchecked: Option<(String, QueueType, String)>,
 }
 
 /// One object of a topology.
@@ -211,6 +215,15 @@ impl Topology {
                             declared.queue = name;
                         }
                         declared.adopted = true;
+                        if let Object::Queue(Queue::Named {
+                            name,
+                            queue_type,
+                            explicit_type: true,
+                        }) = object
+                        {
+                            declared.type_unchecked =
+                                Some((name.clone(), *queue_type, reason.clone()));
+                        }
                         if let Some((kind, name)) = object.identity() {
                             observer.observe(Event::Adopted {
                                 kind,

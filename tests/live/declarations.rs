@@ -163,6 +163,37 @@ fn an_explicit_queue_type_that_contradicts_the_queue_is_an_error_and_sends_nothi
     assert_eq!(broker::ready(q.name()), 0);
 }
 
+/// The broker names one difference in its refusal: a classic queue with a TTL refuses a quorum
+/// declaration for its `x-message-ttl` first, never reaching `x-queue-type`. The type is still
+/// checked (through the management API).
+#[test]
+fn an_explicit_type_is_checked_even_when_another_argument_differs_first() {
+    let q = TestQueue::new("explicit_other_first");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(600_000));
+    broker::declare_durable(q.name(), arguments);
+    let (quick, bulk) = send_both_ways(q.name(), "--queue-type quorum");
+    let consumer = rmq(
+        &format!("hello recv --queue {q} --queue-type quorum --count 1"),
+        None,
+    );
+    for output in [&quick, &bulk, &consumer] {
+        assert_code(output, 65);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("'x-queue-type' is classic on the broker, rmqlab declares quorum"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("leave out --queue-type"), "{stderr}");
+    }
+    assert_eq!(broker::ready(q.name()), 0);
+    // The type it has: used as it is, with its TTL.
+    let (quick, bulk) = send_both_ways(q.name(), "--queue-type classic");
+    assert_code(&quick, 0);
+    assert_code(&bulk, 0);
+    assert_eq!(received(q.name(), 2), ["quick", "bulk"]);
+}
+
 #[test]
 fn an_explicit_type_the_queue_has_uses_it_with_its_other_arguments() {
     let q = TestQueue::new("explicit_match");
