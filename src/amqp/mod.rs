@@ -230,24 +230,26 @@ async fn check_queue_type(
     wanted: topology::QueueType,
     reason: &str,
 ) -> Result<()> {
-    let actual = match crate::management::Api::new(ctx).await {
+    // The engine prints nothing: the API client gets a silent reporter.
+    let silent = Context {
+        status: crate::context::Status::silent(),
+        ..ctx.clone()
+    };
+    let actual = match crate::management::Api::new(&silent).await {
         Ok(api) => api
             .queue_facts(ctx.url().vhost(), queue)
             .await
-            .ok()
             .map(|facts| facts.queue_type),
-        Err(_) => None,
+        Err(error) => Err(error),
     };
-    if actual.as_deref() == Some(wanted.as_str()) {
-        return Ok(());
-    }
     let difference = match actual {
-        Some(actual) => format!(
+        Ok(actual) if actual == wanted.as_str() => return Ok(()),
+        Ok(actual) => format!(
             "'x-queue-type' is {actual} on the broker, rmqlab declares {}",
             wanted.as_str()
         ),
-        None => format!(
-            "{}, and the management API could not tell its type",
+        Err(error) => format!(
+            "{}, and the management API could not tell its type ({error})",
             crate::error::describe_mismatch(reason)
         ),
     };
