@@ -358,7 +358,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct RpcServeArgs {
     /// Queue to declare and take requests from
-    #[arg(long, value_name = "NAME", default_value = "rpc_queue")]
+    #[arg(long, value_name = "NAME", default_value = "rpc_queue", value_parser = name)]
     pub queue: String,
     #[command(flatten)]
     pub queue_type: QueueTypeArg,
@@ -398,7 +398,7 @@ pub struct RpcCallArgs {
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub max_message_size: u64,
     /// Queue to send requests to (not declared: `rpc serve` does that)
-    #[arg(long, value_name = "NAME", default_value = "rpc_queue")]
+    #[arg(long, value_name = "NAME", default_value = "rpc_queue", value_parser = name)]
     pub queue: String,
     /// Where replies come: Direct Reply-To, or an exclusive callback queue as in the Python
     /// tutorial
@@ -549,7 +549,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct RoutingEmitArgs {
     /// Direct exchange to declare and publish to (non-durable, as in the tutorial)
-    #[arg(long, value_name = "NAME", default_value = "direct_logs")]
+    #[arg(long, value_name = "NAME", default_value = "direct_logs", value_parser = name)]
     pub exchange: String,
     /// The routing key: the message's severity, at most 255 bytes
     #[arg(value_name = "SEVERITY", default_value = "info", value_parser = key)]
@@ -563,7 +563,7 @@ pub struct RoutingEmitArgs {
 #[derive(Debug, Args)]
 pub struct RoutingListenArgs {
     /// Direct exchange to declare and listen to
-    #[arg(long, value_name = "NAME", default_value = "direct_logs")]
+    #[arg(long, value_name = "NAME", default_value = "direct_logs", value_parser = name)]
     pub exchange: String,
     /// The severities to receive: one binding each, with that routing key
     #[arg(value_name = "SEVERITY", required = true, value_parser = key)]
@@ -625,7 +625,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct TopicsEmitArgs {
     /// Topic exchange to declare and publish to (non-durable, as in the tutorial)
-    #[arg(long, value_name = "NAME", default_value = "topic_logs")]
+    #[arg(long, value_name = "NAME", default_value = "topic_logs", value_parser = name)]
     pub exchange: String,
     /// The routing key: words separated by dots, at most 255 bytes
     #[arg(value_name = "ROUTING_KEY", default_value = "anonymous.info", value_parser = key)]
@@ -639,7 +639,7 @@ pub struct TopicsEmitArgs {
 #[derive(Debug, Args)]
 pub struct TopicsListenArgs {
     /// Topic exchange to declare and listen to
-    #[arg(long, value_name = "NAME", default_value = "topic_logs")]
+    #[arg(long, value_name = "NAME", default_value = "topic_logs", value_parser = name)]
     pub exchange: String,
     /// The patterns to receive: `*` stands for one word, `#` for zero or more; one binding each
     #[arg(value_name = "BINDING_KEY", required = true, value_parser = key)]
@@ -676,7 +676,7 @@ pub struct TopicsMatchArgs {
 pub struct ListenQueueArgs {
     /// Bind this durable queue instead of an exclusive one, so that nothing is lost while no
     /// listener runs; created when absent, used as it is when present
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = name)]
     pub queue: Option<String>,
     /// Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts
     /// an existing queue is an error (65)

@@ -53,6 +53,14 @@ const NAME_PLACES: &[&[&str]] = &[
     &["queues", "move", "s", "--to-exchange", "{}"],
     &["queues", "dead-letters", "{}"],
     &["queues", "dead-letters", "q", "--from-queue", "{}"],
+    &["routing", "emit", "--exchange", "{}"],
+    &["routing", "listen", "--exchange", "{}", "info"],
+    &["routing", "listen", "--queue", "{}", "info"],
+    &["topics", "emit", "--exchange", "{}"],
+    &["topics", "listen", "--exchange", "{}", "a.*"],
+    &["topics", "listen", "--queue", "{}", "a.*"],
+    &["rpc", "serve", "--queue", "{}"],
+    &["rpc", "call", "--queue", "{}", "1"],
 ];
 
 #[test]
