@@ -1475,3 +1475,45 @@ mod named_brokers {
         );
     }
 }
+
+/// `rmqlab ARGS >&-`, with no broker: what it printed and its exit code.
+fn with_stdout_closed(args: &str) -> Output {
+    common::command("sh")
+        .arg("-c")
+        .arg(format!("exec \"$0\" {args} >&-"))
+        .arg(common::BIN)
+        .env("RMQLAB_URL", NOWHERE)
+        .env("RMQLAB_API_URL", "http://127.0.0.1:1/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A stdout closed as rmqlab starts (`>&-`) is an output error (74), not a silent success:
+/// Rust's runtime puts /dev/null in its place, where every write would be lost.
+#[test]
+fn a_closed_stdout_is_an_output_error() {
+    for args in [
+        "--help",
+        "--version",
+        "completions bash",
+        "topics match 'a.*' a.b",
+    ] {
+        let output = with_stdout_closed(args);
+        assert_code(&output, 74);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with("rmqlab: error: cannot write to standard output\n"),
+            "{args}: {stderr}"
+        );
+        assert!(stderr.contains("Bad file descriptor"), "{args}: {stderr}");
+    }
+    // `>/dev/null` is a choice, not a closed stdout.
+    let output = common::command("sh")
+        .arg("-c")
+        .arg("exec \"$0\" --version >/dev/null")
+        .arg(common::BIN)
+        .output()
+        .unwrap();
+    assert_code(&output, 0);
+}
