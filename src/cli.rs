@@ -201,12 +201,12 @@ pub struct GlobalArgs {
     pub color: ColorChoice,
 
     /// Give up connecting after this long (500ms, 5s, 1m) [default: 10s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = timeout)]
     pub connect_timeout: Option<Duration>,
 
     /// Give up waiting for an answer of the management API after this long (`queues`)
     /// [default: 60s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = timeout)]
     pub api_timeout: Option<Duration>,
 
     /// After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never
@@ -438,7 +438,7 @@ pub enum ReplyFormat {
 #[derive(Debug, Args)]
 pub struct ConfirmsArgs {
     /// Messages each strategy publishes
-    #[arg(long, value_name = "N", default_value = "50000", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value = "50000", value_parser = positive)]
     pub count: u64,
     /// The strategy to time
     #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = ConfirmStrategy::All)]
@@ -1400,7 +1400,7 @@ pub struct MessageArgs {
     pub max_message_size: u64,
     /// Give up (exit 75, saying what was confirmed) when the broker takes or confirms no
     /// message for this long, as while a resource alarm blocks publishers [default: no bound]
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = timeout)]
     pub confirm_timeout: Option<Duration>,
 }
 
@@ -1575,6 +1575,15 @@ fn positive(value: &str) -> Result<u64, String> {
         Ok(0) => Err("it must be 1 or more".into()),
         Ok(count) => Ok(count),
         Err(error) => Err(format!("{error} (expected a whole number, 1 or more)")),
+    }
+}
+
+/// A limit on a wait (`--connect-timeout`, `--api-timeout`, `--confirm-timeout`): more than 0,
+/// as a limit of 0 would give up before anything could answer.
+pub fn timeout(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value).map_err(|error| error.to_string())? {
+        Duration::ZERO => Err("it must be more than 0 (a limit of 0s gives up at once)".into()),
+        timeout => Ok(timeout),
     }
 }
 

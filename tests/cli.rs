@@ -1517,3 +1517,35 @@ fn a_closed_stdout_is_an_output_error() {
         .unwrap();
     assert_code(&output, 0);
 }
+
+#[test]
+fn confirms_count_zero_is_a_usage_error() {
+    let output = rmqlab_nowhere(&["confirms", "--count", "0"]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("it must be 1 or more"), "{stderr}");
+    assert!(!stderr.contains("18446744073709551615"), "{stderr}");
+}
+
+/// A limit of 0s on a wait would give up before anything could answer: a usage error (2),
+/// before connecting.
+#[test]
+fn zero_timeouts_are_usage_errors() {
+    for args in [
+        &["--connect-timeout", "0s", "hello", "send", "x"][..],
+        &["--api-timeout", "0s", "queues", "list"][..],
+        &["hello", "send", "--confirm-timeout", "0s", "x"][..],
+        &["task", "new", "--confirm-timeout", "0ms", "x"][..],
+    ] {
+        let output = rmqlab_nowhere(args);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("it must be more than 0"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The least limit above 0 passes the check and meets the (absent) broker.
+    let output = rmqlab_nowhere(&["--connect-timeout", "1ms", "hello", "send", "x"]);
+    assert_ne!(output.status.code(), Some(2), "{}", text(&output.stderr));
+}
