@@ -201,12 +201,12 @@ pub struct GlobalArgs {
     pub color: ColorChoice,
 
     /// Give up connecting after this long (500ms, 5s, 1m) [default: 10s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = timeout)]
     pub connect_timeout: Option<Duration>,
 
     /// Give up waiting for an answer of the management API after this long (`queues`)
     /// [default: 60s]
-    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", value_parser = timeout)]
     pub api_timeout: Option<Duration>,
 
     /// After a lost connection, keep trying to reconnect for this long, then exit 75 (0s: never
@@ -358,7 +358,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct RpcServeArgs {
     /// Queue to declare and take requests from
-    #[arg(long, value_name = "NAME", default_value = "rpc_queue")]
+    #[arg(long, value_name = "NAME", default_value = "rpc_queue", value_parser = name)]
     pub queue: String,
     #[command(flatten)]
     pub queue_type: QueueTypeArg,
@@ -398,7 +398,7 @@ pub struct RpcCallArgs {
     #[arg(long, value_name = "SIZE", default_value = "128MiB", value_parser = parse_size)]
     pub max_message_size: u64,
     /// Queue to send requests to (not declared: `rpc serve` does that)
-    #[arg(long, value_name = "NAME", default_value = "rpc_queue")]
+    #[arg(long, value_name = "NAME", default_value = "rpc_queue", value_parser = name)]
     pub queue: String,
     /// Where replies come: Direct Reply-To, or an exclusive callback queue as in the Python
     /// tutorial
@@ -438,7 +438,7 @@ pub enum ReplyFormat {
 #[derive(Debug, Args)]
 pub struct ConfirmsArgs {
     /// Messages each strategy publishes
-    #[arg(long, value_name = "N", default_value = "50000", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value = "50000", value_parser = positive)]
     pub count: u64,
     /// The strategy to time
     #[arg(long, value_enum, value_name = "STRATEGY", default_value_t = ConfirmStrategy::All)]
@@ -549,7 +549,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct RoutingEmitArgs {
     /// Direct exchange to declare and publish to (non-durable, as in the tutorial)
-    #[arg(long, value_name = "NAME", default_value = "direct_logs")]
+    #[arg(long, value_name = "NAME", default_value = "direct_logs", value_parser = name)]
     pub exchange: String,
     /// The routing key: the message's severity, at most 255 bytes
     #[arg(value_name = "SEVERITY", default_value = "info", value_parser = key)]
@@ -563,7 +563,7 @@ pub struct RoutingEmitArgs {
 #[derive(Debug, Args)]
 pub struct RoutingListenArgs {
     /// Direct exchange to declare and listen to
-    #[arg(long, value_name = "NAME", default_value = "direct_logs")]
+    #[arg(long, value_name = "NAME", default_value = "direct_logs", value_parser = name)]
     pub exchange: String,
     /// The severities to receive: one binding each, with that routing key
     #[arg(value_name = "SEVERITY", required = true, value_parser = key)]
@@ -625,7 +625,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct TopicsEmitArgs {
     /// Topic exchange to declare and publish to (non-durable, as in the tutorial)
-    #[arg(long, value_name = "NAME", default_value = "topic_logs")]
+    #[arg(long, value_name = "NAME", default_value = "topic_logs", value_parser = name)]
     pub exchange: String,
     /// The routing key: words separated by dots, at most 255 bytes
     #[arg(value_name = "ROUTING_KEY", default_value = "anonymous.info", value_parser = key)]
@@ -639,7 +639,7 @@ pub struct TopicsEmitArgs {
 #[derive(Debug, Args)]
 pub struct TopicsListenArgs {
     /// Topic exchange to declare and listen to
-    #[arg(long, value_name = "NAME", default_value = "topic_logs")]
+    #[arg(long, value_name = "NAME", default_value = "topic_logs", value_parser = name)]
     pub exchange: String,
     /// The patterns to receive: `*` stands for one word, `#` for zero or more; one binding each
     #[arg(value_name = "BINDING_KEY", required = true, value_parser = key)]
@@ -676,7 +676,7 @@ pub struct TopicsMatchArgs {
 pub struct ListenQueueArgs {
     /// Bind this durable queue instead of an exclusive one, so that nothing is lost while no
     /// listener runs; created when absent, used as it is when present
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = name)]
     pub queue: Option<String>,
     /// Type of the --queue when rmqlab creates it [default: quorum]; only a type that contradicts
     /// an existing queue is an error (65)
@@ -1400,7 +1400,7 @@ pub struct MessageArgs {
     pub max_message_size: u64,
     /// Give up (exit 75, saying what was confirmed) when the broker takes or confirms no
     /// message for this long, as while a resource alarm blocks publishers [default: no bound]
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = timeout)]
     pub confirm_timeout: Option<Duration>,
 }
 
@@ -1575,6 +1575,15 @@ fn positive(value: &str) -> Result<u64, String> {
         Ok(0) => Err("it must be 1 or more".into()),
         Ok(count) => Ok(count),
         Err(error) => Err(format!("{error} (expected a whole number, 1 or more)")),
+    }
+}
+
+/// A limit on a wait (`--connect-timeout`, `--api-timeout`, `--confirm-timeout`): more than 0,
+/// as a limit of 0 would give up before anything could answer.
+pub fn timeout(value: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(value).map_err(|error| error.to_string())? {
+        Duration::ZERO => Err("it must be more than 0 (a limit of 0s gives up at once)".into()),
+        timeout => Ok(timeout),
     }
 }
 

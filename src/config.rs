@@ -415,9 +415,9 @@ pub struct Section {
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_insecure: Option<bool>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "timeout")]
     connect_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "timeout")]
     api_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     reconnect_timeout: Option<Duration>,
@@ -585,6 +585,17 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duratio
         .map_err(|error| de::Error::custom(format!("'{text}' is not a duration (5s, 1m): {error}")))
 }
 
+/// `connect_timeout = "5s"`: a limit, more than 0, as the options take it.
+fn timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(|error| {
+        de::Error::custom(format!("'{text}' is not a duration (5s, 1m): {error}"))
+    })?;
+    crate::cli::timeout(&text)
+        .map(Some)
+        .map_err(|error| de::Error::custom(format!("'{text}': {error}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,6 +659,7 @@ mod tests {
                 "invalid type: integer, expected a URL or a list of URLs",
             ),
             ("connect_timeout = \"soon\"", "'soon' is not a duration"),
+            ("api_timeout = \"0s\"", "'0s': it must be more than 0"),
             ("urls = []", "the list of URLs is empty"),
         ] {
             let text = parse(&format!("[broker.a]\n{line}\n"))

@@ -745,11 +745,22 @@ impl Error {
                 ..
             } => Some("the broker may be overloaded; allow more time with --api-timeout".into()),
             Error::PublishInterrupted {
-                confirmed, input, ..
-            } => Some(resume_hint(*confirmed, input.as_deref())),
+                confirmed,
+                input,
+                source,
+            } => Some(match **source {
+                // The broker may still take what it did not confirm in time.
+                Error::ConfirmTimeout { .. } => format!(
+                    "{}; the lines after them were not confirmed but may still arrive at the \
+                     broker, so resending them may make duplicates",
+                    resume_hint(*confirmed, input.as_deref())
+                ),
+                _ => resume_hint(*confirmed, input.as_deref()),
+            }),
             Error::ConfirmTimeout { .. } => Some(
-                "is the broker blocking publishers (a resource alarm: `rabbitmqctl status`)? \
-                 --confirm-timeout allows more time"
+                "the message was not confirmed but may still arrive at the broker, so sending it \
+                 again may make a duplicate; is the broker blocking publishers (a resource \
+                 alarm: `rabbitmqctl status`)? --confirm-timeout allows more time"
                     .into(),
             ),
             Error::NotAMessage { .. } => Some(

@@ -43,7 +43,10 @@ fn main() -> ExitCode {
 fn parse_failure(error: &clap::Error) -> ExitCode {
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            match error.print().and_then(|()| io::stdout().flush()) {
+            let printed = rmqlab::commands::check_stdout()
+                .and_then(|()| error.print())
+                .and_then(|()| io::stdout().flush());
+            match printed {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(source) if source.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(source) => {

@@ -53,6 +53,14 @@ const NAME_PLACES: &[&[&str]] = &[
     &["queues", "move", "s", "--to-exchange", "{}"],
     &["queues", "dead-letters", "{}"],
     &["queues", "dead-letters", "q", "--from-queue", "{}"],
+    &["routing", "emit", "--exchange", "{}"],
+    &["routing", "listen", "--exchange", "{}", "info"],
+    &["routing", "listen", "--queue", "{}", "info"],
+    &["topics", "emit", "--exchange", "{}"],
+    &["topics", "listen", "--exchange", "{}", "a.*"],
+    &["topics", "listen", "--queue", "{}", "a.*"],
+    &["rpc", "serve", "--queue", "{}"],
+    &["rpc", "call", "--queue", "{}", "1"],
 ];
 
 #[test]
@@ -1466,4 +1474,78 @@ mod named_brokers {
             text(&output.stderr)
         );
     }
+}
+
+/// `rmqlab ARGS >&-`, with no broker: what it printed and its exit code.
+fn with_stdout_closed(args: &str) -> Output {
+    common::command("sh")
+        .arg("-c")
+        .arg(format!("exec \"$0\" {args} >&-"))
+        .arg(common::BIN)
+        .env("RMQLAB_URL", NOWHERE)
+        .env("RMQLAB_API_URL", "http://127.0.0.1:1/")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A stdout closed as rmqlab starts (`>&-`) is an output error (74), not a silent success:
+/// Rust's runtime puts /dev/null in its place, where every write would be lost.
+#[test]
+fn a_closed_stdout_is_an_output_error() {
+    for args in [
+        "--help",
+        "--version",
+        "completions bash",
+        "topics match 'a.*' a.b",
+    ] {
+        let output = with_stdout_closed(args);
+        assert_code(&output, 74);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with("rmqlab: error: cannot write to standard output\n"),
+            "{args}: {stderr}"
+        );
+        assert!(stderr.contains("Bad file descriptor"), "{args}: {stderr}");
+    }
+    // `>/dev/null` is a choice, not a closed stdout.
+    let output = common::command("sh")
+        .arg("-c")
+        .arg("exec \"$0\" --version >/dev/null")
+        .arg(common::BIN)
+        .output()
+        .unwrap();
+    assert_code(&output, 0);
+}
+
+#[test]
+fn confirms_count_zero_is_a_usage_error() {
+    let output = rmqlab_nowhere(&["confirms", "--count", "0"]);
+    assert_code(&output, 2);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("it must be 1 or more"), "{stderr}");
+    assert!(!stderr.contains("18446744073709551615"), "{stderr}");
+}
+
+/// A limit of 0s on a wait would give up before anything could answer: a usage error (2),
+/// before connecting.
+#[test]
+fn zero_timeouts_are_usage_errors() {
+    for args in [
+        &["--connect-timeout", "0s", "hello", "send", "x"][..],
+        &["--api-timeout", "0s", "queues", "list"][..],
+        &["hello", "send", "--confirm-timeout", "0s", "x"][..],
+        &["task", "new", "--confirm-timeout", "0ms", "x"][..],
+    ] {
+        let output = rmqlab_nowhere(args);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("it must be more than 0"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The least limit above 0 passes the check and meets the (absent) broker.
+    let output = rmqlab_nowhere(&["--connect-timeout", "1ms", "hello", "send", "x"]);
+    assert_ne!(output.status.code(), Some(2), "{}", text(&output.stderr));
 }

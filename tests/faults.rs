@@ -543,6 +543,13 @@ fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() 
         stderr.contains("rmqlab: error: the broker confirmed no message within 2s"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains(
+            "the message was not confirmed but may still arrive at the broker, so sending it \
+             again may make a duplicate"
+        ),
+        "{stderr}"
+    );
     assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
 
     // Many messages, through lapin.
@@ -573,7 +580,8 @@ fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() 
     );
     assert!(
         stderr.contains(&format!(
-            "resume with `tail -n +1 {file} | rmqlab ... -f -`"
+            "resume with `tail -n +1 {file} | rmqlab ... -f -`; the lines after them were not \
+             confirmed but may still arrive at the broker, so resending them may make duplicates"
         )),
         "{stderr}"
     );

@@ -99,8 +99,23 @@ pub fn stdout_was_closed() -> bool {
     STDOUT_WAS_CLOSED.load(Ordering::Relaxed)
 }
 
+/// The error of a write to a stdout that was closed as rmqlab started: Rust's runtime put
+/// /dev/null in its place, where every write would succeed and be lost.
+pub fn closed_stdout() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
+/// Fails as a write to a closed descriptor would, when stdout was closed as rmqlab started.
+pub fn check_stdout() -> io::Result<()> {
+    match stdout_was_closed() {
+        true => Err(closed_stdout()),
+        false => Ok(()),
+    }
+}
+
 /// Writes a whole piece of output to stdout at once, and flushes it.
 pub fn print(bytes: &[u8]) -> Result<()> {
+    check_stdout().map_err(Error::Output)?;
     let mut out = io::stdout().lock();
     out.write_all(bytes)
         .and_then(|()| out.flush())
@@ -110,6 +125,7 @@ pub fn print(bytes: &[u8]) -> Result<()> {
 /// Writes a piece of the tutorial's text to stdout at once, and flushes it; control characters
 /// are shown escaped on a terminal.
 pub fn print_text(bytes: &[u8]) -> Result<()> {
+    check_stdout().map_err(Error::Output)?;
     let mut out = crate::terminal::TerminalText::new(io::stdout().lock());
     out.write_all(bytes)
         .and_then(|()| out.flush())

@@ -69,7 +69,7 @@ pub async fn receive_republishing<H: Handler>(
     // Nothing printed could be seen: take nothing from the queue (Rust's stdout would drop
     // every line silently).
     if super::stdout_was_closed() {
-        return Err(Error::Output(io::Error::from_raw_os_error(libc::EBADF)));
+        return Err(Error::Output(super::closed_stdout()));
     }
     // Catch Ctrl-C from the start: an interrupt while connecting is a clean stop as well.
     let interrupts = Interrupts::install().map_err(Error::Runtime)?;

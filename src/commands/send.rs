@@ -121,7 +121,15 @@ pub async fn send(
                         let mut out = Vec::new();
                         write_sent(&mut out, send.shown_key_of(&body), &body.body)
                             .map_err(Error::Output)?;
-                        super::print_text(&out)?;
+                        // A closed stdout stops the report, not the publishing.
+                        if let Err(Error::Output(source)) = super::print_text(&out)
+                            && source.kind() != io::ErrorKind::BrokenPipe
+                        {
+                            return Err(Error::ReportLost {
+                                confirmed: 1,
+                                source,
+                            });
+                        }
                         ctx.status.debug("1 message(s) confirmed");
                         return Ok(match watch.stopping() {
                             true => {
@@ -365,7 +373,8 @@ pub(super) fn stdout_lines(
         dropped_key: None,
         dropped_keys_differ: false,
         closed: false,
-        failed: None,
+        // A stdout closed as rmqlab started takes no report: the messages are still published.
+        failed: super::check_stdout().err(),
         confirmed: 0,
     }
 }

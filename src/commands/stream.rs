@@ -27,7 +27,7 @@ use crate::{
     signals::{Interrupts, Stop, unless_interrupted},
 };
 use rabbitmq_stream_client::types::OffsetSpecification;
-use std::io::{self, Write};
+use std::io::Write;
 
 pub async fn run(ctx: &Context, command: StreamCommand) -> Result<Exit> {
     match command {
@@ -137,7 +137,7 @@ async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
 
 async fn recv(ctx: &Context, args: &StreamRecvArgs) -> Result<Exit> {
     if super::stdout_was_closed() {
-        return Err(Error::Output(io::Error::from_raw_os_error(libc::EBADF)));
+        return Err(Error::Output(super::closed_stdout()));
     }
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let stream = &args.target.stream;

@@ -214,3 +214,47 @@ fn a_line_longer_than_max_message_size_exits_65_naming_it() {
     assert_eq!(broker::get(q.name()).unwrap().data, b"b");
     assert!(broker::get(q.name()).is_none());
 }
+
+/// `rmqlab task new -f FILE >&-` and `rmqlab hello send WORDS >&-` (the one-message path): a
+/// stdout closed as rmqlab starts takes no report, every message is still published, and the
+/// run ends 74 saying so.
+#[test]
+fn a_stdout_closed_from_the_start_stops_the_report_not_the_publishing() {
+    let q = TestQueue::new("closed_from_start");
+    let dir = scratch_dir();
+    let file = dir.path().join("50.txt");
+    let input: String = (1..=50).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&file, input).unwrap();
+    let closed = |args: &str| {
+        crate::common::command("sh")
+            .arg("-c")
+            .arg(format!("exec \"$0\" {args} >&-"))
+            .arg(crate::common::BIN)
+            .arg(q.name())
+            .arg(&file)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = closed("task new --queue \"$1\" -f \"$2\"");
+    assert_code(&output, 74);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "rmqlab: error: cannot write the report to standard output; all 50 message(s) \
+             were still published and confirmed\n"
+        ),
+        "{stderr}"
+    );
+    let output = closed("hello send --queue \"$1\" 51");
+    assert_code(&output, 74);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with(
+            "rmqlab: error: cannot write the report to standard output; all 1 message(s) \
+             were still published and confirmed\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(distinct_bodies(q.name(), 51), (1..=51).collect());
+}

@@ -711,3 +711,21 @@ fn wait_for_statistics(queue: &str) {
             .is_ok_and(|rows| rows[0]["messages_ready"].is_u64())
     });
 }
+
+/// `queues list >&-`: the list cannot be shown, and that is an output error (74), not 0.
+#[test]
+fn list_to_a_closed_stdout_is_an_output_error() {
+    let output = crate::common::command("sh")
+        .arg("-c")
+        .arg("exec \"$0\" queues list >&-")
+        .arg(crate::common::BIN)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&output, 74);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("rmqlab: error: cannot write to standard output\n"),
+        "{stderr}"
+    );
+}
