@@ -409,6 +409,29 @@ fn a_server_that_is_not_the_management_api_is_named_so() {
 }
 
 #[test]
+fn purge_and_delete_at_a_server_that_is_not_the_api_are_named_so() {
+    // A plain web server: 405 to a DELETE, 404 elsewhere, in HTML.
+    let base = fake_api(|path, _| match path.contains("overview") {
+        true => Some((404, "<html><body>Not Found</body></html>".into())),
+        false => Some((405, "<html><body>Method Not Allowed</body></html>".into())),
+    });
+    for verb in ["purge", "delete"] {
+        let output = rmqlab()
+            .args(["--api-url", &base, "queues", verb, "q"])
+            .output()
+            .unwrap();
+        assert_code(&output, 69);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with("rmqlab: error: ")
+                && stderr.contains("is not a RabbitMQ management API"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("hint: point --api-url"), "{stderr}");
+    }
+}
+
+#[test]
 fn the_api_timeout_bounds_a_request_and_is_named() {
     let base = fake_api(|_, _| None);
     let started = Instant::now();
