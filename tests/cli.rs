@@ -270,6 +270,35 @@ fn a_broken_filter_is_a_usage_error() {
 }
 
 #[test]
+fn a_broken_filter_behind_a_look_around_is_a_usage_error_before_any_request() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let base = fake_api(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some((200, "[]".into()))
+    });
+    for broken in ["(?=a", "(?<!a)[", "(a)\\1("] {
+        let output = rmqlab()
+            .args(["--api-url", &base, "queues", "list", "--filter", broken])
+            .output()
+            .unwrap();
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "error: invalid value '{broken}' for '--filter <REGEX>': not a regular expression: unclosed"
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "no request for a broken filter"
+    );
+}
+
+#[test]
 fn watching_more_often_than_100ms_is_a_usage_error() {
     for interval in ["0s", "99ms"] {
         let output = rmqlab_nowhere(&["queues", "list", "--watch", interval]);
