@@ -460,6 +460,57 @@ fn purge_and_delete_at_a_server_that_is_not_the_api_are_named_so() {
     }
 }
 
+/// A listener that takes connections and answers as a TLS server does to a plain client: with
+/// silence (`alert` false: it waits for a ClientHello) or a TLS alert record, then a close.
+fn tls_like_listener(alert: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if alert {
+                let mut header = [0; 8];
+                let _ = stream.read_exact(&mut header);
+                let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+            } else {
+                held.push(stream);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_plain_url_at_a_tls_listener_names_the_likely_cause() {
+    for (alert, code) in [(false, 75), (true, 69)] {
+        let port = tls_like_listener(alert);
+        for command in [&["hello", "send"][..], &["hello", "recv", "--count", "1"]] {
+            let output = rmqlab()
+                .args([
+                    "--url",
+                    &format!("amqp://guest:secret@127.0.0.1:{port}/%2f"),
+                    "--connect-timeout",
+                    "1s",
+                ])
+                .args(command)
+                .output()
+                .unwrap();
+            assert_code(&output, code);
+            assert_eq!(
+                text(&output.stderr),
+                format!(
+                    "rmqlab: error: the server at amqp://guest:****@127.0.0.1:{port}/%2f took the \
+                     connection but did not answer AMQP: is port {port} a TLS listener?\n  hint: \
+                     use amqps:// for a TLS listener (5671 by default), or the port of the \
+                     broker's plain AMQP listener (5672 by default) with amqp://\n"
+                ),
+                "{command:?}, alert: {alert}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_api_timeout_bounds_a_request_and_is_named() {
     let base = fake_api(|_, _| None);

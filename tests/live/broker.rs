@@ -709,7 +709,8 @@ fn an_empty_vhost_is_a_usage_error_and_an_unknown_one_65_with_the_percent_2f_hin
 
 #[test]
 fn a_silent_server_is_bounded_by_the_connect_timeout() {
-    // A listener that never speaks AMQP: the TCP connect succeeds, the handshake never ends.
+    // A listener that never speaks AMQP: the TCP connect succeeds, the handshake never ends
+    // (as at a TLS listener, which waits for a ClientHello).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let started = Instant::now();
@@ -725,7 +726,8 @@ fn a_silent_server_is_bounded_by_the_connect_timeout() {
     assert_code(&output, 75);
     assert!(
         text(&output.stderr).starts_with(&format!(
-            "rmqlab: error: no answer from the broker at amqp://guest:****@127.0.0.1:{port}/%2f within 1s\n"
+            "rmqlab: error: the server at amqp://guest:****@127.0.0.1:{port}/%2f took the connection \
+             but did not answer AMQP: is port {port} a TLS listener?\n"
         )),
         "{}",
         text(&output.stderr)
