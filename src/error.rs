@@ -613,6 +613,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::NoUrlConnected { chief, .. } => chief.hint(),
+            Error::InvalidUrl(invalid) if invalid.unencoded.is_some() => invalid.hint(),
             Error::ConfigUnreadable { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 Some(
                     "write one with a [broker.NAME] section (see `rmqlab config show --help`), \

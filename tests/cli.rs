@@ -151,6 +151,43 @@ fn empty_names_are_usage_errors_before_connecting() {
 }
 
 #[test]
+fn a_delimiter_in_a_password_gets_a_hint_to_percent_encode_it() {
+    for (delimiter, encoded) in [('/', "%2F"), ('#', "%23"), ('?', "%3F")] {
+        for args in [
+            vec![
+                "--url".to_string(),
+                format!("amqp://user:pa{delimiter}ss@127.0.0.1:5672/%2f"),
+                "hello".into(),
+                "send".into(),
+            ],
+            vec![
+                "--api-url".to_string(),
+                format!("http://u:SEC{delimiter}RET@127.0.0.1:15672/"),
+                "queues".into(),
+                "list".into(),
+            ],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = rmqlab_nowhere(&args);
+            assert_code(&output, 2);
+            let stderr = text(&output.stderr);
+            assert!(stderr.starts_with("rmqlab: error: invalid "), "{stderr}");
+            assert!(
+                stderr.ends_with(&format!(
+                    "\n  hint: percent-encode a '{delimiter}' in the user name or password: \
+                     write it {encoded}\n"
+                )),
+                "{stderr}"
+            );
+            assert!(
+                !stderr.contains("ss@") && !stderr.contains("RET"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn passwords_with_delimiters_are_masked_in_unparsable_urls() {
     let output = rmqlab_nowhere(&[
         "--url",
