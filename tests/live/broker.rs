@@ -739,3 +739,49 @@ fn a_silent_server_is_bounded_by_the_connect_timeout() {
     assert_no_secret(&output);
     drop(silent);
 }
+
+/// A SIGINT ignored when rmqlab starts (a background job of a non-interactive shell, `nohup`)
+/// stays ignored; SIGTERM still ends the run cleanly, by the signal itself.
+#[test]
+fn an_ignored_sigint_stays_ignored_and_sigterm_still_stops() {
+    use std::os::unix::process::CommandExt;
+    let q = TestQueue::new("sigint_ignored");
+    let mut command = rmqlab();
+    command.args(["hello", "recv", "--queue", q.name()]);
+    // SAFETY: signal() is async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut consumer = Running::spawn(&mut command);
+    let wait = Duration::from_secs(30);
+    consumer.wait_for_stderr("Waiting for messages", wait);
+    consumer.signal("INT");
+    consumer.signal("INT");
+    broker::publish(q.name(), &["after one"]);
+    assert_eq!(consumer.next_line(wait), " [x] Received after one");
+    broker::publish(q.name(), &["after two"]);
+    assert_eq!(consumer.next_line(wait), " [x] Received after two");
+    assert!(
+        consumer
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "still running after two SIGINTs"
+    );
+    consumer.signal("TERM");
+    let (status, lines, stderr) = consumer.finish_status(wait);
+    assert_ended_by(&status, "TERM", &stderr);
+    assert_eq!(
+        lines,
+        [" [x] Received after one", " [x] Received after two"],
+        "nothing after SIGTERM"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(broker::ready(q.name()), 0, "both messages acked");
+}
