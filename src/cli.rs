@@ -1619,7 +1619,36 @@ fn reply_timeout(value: &str) -> Result<Duration, String> {
 /// backreferences, possessive or atomic forms) is left to the broker.
 fn regex(value: &str) -> Result<String, String> {
     use regex_syntax::ast::{ErrorKind, parse::Parser};
-    match Parser::new().parse(value) {
+    let mut checked = value.to_string();
+    // The parser stops at the first look-around or backreference, before the rest of the
+    // pattern is checked: those become a plain group and a literal, and the rest is parsed.
+    for _ in 0..value.len() {
+        match Parser::new().parse(&checked) {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    ErrorKind::UnsupportedLookAround | ErrorKind::UnsupportedBackreference
+                ) =>
+            {
+                let span = error.span();
+                let replacement = match error.kind() {
+                    ErrorKind::UnsupportedLookAround => "(?:",
+                    _ => "x",
+                };
+                let next = format!(
+                    "{}{replacement}{}",
+                    &checked[..span.start.offset],
+                    &checked[span.end.offset..]
+                );
+                if next == checked {
+                    break;
+                }
+                checked = next;
+            }
+            _ => break,
+        }
+    }
+    match Parser::new().parse(&checked) {
         Err(error)
             if matches!(
                 error.kind(),
@@ -1699,6 +1728,14 @@ mod tests {
         assert!(regex("^task\\.").is_ok());
         assert!(regex("(?=x)y").is_ok(), "look-ahead is PCRE's");
         assert!(regex("(a)\\1").is_ok(), "backreferences are PCRE's");
+        assert!(regex("(?<=a)b(?!c)(?<!d)").is_ok(), "look-behind too");
+        for broken in ["(?=a", "(?!a", "(?<=a", "(a)\\1(", "(?=a)[", "(?=(?=a)"] {
+            let refused = regex(broken).expect_err(broken);
+            assert!(
+                refused.starts_with("not a regular expression: "),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -78,6 +78,19 @@ pub enum Error {
         source: Box<lapin::Error>,
     },
 
+    /// A plain `amqp://` connection that the server took, then answered with silence or
+    /// something else than AMQP: most often a TLS listener.
+    #[error(
+        "the server at {url} took the connection but did not answer AMQP: is port {port} a TLS \
+         listener?"
+    )]
+    NotAmqp {
+        url: String,
+        port: u16,
+        /// No answer within --connect-timeout (75), rather than a wrong one (69).
+        timed_out: bool,
+    },
+
     #[error("TLS to {url} failed: the server did not answer TLS: is port {port} a TLS listener?")]
     NotTls {
         url: String,
@@ -448,6 +461,10 @@ impl Error {
             Error::ConnectTimeout { .. } => Code::Temporary,
             Error::NoUrlConnected { chief, .. } => chief.exit_code(),
             Error::NotTls { .. } => Code::Unavailable,
+            Error::NotAmqp {
+                timed_out: true, ..
+            } => Code::Temporary,
+            Error::NotAmqp { .. } => Code::Unavailable,
             Error::VhostNotFound { .. } => Code::Data,
             Error::LoginRefused { .. } | Error::VhostRefused { .. } => Code::NoPermission,
             Error::Mismatch { .. }
@@ -596,6 +613,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::NoUrlConnected { chief, .. } => chief.hint(),
+            Error::InvalidUrl(invalid) if invalid.unencoded.is_some() => invalid.hint(),
             Error::ConfigUnreadable { source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 Some(
                     "write one with a [broker.NAME] section (see `rmqlab config show --help`), \
@@ -678,6 +696,11 @@ impl Error {
             Error::LoginRefused { .. } => {
                 Some("check the user and password in --url / RMQLAB_URL / AMQP_URL".into())
             }
+            Error::NotAmqp { .. } => Some(
+                "use amqps:// for a TLS listener (5671 by default), or the port of the broker's \
+                 plain AMQP listener (5672 by default) with amqp://"
+                    .into(),
+            ),
             Error::NotTls { .. } => Some(
                 "use amqp:// for a plain listener (5672 by default), or the port of the broker's \
                  TLS listener (5671 by default) with amqps://"

@@ -12,7 +12,8 @@ use crate::{
     tls::INSECURE_WARNING,
     uri::{BrokerUrl, InvalidUrl, list_items},
 };
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
 use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::{collections::HashMap, sync::Arc, time::Duration};
@@ -20,6 +21,13 @@ use url::Url;
 
 /// The default port of the management plugin.
 const API_PORT: u16 = 15672;
+
+/// What stays as it is in a path segment of an API URL: RFC 3986's unreserved characters.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 /// Queues asked for per request.
 pub const PAGE_SIZE: u32 = 500;
 
@@ -326,13 +334,17 @@ impl Api {
     }
 
     /// The URL of an API path, each segment percent-encoded (`/` in a vhost becomes `%2F`).
+    /// Everything but unreserved characters is encoded: the `url` crate leaves `[`, `]` and
+    /// others as they are, which the broker's HTTP server refuses (400).
     fn endpoint(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("http(s) URLs have a path")
-            .pop_if_empty()
-            .push("api")
-            .extend(segments);
+        let mut path = url.path().trim_end_matches('/').to_string();
+        path.push_str("/api");
+        for segment in segments {
+            path.push('/');
+            path.extend(utf8_percent_encode(segment, PATH_SEGMENT));
+        }
+        url.set_path(&path);
         url
     }
 
@@ -746,11 +758,17 @@ impl ApiCaller {
         }
         let body = unless_interrupted(response.bytes()).await;
         let body = body.map_err(Error::Interrupted)?.unwrap_or_default();
-        let body: ApiError = serde_json::from_slice(&body).unwrap_or_default();
-        if status == StatusCode::NOT_FOUND {
-            // A path that is not the API's (a wrong --api-url) is a 404 as well.
+        let parsed = serde_json::from_slice::<ApiError>(&body);
+        if matches!(
+            status,
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+        ) || (parsed.is_err() && !matches!(status.as_u16(), 401 | 403 | 500..))
+        {
+            // A path that is not the API's (a wrong --api-url) is a 404 as well, or a 405 to a
+            // DELETE, or an answer that is not the API's JSON.
             self.is_rabbitmq().await?;
         }
+        let body = parsed.unwrap_or_default();
         Err(match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::ApiRefused {
                 url: self.base.to_string(),

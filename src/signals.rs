@@ -47,13 +47,24 @@ impl Interrupts {
         if let Some(installed) = Interrupts::installed() {
             return Ok(installed);
         }
-        let mut sigint = signal(SignalKind::interrupt())?;
+        // A SIGINT ignored when rmqlab starts (POSIX: a background job of a non-interactive
+        // shell, `nohup`) stays ignored: no handler for it. SIGTERM still stops cleanly.
+        let mut sigint = match ignored(libc::SIGINT) {
+            true => None,
+            false => Some(signal(SignalKind::interrupt())?),
+        };
         let mut sigterm = signal(SignalKind::terminate())?;
         let (sender, state) = watch::channel((0, None));
         tokio::spawn(async move {
             loop {
+                let interrupt = async {
+                    match &mut sigint {
+                        Some(sigint) => sigint.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let stop = tokio::select! {
-                    Some(()) = sigint.recv() => Stop::Interrupt,
+                    Some(()) = interrupt => Stop::Interrupt,
                     Some(()) = sigterm.recv() => Stop::Terminate,
                     else => break,
                 };
@@ -88,6 +99,16 @@ impl Interrupts {
             // The listener is gone (runtime shutting down): no signal will ever come.
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Whether `signal` is ignored (as a parent may leave it for its children).
+fn ignored(signal: i32) -> bool {
+    // SAFETY: sigaction with no new action only reads the current one into `current`.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_IGN
     }
 }
 

@@ -41,6 +41,9 @@ pub struct InvalidUrl {
     /// Which item of a list it was ("URL 2 of 3 in RMQLAB_URL"); `None` for a single URL.
     pub item: Option<String>,
     pub reason: String,
+    /// A `/`, `?` or `#` in the user name or password, which ends that part of a URL unless
+    /// percent-encoded: the likely cause.
+    pub unencoded: Option<char>,
 }
 
 impl InvalidUrl {
@@ -51,7 +54,18 @@ impl InvalidUrl {
             shown: mask_password(raw),
             item: None,
             reason: scrub(reason, raw),
+            unencoded: userinfo_of(raw)
+                .and_then(|userinfo| userinfo.chars().find(|c| "/?#".contains(*c))),
         }
+    }
+
+    /// How to write the character that ended the user name or password early.
+    pub fn hint(&self) -> Option<String> {
+        let unencoded = self.unencoded?;
+        Some(format!(
+            "percent-encode a '{unencoded}' in the user name or password: write it %{:02X}",
+            u32::from(unencoded)
+        ))
     }
 }
 
@@ -217,6 +231,7 @@ pub fn list_items<'a>(
             shown: None,
             item: None,
             reason: format!("{source} lists no URL"),
+            unencoded: None,
         });
     }
     items
@@ -228,6 +243,7 @@ pub fn list_items<'a>(
                 shown: None,
                 item: label(index + 1),
                 reason: "it is empty (two commas in a row?)".into(),
+                unencoded: None,
             }),
             item => Ok((item, label(index + 1))),
         })
@@ -335,6 +351,7 @@ impl BrokerUrls {
                         url.vhost(),
                         first.vhost()
                     ),
+                    unencoded: None,
                 });
             }
             list.push(url);

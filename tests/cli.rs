@@ -159,6 +159,43 @@ fn empty_names_are_usage_errors_before_connecting() {
 }
 
 #[test]
+fn a_delimiter_in_a_password_gets_a_hint_to_percent_encode_it() {
+    for (delimiter, encoded) in [('/', "%2F"), ('#', "%23"), ('?', "%3F")] {
+        for args in [
+            vec![
+                "--url".to_string(),
+                format!("amqp://user:pa{delimiter}ss@127.0.0.1:5672/%2f"),
+                "hello".into(),
+                "send".into(),
+            ],
+            vec![
+                "--api-url".to_string(),
+                format!("http://u:SEC{delimiter}RET@127.0.0.1:15672/"),
+                "queues".into(),
+                "list".into(),
+            ],
+        ] {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let output = rmqlab_nowhere(&args);
+            assert_code(&output, 2);
+            let stderr = text(&output.stderr);
+            assert!(stderr.starts_with("rmqlab: error: invalid "), "{stderr}");
+            assert!(
+                stderr.ends_with(&format!(
+                    "\n  hint: percent-encode a '{delimiter}' in the user name or password: \
+                     write it {encoded}\n"
+                )),
+                "{stderr}"
+            );
+            assert!(
+                !stderr.contains("ss@") && !stderr.contains("RET"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn passwords_with_delimiters_are_masked_in_unparsable_urls() {
     let output = rmqlab_nowhere(&[
         "--url",
@@ -274,6 +311,35 @@ fn a_broken_filter_is_a_usage_error() {
     assert!(
         stderr.contains("not a regular expression: unclosed"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_broken_filter_behind_a_look_around_is_a_usage_error_before_any_request() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let base = fake_api(move |_, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some((200, "[]".into()))
+    });
+    for broken in ["(?=a", "(?<!a)[", "(a)\\1("] {
+        let output = rmqlab()
+            .args(["--api-url", &base, "queues", "list", "--filter", broken])
+            .output()
+            .unwrap();
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "error: invalid value '{broken}' for '--filter <REGEX>': not a regular expression: unclosed"
+            )),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "no request for a broken filter"
     );
 }
 
@@ -414,6 +480,80 @@ fn a_server_that_is_not_the_management_api_is_named_so() {
         "{stderr}"
     );
     assert!(stderr.contains("--api-url"), "{stderr}");
+}
+
+#[test]
+fn purge_and_delete_at_a_server_that_is_not_the_api_are_named_so() {
+    // A plain web server: 405 to a DELETE, 404 elsewhere, in HTML.
+    let base = fake_api(|path, _| match path.contains("overview") {
+        true => Some((404, "<html><body>Not Found</body></html>".into())),
+        false => Some((405, "<html><body>Method Not Allowed</body></html>".into())),
+    });
+    for verb in ["purge", "delete"] {
+        let output = rmqlab()
+            .args(["--api-url", &base, "queues", verb, "q"])
+            .output()
+            .unwrap();
+        assert_code(&output, 69);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with("rmqlab: error: ")
+                && stderr.contains("is not a RabbitMQ management API"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("hint: point --api-url"), "{stderr}");
+    }
+}
+
+/// A listener that takes connections and answers as a TLS server does to a plain client: with
+/// silence (`alert` false: it waits for a ClientHello) or a TLS alert record, then a close.
+fn tls_like_listener(alert: bool) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if alert {
+                let mut header = [0; 8];
+                let _ = stream.read_exact(&mut header);
+                let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+            } else {
+                held.push(stream);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_plain_url_at_a_tls_listener_names_the_likely_cause() {
+    for (alert, code) in [(false, 75), (true, 69)] {
+        let port = tls_like_listener(alert);
+        for command in [&["hello", "send"][..], &["hello", "recv", "--count", "1"]] {
+            let output = rmqlab()
+                .args([
+                    "--url",
+                    &format!("amqp://guest:secret@127.0.0.1:{port}/%2f"),
+                    "--connect-timeout",
+                    "1s",
+                ])
+                .args(command)
+                .output()
+                .unwrap();
+            assert_code(&output, code);
+            assert_eq!(
+                text(&output.stderr),
+                format!(
+                    "rmqlab: error: the server at amqp://guest:****@127.0.0.1:{port}/%2f took the \
+                     connection but did not answer AMQP: is port {port} a TLS listener?\n  hint: \
+                     use amqps:// for a TLS listener (5671 by default), or the port of the \
+                     broker's plain AMQP listener (5672 by default) with amqp://\n"
+                ),
+                "{command:?}, alert: {alert}"
+            );
+        }
+    }
 }
 
 #[test]

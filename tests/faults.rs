@@ -599,6 +599,11 @@ fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() 
     };
     let publisher = blocked("grace", &["--confirm-timeout", "1s"]);
     publisher.signal("INT");
+    publisher.wait_for_stderr(
+        " [*] Stopping: waiting up to 1s for the broker to confirm what was sent (press CTRL+C \
+         again to stop at once)\n",
+        WAIT,
+    );
     let started = Instant::now();
     let (status, lines, stderr) = publisher.finish_status(WAIT);
     assert_ended_by(&status, "INT", &stderr);
@@ -614,8 +619,13 @@ fn a_resource_alarm_is_shown_and_bounded_and_publishing_resumes_when_it_lifts() 
     // A second Ctrl-C does not wait for the grace period (5s without --confirm-timeout).
     let publisher = blocked("abort", &[]);
     publisher.signal("INT");
-    publisher.signal("INT");
+    publisher.wait_for_stderr(
+        " [*] Stopping: waiting up to 5s for the broker to confirm what was sent (press CTRL+C \
+         again to stop at once)\n",
+        WAIT,
+    );
     let started = Instant::now();
+    publisher.signal("INT");
     let (status, _, stderr) = publisher.finish_status(WAIT);
     assert_ended_by(&status, "INT", &stderr);
     assert!(started.elapsed() < Duration::from_secs(4), "{stderr}");

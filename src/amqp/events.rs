@@ -61,6 +61,9 @@ pub enum Event<'a> {
     Blocked { reason: &'a str },
     /// The broker accepts publishes again (`connection.unblocked`).
     Unblocked,
+    /// A publisher stopped by its first signal waits up to `grace` for the broker to confirm
+    /// the messages in flight.
+    Stopping { grace: std::time::Duration },
 }
 
 /// Told of each [`Event`].

@@ -26,7 +26,13 @@ use lapin::{
     options::ConfirmSelectOptions,
     protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError},
 };
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 use topology::{Declared, Topology};
 
 /// How long a clean close may take before rmqlab leaves anyway.
@@ -88,16 +94,28 @@ impl Session {
             .with_connection_name(name.into())
             .with_client_property("product".into(), "rmqlab".into())
             .with_client_property("version".into(), env!("CARGO_PKG_VERSION").into());
-        let attempt =
-            tokio::time::timeout(ctx.connect_timeout, connect(ctx, url, properties, observer));
+        let tcp_connected = Arc::new(AtomicBool::new(false));
+        let attempt = tokio::time::timeout(
+            ctx.connect_timeout,
+            connect(ctx, url, properties, observer, tcp_connected.clone()),
+        );
         // Nothing is done yet: Ctrl-C stops at once, not after --connect-timeout.
         let attempt = signals::unless_interrupted(attempt).await;
         let connection = match attempt.map_err(Error::Interrupted)? {
+            Err(_elapsed) if tcp_connected.load(Ordering::SeqCst) && !url.is_tls() => {
+                return Err(not_amqp(url, true));
+            }
             Err(_elapsed) => {
                 return Err(Error::ConnectTimeout {
                     url: url.to_string(),
                     after: ctx.connect_timeout,
                 });
+            }
+            // Taken, then closed or answered with something else than AMQP.
+            Ok(Err(Error::Unreachable { .. }))
+                if tcp_connected.load(Ordering::SeqCst) && !url.is_tls() =>
+            {
+                return Err(not_amqp(url, false));
             }
             Ok(Err(error)) => return Err(error),
             Ok(Ok(connection)) => connection,
@@ -283,6 +301,7 @@ async fn connect(
     url: &BrokerUrl,
     properties: ConnectionProperties,
     observer: &dyn Observer,
+    tcp_connected: Arc<AtomicBool>,
 ) -> Result<Connection> {
     let mut uri = url.amqp_uri().clone();
     // lapin sizes its two frame buffers (32 frames each) for the frame size it asks for, and
@@ -311,10 +330,15 @@ async fn connect(
             let mut last = None;
             for address in tokio::net::lookup_host((host.as_str(), uri.authority.port)).await? {
                 match AsyncTcpStream::connect(&runtime, address).await {
-                    Ok(stream) => match &tls {
-                        Some(connector) => return Ok(stream.into_rustls(connector, &host).await?),
-                        None => return Ok(stream),
-                    },
+                    Ok(stream) => {
+                        tcp_connected.store(true, Ordering::SeqCst);
+                        match &tls {
+                            Some(connector) => {
+                                return Ok(stream.into_rustls(connector, &host).await?);
+                            }
+                            None => return Ok(stream),
+                        }
+                    }
                     Err(error) => last = Some(error),
                 }
             }
@@ -326,6 +350,15 @@ async fn connect(
     )
     .await
     .map_err(|source| connect_error(source, url))
+}
+
+/// A plain connection the server took but did not answer as an AMQP broker does.
+pub fn not_amqp(url: &BrokerUrl, timed_out: bool) -> Error {
+    Error::NotAmqp {
+        url: url.to_string(),
+        port: url.amqp_uri().authority.port,
+        timed_out,
+    }
 }
 
 /// Classifies a failed connection attempt (also a refusal the one-message path received).

@@ -88,6 +88,7 @@ pub async fn publish(
         name: connection_name,
         how: " (one message, pipelined)",
     });
+    let tcp_connected = std::cell::Cell::new(false);
     let connected = async {
         let stream = TcpStream::connect((uri.authority.host.as_str(), uri.authority.port))
             .await
@@ -95,6 +96,7 @@ pub async fn publish(
                 1 => Handover::Untouched(format!("cannot connect: {error}")),
                 _ => to_others(ctx, connect_error(error.into(), ctx.url())),
             })?;
+        tcp_connected.set(true);
         stream
             .set_nodelay(true)
             .map_err(|error| Handover::Untouched(format!("cannot set TCP_NODELAY: {error}")))?;
@@ -107,9 +109,13 @@ pub async fn publish(
     let (wire, tune) = connected.map_err(|_elapsed| {
         to_others(
             ctx,
-            Error::ConnectTimeout {
-                url: ctx.url().to_string(),
-                after: ctx.connect_timeout,
+            match tcp_connected.get() {
+                // Taken, and no AMQP answer at all: a TLS listener waits for a ClientHello.
+                true => super::not_amqp(ctx.url(), true),
+                false => Error::ConnectTimeout {
+                    url: ctx.url().to_string(),
+                    after: ctx.connect_timeout,
+                },
             },
         )
     })??;

@@ -123,6 +123,9 @@ pub struct Watch<'a> {
     confirm_timeout: Option<Duration>,
     /// Set by the first signal: when the wait for the confirms in flight ends.
     stop_by: Option<Instant>,
+    /// Told once when, stopping, a wait for the broker starts ([`Event::Stopping`]).
+    observer: Option<&'a dyn Observer>,
+    announced: bool,
 }
 
 /// What a wait is for.
@@ -143,7 +146,15 @@ impl<'a> Watch<'a> {
             interrupts,
             confirm_timeout,
             stop_by: None,
+            observer: None,
+            announced: false,
         }
+    }
+
+    /// Tells `observer` when a first signal leaves the broker a grace period to confirm.
+    pub fn told(mut self, observer: &'a dyn Observer) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Whether a signal asked to stop.
@@ -175,6 +186,13 @@ impl<'a> Watch<'a> {
             }
             if received >= 2 || (received >= 1 && how == Wait::Idle) {
                 return Ok(None);
+            }
+            if let (Some(_), Some(observer), false) = (self.stop_by, self.observer, self.announced)
+            {
+                self.announced = true;
+                observer.observe(Event::Stopping {
+                    grace: self.confirm_timeout.unwrap_or(STOP_GRACE),
+                });
             }
             let (limit, signals) = match (self.stop_by, how) {
                 (Some(by), _) => (Some(by), 2),

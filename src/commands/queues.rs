@@ -169,21 +169,21 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
         ready_change: None,
         depth: None,
     };
+    // TSV escapes a name's tabs, newlines and backslashes itself: on a terminal, its other
+    // control characters are shown escaped in the rendered text, never escaped twice.
+    let shown = |rendered: String| match on_terminal && args.output == TableFormat::Tsv {
+        true => escape_controls(&rendered, true).into_owned(),
+        false => rendered,
+    };
     let fetch = || async {
         let mut rows = api.list_queues(&listing).await?;
         sort_queues(&mut rows, args.sort, args.reverse);
         // Names are the broker's data: they must not drive a terminal. A table is for people
         // (and reaches one through `| less -R` too): always escaped, a tab as well, which
-        // would break its columns. TSV is data: escaped on a terminal only.
-        let table_format = args.output == TableFormat::Table;
-        if table_format || (on_terminal && args.output == TableFormat::Tsv) {
-            let escape = |text: &str| {
-                let escaped = escape_controls(text, false);
-                match table_format {
-                    true => escaped.replace('\t', "\\t"),
-                    false => escaped.into_owned(),
-                }
-            };
+        // would break its columns. TSV is data: escaped on a terminal only, once, after its
+        // own escaping (see `shown`).
+        if args.output == TableFormat::Table {
+            let escape = |text: &str| escape_controls(text, false).replace('\t', "\\t");
             for row in &mut rows {
                 row.vhost = escape(&row.vhost);
                 row.name = escape(&row.name);
@@ -193,7 +193,7 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
     };
     let Some(interval) = args.watch else {
         let rows = fetch().await?;
-        print(render_queues(&rows, &table).as_bytes())?;
+        print(shown(render_queues(&rows, &table)).as_bytes())?;
         return Ok(Exit::Success);
     };
 
@@ -250,7 +250,7 @@ async fn list(ctx: &Context, api: &Api, args: &QueuesListArgs) -> Result<Exit> {
                         .then_some(depth.as_slice()),
                     ..table
                 };
-                let block = render_queues(&rows, &table);
+                let block = shown(render_queues(&rows, &table));
                 let screen = match (on_terminal, table.format) {
                     // Home the cursor and clear the screen: redraw in place, as watch(1) does.
                     (true, _) => format!(

@@ -72,6 +72,11 @@ impl Observer for Status {
                 }
             )),
             Event::Unblocked => self.warn(" [*] the broker accepts publishers again"),
+            Event::Stopping { grace } => self.info(format_args!(
+                " [*] Stopping: waiting up to {} for the broker to confirm what was sent (press \
+                 CTRL+C again to stop at once)",
+                humantime::format_duration(grace)
+            )),
         }
     }
 }

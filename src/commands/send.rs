@@ -84,8 +84,8 @@ pub async fn send(
     let file = input_file(message.file.as_ref(), message.words.is_empty(), form.input);
     // Catch signals from the start: one while connecting is a clean stop as well.
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
-    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout);
     let observer = &ctx.status;
+    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout).told(observer);
     let mut start = Start::Connect;
     // `-f PATH`, to show how to resume; None for stdin and words.
     let input = named_input(file.as_deref());

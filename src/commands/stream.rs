@@ -107,7 +107,7 @@ async fn open(ctx: &Context, connection_name: &str, target: &StreamTarget) -> Re
 async fn send(ctx: &Context, args: &StreamSendArgs) -> Result<Exit> {
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
     let message = &args.message;
-    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout);
+    let mut watch = Watch::new(&mut interrupts, message.confirm_timeout).told(&ctx.status);
     let input = named_input(message.file.as_deref());
     let mut messages = match &message.file {
         Some(path) => Messages::lines_of(path, message.max_message_size)?,

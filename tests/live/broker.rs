@@ -709,7 +709,8 @@ fn an_empty_vhost_is_a_usage_error_and_an_unknown_one_65_with_the_percent_2f_hin
 
 #[test]
 fn a_silent_server_is_bounded_by_the_connect_timeout() {
-    // A listener that never speaks AMQP: the TCP connect succeeds, the handshake never ends.
+    // A listener that never speaks AMQP: the TCP connect succeeds, the handshake never ends
+    // (as at a TLS listener, which waits for a ClientHello).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
     let started = Instant::now();
@@ -725,7 +726,8 @@ fn a_silent_server_is_bounded_by_the_connect_timeout() {
     assert_code(&output, 75);
     assert!(
         text(&output.stderr).starts_with(&format!(
-            "rmqlab: error: no answer from the broker at amqp://guest:****@127.0.0.1:{port}/%2f within 1s\n"
+            "rmqlab: error: the server at amqp://guest:****@127.0.0.1:{port}/%2f took the connection \
+             but did not answer AMQP: is port {port} a TLS listener?\n"
         )),
         "{}",
         text(&output.stderr)
@@ -736,4 +738,50 @@ fn a_silent_server_is_bounded_by_the_connect_timeout() {
     );
     assert_no_secret(&output);
     drop(silent);
+}
+
+/// A SIGINT ignored when rmqlab starts (a background job of a non-interactive shell, `nohup`)
+/// stays ignored; SIGTERM still ends the run cleanly, by the signal itself.
+#[test]
+fn an_ignored_sigint_stays_ignored_and_sigterm_still_stops() {
+    use std::os::unix::process::CommandExt;
+    let q = TestQueue::new("sigint_ignored");
+    let mut command = rmqlab();
+    command.args(["hello", "recv", "--queue", q.name()]);
+    // SAFETY: signal() is async-signal-safe, as a pre_exec hook must be.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut consumer = Running::spawn(&mut command);
+    let wait = Duration::from_secs(30);
+    consumer.wait_for_stderr("Waiting for messages", wait);
+    consumer.signal("INT");
+    consumer.signal("INT");
+    broker::publish(q.name(), &["after one"]);
+    assert_eq!(consumer.next_line(wait), " [x] Received after one");
+    broker::publish(q.name(), &["after two"]);
+    assert_eq!(consumer.next_line(wait), " [x] Received after two");
+    assert!(
+        consumer
+            .child
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "still running after two SIGINTs"
+    );
+    consumer.signal("TERM");
+    let (status, lines, stderr) = consumer.finish_status(wait);
+    assert_ended_by(&status, "TERM", &stderr);
+    assert_eq!(
+        lines,
+        [" [x] Received after one", " [x] Received after two"],
+        "nothing after SIGTERM"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(broker::ready(q.name()), 0, "both messages acked");
 }

@@ -1,8 +1,8 @@
 //! `queues list/purge/delete` against the live broker's management API.
 
 use crate::common::{
-    Running, TestQueue, api_url_with, assert_code, assert_ended_by, broker, broker_address,
-    eventually, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, text, unique_name,
+    Running, TestQueue, api_base, api_url_with, assert_code, assert_ended_by, broker,
+    broker_address, eventually, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, text, unique_name,
 };
 use lapin::options::{
     BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -473,6 +473,73 @@ fn purge_and_delete_if_empty_of(classic: bool) {
         text(&again.stderr),
         format!("rmqlab: error: queue '{q}' in vhost '/' not found\n")
     );
+}
+
+#[test]
+fn names_with_url_characters_reach_their_own_queue() {
+    for (i, tail) in [
+        "jobs[1]",
+        "a#b",
+        "a?b",
+        "a/b",
+        "a%2Fb",
+        "a%b",
+        "a b",
+        "[x]?#%/ y",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let q = TestQueue::new(&format!("encoded{i}"));
+        let name = format!("{q}.{tail}");
+        // A neighbour the name would reach if a character were not encoded.
+        let prefix = TestQueue(
+            name.split(['#', '?', '/', '[', '%', ' '])
+                .next()
+                .unwrap()
+                .into(),
+        );
+        broker::publish(prefix.name(), &["keep"]);
+        broker::publish(&name, &["1", "2"]);
+
+        let purged = rmqlab().args(["queues", "purge", &name]).output().unwrap();
+        assert_code(&purged, 0);
+        assert_eq!(
+            text(&purged.stdout),
+            format!(" [x] Purged queue '{name}' in vhost '/'\n")
+        );
+        assert_eq!(broker::ready(&name), 0, "{name} purged");
+        assert_eq!(broker::ready(prefix.name()), 1, "{prefix} untouched");
+
+        let deleted = rmqlab().args(["queues", "delete", &name]).output().unwrap();
+        assert_code(&deleted, 0);
+        assert_eq!(broker::queue_state(&name), None, "{name} deleted");
+        assert_eq!(broker::ready(prefix.name()), 1, "{prefix} untouched");
+        broker::delete(&name);
+    }
+}
+
+#[test]
+fn purge_and_delete_at_a_path_that_is_not_the_api_say_so() {
+    let q = TestQueue::new("not_the_api");
+    broker::publish(q.name(), &["1"]);
+    let wrong = format!("{}/nothing/", api_base().trim_end_matches('/'));
+    for verb in ["purge", "delete"] {
+        let output = rmqlab()
+            .args(["--api-url", &wrong, "queues", verb, q.name()])
+            .output()
+            .unwrap();
+        assert_code(&output, 69);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.starts_with(&format!(
+                "rmqlab: error: {wrong} is not a RabbitMQ management API"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("hint: point --api-url"), "{stderr}");
+    }
+    assert_eq!(broker::ready(q.name()), 1, "nothing purged or deleted");
 }
 
 #[test]
