@@ -724,3 +724,112 @@ fn move_shows_a_progress_bar_on_a_terminal_only() {
     assert_eq!(text(&piped.stderr), "", "no progress into a pipe");
     assert_eq!(broker::ready(source.name()), 5_000);
 }
+
+/// Every body of `queue` (taken), sorted.
+fn sorted_bodies(queue: &str) -> Vec<String> {
+    let mut bodies = bodies_of(&drain(queue));
+    bodies.sort();
+    bodies
+}
+
+#[test]
+fn move_into_a_full_destination_leaves_each_message_in_exactly_one_place() {
+    let source = TestQueue::new("move-full");
+    let destination = TestQueue::new("move-full-dst");
+    broker::declare(source.name(), true).unwrap();
+    declare(
+        destination.name(),
+        &[
+            ("x-max-length", AMQPValue::LongLongInt(30)),
+            ("x-overflow", long("reject-publish")),
+        ],
+    );
+    let bodies = numbers(200);
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    broker::publish(source.name(), &refs);
+    let output = rmq(&format!("queues move {source} {destination}"), None);
+    assert_code(&output, 65);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("the broker nacked it"), "{stderr}");
+    assert!(
+        stderr.contains("the move stopped there: 30 message(s) were moved"),
+        "{stderr}"
+    );
+    let at_destination = sorted_bodies(destination.name());
+    let in_source = sorted_bodies(source.name());
+    assert_eq!(at_destination.len(), 30, "{stderr}");
+    assert_eq!(in_source.len(), 170, "{stderr}");
+    let mut all: Vec<String> = at_destination.into_iter().chain(in_source).collect();
+    all.sort();
+    let mut expected = bodies.clone();
+    expected.sort();
+    assert_eq!(all, expected, "each body once, in one of the two queues");
+}
+
+#[test]
+fn move_to_an_exchange_that_routes_back_into_the_source_ends() {
+    let source = TestQueue::new("move-loop");
+    broker::declare(source.name(), true).unwrap();
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .queue_bind(
+                source.name().into(),
+                "amq.direct".into(),
+                source.name().into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let _ = connection.close(200, "OK".into()).await;
+    });
+    broker::publish(source.name(), &["l1", "l2", "l3"]);
+    let output = rmq(
+        &format!("queues move {source} --to-exchange amq.direct"),
+        None,
+    );
+    assert_code(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        format!(" [x] Moved 3 message(s) from queue '{source}' to exchange 'amq.direct'\n")
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("queue '{source}' holds 3 more message(s)")),
+        "{stderr}"
+    );
+    assert_eq!(sorted_bodies(source.name()), ["l1", "l2", "l3"]);
+}
+
+#[test]
+fn move_from_a_quorum_queue_leaves_it_empty_and_drops_the_delivery_count() {
+    let source = TestQueue::new("move-qq");
+    let destination = TestQueue::new("move-qq-dst");
+    broker::declare_quorum(source.name());
+    broker::declare(destination.name(), true).unwrap();
+    let bodies = numbers(300);
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    broker::publish(source.name(), &refs);
+    // A peek puts them back counted: each then carries x-delivery-count.
+    let peeked = rmq(
+        &format!("queues peek {source} --force --count 300 -o body"),
+        None,
+    );
+    assert_code(&peeked, 0);
+    let output = rmq(&format!("queues move {source} {destination}"), None);
+    assert_code(&output, 0);
+    assert!(text(&output.stdout).contains("Moved 300 message(s)"));
+    // At once: the acks were applied before rmqlab ended.
+    assert_eq!(
+        broker::queue_state(source.name()).map(|(ready, _)| ready),
+        Some(0)
+    );
+    assert!(broker::get(source.name()).is_none());
+    let moved = drain(destination.name());
+    assert_eq!(moved.len(), 300);
+    for delivery in &moved {
+        assert_eq!(header(delivery, "x-delivery-count"), None);
+    }
+}
