@@ -383,14 +383,17 @@ impl Mover<'_> {
                 self.done.more = Some(u64::from(remaining) + 1);
                 break;
             }
-            taken += 1;
-            let Some(to) = router.route(&delivery) else {
-                left += 1;
-                continue;
-            };
             let counted = match delivery.redelivered {
                 true => self.was_in_doubt(&delivery),
                 false => None,
+            };
+            // One counted as moved already (its ack was lost) was taken once before.
+            if counted != Some(true) {
+                taken += 1;
+            }
+            let Some(to) = router.route(&delivery) else {
+                left += 1;
+                continue;
             };
             if counted.is_some() {
                 self.done.republished += 1;

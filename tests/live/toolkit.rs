@@ -833,3 +833,21 @@ fn move_from_a_quorum_queue_leaves_it_empty_and_drops_the_delivery_count() {
         assert_eq!(header(delivery, "x-delivery-count"), None);
     }
 }
+
+#[test]
+fn redrive_of_a_quorum_queue_without_force_does_not_claim_force() {
+    let dlq = TestQueue::new("redrive-qq");
+    broker::declare_quorum(dlq.name());
+    broker::publish(dlq.name(), &["no-facts"]);
+    let output = rmq(&format!("queues dead-letters {dlq} --redrive"), None);
+    assert_code(&output, 0);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "1 message(s) put back in quorum queue '{dlq}': each counted one more delivery"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--force"), "{stderr}");
+    assert_eq!(bodies_of(&drain(dlq.name())), ["no-facts"]);
+}
