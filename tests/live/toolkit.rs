@@ -851,3 +851,82 @@ fn redrive_of_a_quorum_queue_without_force_does_not_claim_force() {
     assert!(!stderr.contains("--force"), "{stderr}");
     assert_eq!(bodies_of(&drain(dlq.name())), ["no-facts"]);
 }
+
+#[test]
+fn move_stopped_by_an_unroutable_message_keeps_it_and_acks_those_confirmed_after_it() {
+    use crate::common::TestExchange;
+    let source = TestQueue::new("move-mixed");
+    let destination = TestQueue::new("move-mixed-dst");
+    let feed = TestExchange::new("move-mixed-in");
+    broker::declare(source.name(), true).unwrap();
+    broker::declare(destination.name(), true).unwrap();
+    let key = source.name().to_string();
+    let bad = format!("nobody.{key}");
+    broker::block_on(async {
+        let connection = broker::connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .exchange_declare(
+                feed.0.as_str().into(),
+                lapin::ExchangeKind::Fanout,
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for (queue, exchange, routing_key) in [
+            (source.name(), feed.0.as_str(), ""),
+            (destination.name(), "amq.direct", key.as_str()),
+        ] {
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    routing_key.into(),
+                    Default::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+        }
+        channel.confirm_select(Default::default()).await.unwrap();
+        for n in 1..=100 {
+            let routing_key = if n == 40 { bad.as_str() } else { key.as_str() };
+            let confirm = channel
+                .basic_publish(
+                    feed.0.as_str().into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    n.to_string().as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
+            assert!(confirm.await.unwrap().is_ack());
+        }
+        let _ = connection.close(200, "OK".into()).await;
+    });
+    let output = rmq(
+        &format!("queues move {source} --to-exchange amq.direct"),
+        None,
+    );
+    assert_code(&output, 65);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("312 NO_ROUTE"), "{stderr}");
+    assert!(
+        stderr.contains("the move stopped there: 99 message(s) were moved"),
+        "{stderr}"
+    );
+    let at_destination = sorted_bodies(destination.name());
+    let in_source = sorted_bodies(source.name());
+    assert_eq!(at_destination.len() + in_source.len(), 100, "{stderr}");
+    // The ones in flight after it were confirmed at the destination: acked, not duplicated.
+    assert_eq!(in_source, ["40"], "{stderr}");
+    let mut all: Vec<u32> = at_destination
+        .iter()
+        .chain(&in_source)
+        .map(|body| body.parse().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all, (1..=100).collect::<Vec<u32>>(), "each body once");
+}
