@@ -217,7 +217,7 @@ pub struct Transfer<'a> {
     pub at_start: Option<u64>,
 }
 
-/// How long a stopping move waits for each confirm still in flight.
+/// How long a stopping move waits, in all, for the confirms still in flight.
 const STOP_CONFIRM: Duration = Duration::from_secs(10);
 
 /// How long a move stopped by its limit waits before it ends: a quorum queue applies acks
@@ -464,9 +464,10 @@ impl Mover<'_> {
         error: Error,
     ) -> Error {
         let mut not_moved = 0;
+        let deadline = tokio::time::Instant::now() + STOP_CONFIRM;
         while let Some(mut in_flight) = window.pop_front() {
             // A confirm that never comes leaves the message in the source, not a hang.
-            let confirmed = match tokio::time::timeout(STOP_CONFIRM, &mut in_flight.confirm).await {
+            let confirmed = match tokio::time::timeout_at(deadline, &mut in_flight.confirm).await {
                 Ok(Ok(confirmation)) => refusal(confirmation).is_none(),
                 _ => false,
             };
