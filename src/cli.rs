@@ -827,8 +827,9 @@ messages (65 before anything is moved). A message no queue takes at --to-exchang
 nacks (a full queue with overflow reject-publish), or a publishing channel the broker closes, \
 stops the move (65): the messages the broker confirmed before it stopped are acked on SOURCE, \
 and the refused one and every other taken and not confirmed go back to SOURCE (nack, requeue), \
-so each message is in one place. A quorum SOURCE counts each message put back as a delivery \
-(x-delivery-count, toward its delivery limit).
+so each message is in one place (but when the broker closes the channel, those it took and had \
+not yet confirmed may be at DESTINATION as well: the error says so). A quorum SOURCE counts each \
+message put back as a delivery (x-delivery-count, toward its delivery limit).
 
 After a lost connection rmqlab reconnects (--reconnect-timeout) and carries on: the messages \
 published but not yet acked went back to SOURCE and are published again, so DESTINATION may hold \

@@ -411,13 +411,10 @@ impl Mover<'_> {
                 Ok(confirm) => confirm,
                 Err(source) => {
                     let error = Error::broker(format!("cannot publish to {to}"))(source);
-                    if error.is_connection_loss() {
-                        return Err(error);
-                    }
-                    // The publisher's channel is closed: settle what was confirmed before it,
-                    // and leave the rest (this one too) in the source.
-                    let error = self.stop(session, window, router, error).await;
-                    return Err(error);
+                    let to = to.to_string();
+                    return Err(self
+                        .channel_failed(session, window, router, to, error)
+                        .await);
                 }
             };
             window.push_back(InFlight {
@@ -450,6 +447,39 @@ impl Mover<'_> {
             self.settle_oldest(session, window, router).await?;
         }
         Ok(())
+    }
+
+    /// Publishing failed with `error`. A lost connection stays one (what was not acked goes
+    /// back with it, and in doubt); a publisher's channel the broker closed while the
+    /// connection is up stops the move as a refusal does.
+    async fn channel_failed(
+        &mut self,
+        session: &Session,
+        window: &mut VecDeque<InFlight>,
+        router: &mut impl Router,
+        to: String,
+        error: Error,
+    ) -> Error {
+        if error.is_connection_loss() && !session.is_connected() {
+            return error;
+        }
+        let reason = format!(
+            "{} (the channel closed before the broker confirmed the messages in flight: {to} may \
+             hold some of those left in the source as well)",
+            error.one_line()
+        );
+        let refused = Error::NotMoved {
+            to,
+            reason,
+            moved: 0,
+            left: 0,
+            source_queue: self.transfer.source.to_string(),
+        };
+        let error = self.stop(session, window, router, refused).await;
+        match session.is_connected() {
+            true => error.not_a_connection_loss(),
+            false => error,
+        }
     }
 
     /// The destination refused a message, or the publisher's channel closed: of the messages in
@@ -557,10 +587,20 @@ impl Mover<'_> {
         let Some(oldest) = window.front_mut() else {
             return Ok(());
         };
-        let confirmation = (&mut oldest.confirm).await.map_err(Error::broker(format!(
-            "lost the broker's confirm of a publish to {}",
-            oldest.to
-        )))?;
+        let confirmation = match (&mut oldest.confirm).await {
+            Ok(confirmation) => confirmation,
+            Err(source) => {
+                let to = oldest.to.to_string();
+                let error = Error::broker(format!(
+                    "lost the broker's confirm of a publish to {to}"
+                ))(source);
+                // It is not at its destination, or not known to be: it stays in the source.
+                window.pop_front();
+                return Err(self
+                    .channel_failed(session, window, router, to, error)
+                    .await);
+            }
+        };
         if let Some(reason) = refusal(confirmation) {
             let refused = window.pop_front().expect("the oldest was just refused");
             let error = Error::NotMoved {
