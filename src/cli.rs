@@ -810,14 +810,26 @@ Examples:
     /// Move messages to another queue or an exchange, each confirmed there before it is acked
     #[command(
         after_long_help = "Each message is taken from SOURCE, published with its body, \
-properties and headers unchanged (mandatory, with publisher confirms), and acked on SOURCE only \
-once the broker confirmed it: at-least-once, nothing is lost. Up to 256 messages are in flight at \
-once. It stops when SOURCE is empty, after --count messages, or at Ctrl-C (the messages in flight \
-are confirmed and acked first), and prints one summary line.
+properties and headers unchanged (mandatory, with publisher confirms) but for the \
+x-delivery-count header a quorum queue adds (it is the broker's count, not the message's), and \
+acked on SOURCE only once the broker confirmed it: at-least-once, nothing is lost. Up to 256 \
+messages are in flight at once. It stops when SOURCE is empty, after --count messages, or at \
+Ctrl-C (the messages in flight are confirmed and acked first), and prints one summary line. It \
+takes no more than SOURCE held when it began: messages that come in meanwhile (say an exchange \
+that routes back into SOURCE) stay there, and rmqlab says how many.
+
+A quorum queue applies acks asynchronously: a move that empties SOURCE ends only once a last get \
+after the last ack finds it empty, and one stopped by --count waits half a second, so that SOURCE \
+holds what the summary says when rmqlab exits.
 
 DESTINATION must exist: rmqlab declares nothing here, so that a mistyped name cannot swallow the \
-messages (65 before anything is moved). A message no queue takes at --to-exchange, or one the \
-broker nacks, stops the move (65) and stays in SOURCE, as does every message after it.
+messages (65 before anything is moved). A message no queue takes at --to-exchange, one the broker \
+nacks (a full queue with overflow reject-publish), or a publishing channel the broker closes, \
+stops the move (65): the messages the broker confirmed before it stopped are acked on SOURCE, \
+and the refused one and every other taken and not confirmed go back to SOURCE (nack, requeue), \
+so each message is in one place (but when the broker closes the channel, those it took and had \
+not yet confirmed may be at DESTINATION as well: the error says so). A quorum SOURCE counts each \
+message put back as a delivery (x-delivery-count, toward its delivery limit).
 
 After a lost connection rmqlab reconnects (--reconnect-timeout) and carries on: the messages \
 published but not yet acked went back to SOURCE and are published again, so DESTINATION may hold \

@@ -331,13 +331,15 @@ pub enum Error {
     Forward { queue: String, reason: String },
 
     #[error(
-        "the broker did not take a message into {to}: {reason}; {moved} message(s) were moved \
-         before it, and it is still in queue '{source_queue}'"
+        "the broker did not take a message into {to}: {reason}; the move stopped there: {moved} \
+         message(s) were moved, and it and {left} other(s) not confirmed are still in queue \
+         '{source_queue}'"
     )]
     NotMoved {
         to: String,
         reason: String,
         moved: u64,
+        left: u64,
         source_queue: String,
     },
 

@@ -16,7 +16,7 @@ use crate::{
 };
 use futures_lite::StreamExt;
 use lapin::{
-    Channel, PublisherConfirm,
+    BasicProperties, Channel, PublisherConfirm,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
@@ -208,9 +208,21 @@ pub trait Router {
 pub struct Transfer<'a> {
     pub connection_name: &'a str,
     pub source: &'a str,
-    /// Stop after this many messages moved.
+    /// Stop after this many messages moved (`--count`); then wait [`SETTLE`] so that a quorum
+    /// queue has applied the acks before rmqlab ends.
     pub limit: Option<u64>,
+    /// Take no more than this many messages: what the source held when the move began, so that
+    /// a destination that routes back into the source does not make it endless. Reaching it,
+    /// one more `basic.get` tells whether the source is empty (a message it returns goes back).
+    pub at_start: Option<u64>,
 }
+
+/// How long a stopping move waits, in all, for the confirms still in flight.
+const STOP_CONFIRM: Duration = Duration::from_secs(10);
+
+/// How long a move stopped by its limit waits before it ends: a quorum queue applies acks
+/// asynchronously, and one that is not emptied gives no `basic.get` barrier to wait for.
+pub const SETTLE: Duration = Duration::from_millis(500);
 
 /// What a transfer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,6 +236,9 @@ pub struct Transferred {
     pub republished: u64,
     /// A signal stopped it before the source was empty.
     pub stopped: bool,
+    /// Reaching [`Transfer::at_start`], the source still held this many messages (they came
+    /// in during the move); `None` when it did not reach it, or the source was empty.
+    pub more: Option<u64>,
 }
 
 /// A message published and not yet confirmed.
@@ -232,6 +247,9 @@ struct InFlight {
     to: Destination,
     remaining: u32,
     confirm: PublisherConfirm,
+    /// It was acked, and counted as moved, before a lost connection took the ack with it: it
+    /// is not counted again.
+    counted: bool,
 }
 
 /// Moves messages from `transfer.source` as `router` says, until it is empty, the limit, or a
@@ -251,6 +269,7 @@ pub async fn transfer(
         done: Transferred::default(),
         recent: VecDeque::with_capacity(2 * MOVE_WINDOW),
         in_doubt: HashMap::new(),
+        last_tag: 0,
     };
     let mut session = Session::connect(ctx, transfer.connection_name, observer).await?;
     loop {
@@ -294,8 +313,10 @@ struct Mover<'a> {
     /// back.
     recent: VecDeque<u64>,
     /// After a lost connection, fingerprints of the messages that may already be at their
-    /// destination, and how many of each.
-    in_doubt: HashMap<u64, u32>,
+    /// destination, and how many of each: (not counted as moved, counted as moved).
+    in_doubt: HashMap<u64, (u32, u32)>,
+    /// The last delivery tag taken on this connection.
+    last_tag: u64,
 }
 
 impl Mover<'_> {
@@ -306,6 +327,7 @@ impl Mover<'_> {
         router: &mut impl Router,
         interrupts: &mut Interrupts,
     ) -> Result<()> {
+        self.last_tag = 0;
         let publisher = session.open_confirm_channel().await?;
         let mut window = VecDeque::with_capacity(MOVE_WINDOW);
         let moved = self
@@ -325,7 +347,7 @@ impl Mover<'_> {
         let source = self.transfer.source;
         // Messages left in the source on this connection, to put back at the end.
         let mut left = 0;
-        let mut last_tag = 0;
+        let mut taken = self.done.moved;
         loop {
             if interrupts.received() > 0 {
                 self.done.stopped = true;
@@ -333,56 +355,195 @@ impl Mover<'_> {
             }
             let started = self.done.moved + window.len() as u64;
             if self.transfer.limit.is_some_and(|limit| started >= limit) {
+                self.settle_all(session, window, router).await?;
+                if self.done.moved > 0 {
+                    tokio::time::sleep(SETTLE).await;
+                }
                 break;
             }
+            let capped = self.transfer.at_start.is_some_and(|cap| taken >= cap);
+            if capped {
+                // What the source held at the start is moved: after the last ack, one more
+                // get tells whether it is empty now.
+                self.settle_all(session, window, router).await?;
+            }
             let Some((delivery, remaining)) = take(&session.channel, source).await? else {
-                break;
+                if window.is_empty() {
+                    break;
+                }
+                // The source looks empty: settle what is in flight, then ask again, so that
+                // the last get comes after the last ack (a quorum queue applies acks
+                // asynchronously; the get is its barrier).
+                self.settle_all(session, window, router).await?;
+                continue;
             };
-            last_tag = delivery.delivery_tag;
+            self.last_tag = delivery.delivery_tag;
+            if capped {
+                left += 1;
+                self.done.more = Some(u64::from(remaining) + 1);
+                break;
+            }
+            let counted = match delivery.redelivered {
+                true => self.was_in_doubt(&delivery),
+                false => None,
+            };
+            // One counted as moved already (its ack was lost) was taken once before.
+            if counted != Some(true) {
+                taken += 1;
+            }
             let Some(to) = router.route(&delivery) else {
                 left += 1;
                 continue;
             };
-            if delivery.redelivered && self.was_in_doubt(&delivery) {
+            if counted.is_some() {
                 self.done.republished += 1;
             }
-            let confirm = publish_unconfirmed(
+            let properties = without_delivery_count(delivery.properties.clone());
+            let published = publish_unconfirmed(
                 publisher,
                 &to.exchange,
                 &to.routing_key,
                 &delivery.data,
-                delivery.properties.clone(),
+                properties,
             )
-            .await
-            .map_err(Error::broker(format!("cannot publish to {to}")))?;
+            .await;
+            let confirm = match published {
+                Ok(confirm) => confirm,
+                Err(source) => {
+                    let error = Error::broker(format!("cannot publish to {to}"))(source);
+                    let to = to.to_string();
+                    return Err(self
+                        .channel_failed(session, window, router, to, error)
+                        .await);
+                }
+            };
             window.push_back(InFlight {
                 delivery,
                 to,
                 remaining,
                 confirm,
+                counted: counted == Some(true),
             });
             if window.len() >= MOVE_WINDOW {
                 self.settle_oldest(session, window, router).await?;
             }
         }
-        while !window.is_empty() {
-            self.settle_oldest(session, window, router).await?;
-        }
+        self.settle_all(session, window, router).await?;
         if left > 0 {
-            put_back(&session.channel, last_tag).await?;
+            put_back(&session.channel, self.last_tag).await?;
         }
         self.done.left = left;
         Ok(())
+    }
+
+    /// Settles every message in flight, oldest first.
+    async fn settle_all(
+        &mut self,
+        session: &Session,
+        window: &mut VecDeque<InFlight>,
+        router: &mut impl Router,
+    ) -> Result<()> {
+        while !window.is_empty() {
+            self.settle_oldest(session, window, router).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishing failed with `error`. A lost connection stays one (what was not acked goes
+    /// back with it, and in doubt); a publisher's channel the broker closed while the
+    /// connection is up stops the move as a refusal does.
+    async fn channel_failed(
+        &mut self,
+        session: &Session,
+        window: &mut VecDeque<InFlight>,
+        router: &mut impl Router,
+        to: String,
+        error: Error,
+    ) -> Error {
+        if error.is_connection_loss() && !session.is_connected() {
+            return error;
+        }
+        let reason = format!(
+            "{} (the channel closed before the broker confirmed the messages in flight: {to} may \
+             hold some of those left in the source as well)",
+            error.one_line()
+        );
+        let refused = Error::NotMoved {
+            to,
+            reason,
+            moved: 0,
+            left: 0,
+            source_queue: self.transfer.source.to_string(),
+        };
+        let error = self.stop(session, window, router, refused).await;
+        match session.is_connected() {
+            true => error.not_a_connection_loss(),
+            false => error,
+        }
+    }
+
+    /// The destination refused a message, or the publisher's channel closed: of the messages in
+    /// flight, those the broker confirmed are acked on the source (they are at their
+    /// destination), and the others, with every message taken and not acked on this
+    /// connection, go back to the source. Returns the error to end the move with.
+    async fn stop(
+        &mut self,
+        session: &Session,
+        window: &mut VecDeque<InFlight>,
+        router: &mut impl Router,
+        error: Error,
+    ) -> Error {
+        let mut not_moved = 0;
+        let deadline = tokio::time::Instant::now() + STOP_CONFIRM;
+        while let Some(mut in_flight) = window.pop_front() {
+            // A confirm that never comes leaves the message in the source, not a hang.
+            let confirmed = match tokio::time::timeout_at(deadline, &mut in_flight.confirm).await {
+                Ok(Ok(confirmation)) => refusal(confirmation).is_none(),
+                _ => false,
+            };
+            if !confirmed {
+                not_moved += 1;
+                continue;
+            }
+            if let Err(error) = self.acked(session, in_flight, router).await {
+                return error;
+            }
+        }
+        if self.last_tag > 0
+            && let Err(error) = put_back(&session.channel, self.last_tag).await
+        {
+            return error;
+        }
+        match error {
+            Error::NotMoved {
+                to,
+                reason,
+                source_queue,
+                ..
+            } => Error::NotMoved {
+                to,
+                reason,
+                moved: self.done.moved,
+                // The refused one was popped before: it is not in `not_moved`.
+                left: not_moved,
+                source_queue,
+            },
+            error => error,
+        }
     }
 
     /// After an error: a lost connection leaves the messages in flight in doubt.
     fn with_window(&mut self, error: Error, window: &VecDeque<InFlight>) -> Error {
         if error.is_connection_loss() {
             for in_flight in window {
-                *self
+                let entry = self
                     .in_doubt
                     .entry(fingerprint(&in_flight.delivery))
-                    .or_default() += 1;
+                    .or_default();
+                match in_flight.counted {
+                    true => entry.1 += 1,
+                    false => entry.0 += 1,
+                }
             }
         }
         error
@@ -391,23 +552,29 @@ impl Mover<'_> {
     /// The connection was lost: the messages acked last may not have been acked.
     fn lost(&mut self) {
         for print in self.recent.drain(..) {
-            *self.in_doubt.entry(print).or_default() += 1;
+            self.in_doubt.entry(print).or_default().1 += 1;
         }
     }
 
-    /// Whether a message taken again was one of those in doubt (then it no longer is).
-    fn was_in_doubt(&mut self, delivery: &Delivery) -> bool {
+    /// Whether a message taken again was one of those in doubt (then it no longer is), and if
+    /// so whether it was counted as moved already (its ack was lost with the connection).
+    fn was_in_doubt(&mut self, delivery: &Delivery) -> Option<bool> {
         let print = fingerprint(delivery);
-        match self.in_doubt.get_mut(&print) {
-            Some(count) => {
-                *count -= 1;
-                if *count == 0 {
-                    self.in_doubt.remove(&print);
-                }
+        let entry = self.in_doubt.get_mut(&print)?;
+        let counted = match entry {
+            (_, counted) if *counted > 0 => {
+                *counted -= 1;
                 true
             }
-            None => false,
+            (uncounted, _) => {
+                *uncounted -= 1;
+                false
+            }
+        };
+        if *entry == (0, 0) {
+            self.in_doubt.remove(&print);
         }
+        Some(counted)
     }
 
     /// Waits for the confirm of the oldest message in flight, then acks it on the source.
@@ -420,37 +587,81 @@ impl Mover<'_> {
         let Some(oldest) = window.front_mut() else {
             return Ok(());
         };
-        let confirmation = (&mut oldest.confirm).await.map_err(Error::broker(format!(
-            "lost the broker's confirm of a publish to {}",
-            oldest.to
-        )))?;
+        let confirmation = match (&mut oldest.confirm).await {
+            Ok(confirmation) => confirmation,
+            Err(source) => {
+                let to = oldest.to.to_string();
+                let error = Error::broker(format!(
+                    "lost the broker's confirm of a publish to {to}"
+                ))(source);
+                // It is not at its destination, or not known to be: it stays in the source.
+                window.pop_front();
+                return Err(self
+                    .channel_failed(session, window, router, to, error)
+                    .await);
+            }
+        };
         if let Some(reason) = refusal(confirmation) {
-            return Err(Error::NotMoved {
-                to: oldest.to.to_string(),
+            let refused = window.pop_front().expect("the oldest was just refused");
+            let error = Error::NotMoved {
+                to: refused.to.to_string(),
                 reason,
-                moved: self.done.moved,
+                moved: 0,
+                left: 0,
                 source_queue: self.transfer.source.to_string(),
-            });
+            };
+            return Err(self.stop(session, window, router, error).await);
         }
+        let oldest = window.pop_front().expect("the oldest was just confirmed");
+        self.acked(session, oldest, router).await
+    }
+
+    /// Acks on the source a message confirmed at its destination.
+    async fn acked(
+        &mut self,
+        session: &Session,
+        in_flight: InFlight,
+        router: &mut impl Router,
+    ) -> Result<()> {
         let InFlight {
             delivery,
             to,
             remaining,
+            counted,
             ..
-        } = window.pop_front().expect("the oldest was just confirmed");
+        } = in_flight;
         session
             .channel
             .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
             .await
             .map_err(Error::broker("cannot acknowledge a message"))?;
-        self.done.moved += 1;
         if self.recent.len() == 2 * MOVE_WINDOW {
             self.recent.pop_front();
         }
         self.recent.push_back(fingerprint(&delivery));
-        router.moved(&delivery, &to, remaining);
+        if !counted {
+            self.done.moved += 1;
+            router.moved(&delivery, &to, remaining);
+        }
         Ok(())
     }
+}
+
+/// The properties to publish a moved message with: its own, less the `x-delivery-count`
+/// header, which is the source quorum queue's count and not the message's.
+fn without_delivery_count(mut properties: BasicProperties) -> BasicProperties {
+    if let Some(headers) = properties.headers().as_ref()
+        && headers.inner().contains_key("x-delivery-count")
+    {
+        let mut kept = FieldTable::default();
+        for (key, value) in headers.inner() {
+            if key.as_str() != "x-delivery-count" {
+                kept.insert(key.clone(), value.clone());
+            }
+        }
+        properties = properties.with_headers(kept);
+    }
+    properties
 }
 
 /// What tells a message taken again after a lost connection from the others: its body and the

@@ -351,6 +351,7 @@ async fn redrive(
         connection_name: CONNECTION_NAME,
         source: &args.queue,
         limit: None,
+        at_start: None,
     };
     let moved = transfer(ctx, &ctx.status, &plan, &mut redrive, &mut interrupts).await;
     redrive.bar.finish_and_clear();

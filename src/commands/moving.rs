@@ -39,6 +39,7 @@ pub async fn run(ctx: &Context, args: QueuesMoveArgs) -> Result<Exit> {
         connection_name: CONNECTION_NAME,
         source,
         limit: args.count,
+        at_start: Some(ready.into()),
     };
     let moved = transfer(ctx, &ctx.status, &plan, &mut router, &mut interrupts).await;
     router.bar.finish_and_clear();
@@ -60,6 +61,13 @@ pub async fn run(ctx: &Context, args: QueuesMoveArgs) -> Result<Exit> {
     }
     line.push('\n');
     print_text(line.as_bytes())?;
+    if let Some(more) = moved.more {
+        ctx.status.warn(format_args!(
+            " [!] queue '{source}' holds {more} more message(s): they came in during the move \
+             (from {to}, or a publisher), and a move takes no more than the {ready} message(s) \
+             the queue held when it began; they are still there"
+        ));
+    }
     match moved.stopped {
         true => Ok(Exit::Stopped(interrupts.first().unwrap_or(Stop::Interrupt))),
         false => Ok(Exit::Success),

@@ -101,7 +101,7 @@ impl Readable {
                  now marked redelivered"
             )),
             Readable::Quorum { to_the_back } => status.warn(format_args!(
-                " [!] {count} message(s) put back in quorum queue '{queue}' (--force): each \
+                " [!] {count} message(s) put back in quorum queue '{queue}': each \
                  counted one more delivery (x-delivery-count) toward the queue's delivery \
                  limit{}",
                 if to_the_back {
