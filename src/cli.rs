@@ -1103,7 +1103,9 @@ task is published again, confirmed, to the back of the queue with its failures c
 header x-rmqlab-failures, then acked; after --retries such tries it is handled by --on-failure.
 A parked task carries the headers x-rmqlab-failures, x-rmqlab-reason (exit status or signal),
 x-rmqlab-exit-status or x-rmqlab-signal, x-rmqlab-stderr (the last lines of the command's
-stderr), x-rmqlab-command, x-rmqlab-queue and x-rmqlab-failed-at. Every park is a warning, even
+stderr), x-rmqlab-command, x-rmqlab-queue and x-rmqlab-failed-at. A parked task that comes back
+(`queues dead-letters QUEUE.failed --redrive`, `queues move`) gets its tries again: its failures
+count from 0 and the headers of its old park are dropped. Every park is a warning, even
 with -q, and a run that parked or dead-lettered tasks ends with exit 65 and their number. A
 command that cannot be started (not found, not executable: sh's 126 and 127) puts the task back
 and exits 71; an --exec whose first word is no executable is refused (71) before any task is
