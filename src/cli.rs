@@ -111,7 +111,32 @@ const MISSING_ARGUMENT_EXAMPLES: &[(&str, &str)] = &[
 /// Parses the command line; a usage error for missing required arguments also shows an example
 /// with them.
 pub fn try_parse() -> Result<Cli, clap::Error> {
-    Cli::try_parse().map_err(with_example)
+    let cli = Cli::try_parse().map_err(with_example)?;
+    check_combinations(&cli)?;
+    Ok(cli)
+}
+
+/// What clap's declarations cannot say: clap drops a requirement that conflicts with an
+/// argument given (`queues move SRC DST --routing-key K` would pass).
+fn check_combinations(cli: &Cli) -> Result<(), clap::Error> {
+    if let Command::Queues(QueuesCommand::Move(args)) = &cli.command
+        && args.routing_key.is_some()
+        && args.to_exchange.is_none()
+    {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let command = command
+            .find_subcommand_mut("queues")
+            .and_then(|queues| queues.find_subcommand_mut("move"))
+            .cloned()
+            .unwrap_or_else(Cli::command);
+        return Err(command.bin_name("rmqlab queues move").error(
+            ErrorKind::MissingRequiredArgument,
+            "--routing-key is the key to publish with at an exchange: give --to-exchange \
+             EXCHANGE with it (a DESTINATION queue is reached by its name)",
+        ));
+    }
+    Ok(())
 }
 
 fn with_example(mut error: clap::Error) -> clap::Error {
@@ -890,7 +915,7 @@ pub struct QueuesMoveArgs {
     #[arg(long, value_name = "EXCHANGE", value_parser = name)]
     pub to_exchange: Option<String>,
     /// The routing key to publish with at --to-exchange [default: each message's own]
-    #[arg(long, value_name = "KEY", conflicts_with = "destination", value_parser = short_string)]
+    #[arg(long, value_name = "KEY", requires = "to_exchange", value_parser = short_string)]
     pub routing_key: Option<String>,
     /// Move at most N messages
     #[arg(long, value_name = "N", value_parser = positive)]
