@@ -224,7 +224,7 @@ async fn list(
     readable.put_back(ctx.status, &args.queue, read?);
     let rows: Vec<(Death, Group)> = groups.into_iter().collect();
     let on_terminal = std::io::stdout().is_terminal();
-    let width = on_terminal.then(|| Table::new().width()).flatten();
+    let width = on_terminal.then(crate::terminal::table_width).flatten();
     print(render(&rows, args.output, !args.no_headers, width, on_terminal).as_bytes())?;
     Ok(Exit::Success)
 }
