@@ -1451,7 +1451,7 @@ Header values in JSON: a string, true/false, null (void), an array, an object (a
 number with a fraction (a 64-bit float) and an integer (a signed 32-bit int when it fits, else \
 64-bit) are themselves; any other AMQP value is written {\"type\":TYPE,\"value\":VALUE} with \
 TYPE i8, u8, i16, u16, i32, u32 or i64 (an integer), f32 or f64 (a number, or \"NaN\", \"inf\", \
-\"-inf\"), decimal (a string: \"12.50\" is scale 2), timestamp (seconds since 1970, as in \
+\"-inf\", which are shown but never published: RabbitMQ closes the connection on them), decimal (a string: \"12.50\" is scale 2), timestamp (seconds since 1970, as in \
 x-death), bytes (a byte array, base64), string_base64 (a string that is not UTF-8) or table \
 (a table with a key `type` of its own). `-o json` prints values this way, so a replay \
 reproduces every value with its AMQP type.";

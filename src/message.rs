@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `i8` `u8` `i16` `u16` `u32` | `b` `B` `s` `u` `i` | the integer |
 //! | `i32` `i64` | `I` `l` | the integer (written typed only when a plain one would read back as the other width) |
-//! | `f32`, `f64` | `f`, `d` | a number, or `"NaN"`, `"inf"`, `"-inf"` (`f64` is typed only for those) |
+//! | `f32`, `f64` | `f`, `d` | a number, or `"NaN"`, `"inf"`, `"-inf"` (`f64` is typed only for those; shown, never published: RabbitMQ closes the connection on them) |
 //! | `decimal` | `D` | a string of digits with at most one point: `"12.50"` is scale 2, value 1250 |
 //! | `timestamp` | `T` | seconds since 1970 (as in `x-death`'s `time`) |
 //! | `bytes` | `x` | base64 |
@@ -322,8 +322,11 @@ fn typed_from_json(object: &Map<String, Value>) -> Result<AMQPValue, String> {
         "i32" => AMQPValue::LongInt(integer(value).ok_or_else(wrong)?),
         "u32" => AMQPValue::LongUInt(integer(value).ok_or_else(wrong)?),
         "i64" => AMQPValue::LongLongInt(value.as_i64().ok_or_else(wrong)?),
-        "f32" => AMQPValue::Float(float_from_json(value).ok_or_else(wrong)? as f32),
-        "f64" => AMQPValue::Double(float_from_json(value).ok_or_else(wrong)?),
+        "f32" => AMQPValue::Float(finite(
+            kind,
+            float_from_json(value).ok_or_else(wrong)? as f32,
+        )?),
+        "f64" => AMQPValue::Double(finite(kind, float_from_json(value).ok_or_else(wrong)?)?),
         "decimal" => {
             AMQPValue::DecimalValue(value.as_str().and_then(decimal_from_text).ok_or_else(
                 || format!("{value} is not a decimal: write a string like \"12.50\""),
@@ -342,6 +345,22 @@ fn typed_from_json(object: &Map<String, Value>) -> Result<AMQPValue, String> {
         },
         other => return Err(format!("unknown type \"{other}\" (the types: {TYPES})")),
     })
+}
+
+/// A float to publish: NaN and the infinities are shown (`-o json`), never sent, for RabbitMQ
+/// 3.x closes the connection on a message that carries one.
+fn finite<F: Into<f64> + Copy>(kind: &str, value: F) -> Result<F, String> {
+    let wide: f64 = value.into();
+    match wide.is_finite() {
+        true => Ok(value),
+        false => Err(format!(
+            "{} is not published: RabbitMQ closes the connection on a message with a NaN or \
+             infinite {kind} in it",
+            float_json(wide)
+                .as_str()
+                .map_or_else(|| wide.to_string(), str::to_string)
+        )),
+    }
 }
 
 fn float_from_json(value: &Value) -> Option<f64> {
@@ -606,8 +625,6 @@ mod tests {
             ("i64 big", AMQPValue::LongLongInt(-9_000_000_000)),
             ("f32", AMQPValue::Float(0.1)),
             ("f64", AMQPValue::Double(2.0)),
-            ("f64 nan", AMQPValue::Double(f64::NAN)),
-            ("f64 inf", AMQPValue::Double(f64::NEG_INFINITY)),
             (
                 "decimal",
                 AMQPValue::DecimalValue(DecimalValue {
@@ -686,6 +703,27 @@ mod tests {
         assert!(error(json!({"type":"bytes","value":"%%"})).contains("not base64"));
         assert!(error(json!({"type":"decimal","value":"-1.5"})).contains("not a decimal"));
         assert!(error(json!(u64::MAX)).contains("larger than"));
+        for kind in ["f32", "f64"] {
+            for value in ["NaN", "inf", "-inf"] {
+                let why = error(json!({"type":kind,"value":value}));
+                assert!(
+                    why.contains("closes the connection"),
+                    "{kind} {value}: {why}"
+                );
+            }
+        }
+        // Too large for an f32: it would be sent as an infinity.
+        assert!(error(json!({"type":"f32","value":1e300})).contains("inf"));
+    }
+
+    #[test]
+    fn non_finite_floats_are_shown_typed() {
+        let mut headers = FieldTable::default();
+        headers.insert("nan".into(), AMQPValue::Double(f64::NAN));
+        headers.insert("inf".into(), AMQPValue::Float(f32::NEG_INFINITY));
+        let json = table_to_json(&headers);
+        assert_eq!(json["nan"], json!({"type":"f64","value":"NaN"}));
+        assert_eq!(json["inf"], json!({"type":"f32","value":"-inf"}));
     }
 
     #[test]
