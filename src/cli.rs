@@ -1509,6 +1509,7 @@ impl PropertyArgs {
                 expiration: self.expiration,
                 priority: self.priority,
             },
+            user: None,
         }
     }
 }

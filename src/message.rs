@@ -110,6 +110,9 @@ impl Stamp {
 pub struct MessageForm {
     pub input: InputFormat,
     pub stamp: Stamp,
+    /// The user the messages are published as, when known: a line whose `user_id` names
+    /// another is refused (the broker would close the channel on it).
+    pub user: Option<String>,
 }
 
 impl MessageForm {
@@ -119,6 +122,19 @@ impl MessageForm {
             InputFormat::Body => Ok(self.body(line)),
             InputFormat::Json => {
                 let mut message = from_json(&line)?;
+                let user_id = message
+                    .properties
+                    .as_ref()
+                    .and_then(|properties| properties.user_id().clone());
+                if let (Some(user_id), Some(user)) = (user_id, &self.user)
+                    && user_id.as_str() != user
+                {
+                    return Err(format!(
+                        "its user_id '{}' is not the user rmqlab connects as ('{user}'): \
+                         RabbitMQ refuses a message that claims another user",
+                        user_id.as_str().escape_debug()
+                    ));
+                }
                 message.properties = message
                     .properties
                     .map(|properties| Box::new(self.stamp.apply(*properties)));
@@ -754,6 +770,7 @@ mod tests {
                 priority: Some(9),
                 ..Stamp::default()
             },
+            user: None,
         };
         let line = br#"{"body":"lossy","body_base64":"/w==","routing_key":"k","exchange":"x","delivery_tag":3,"properties":{"priority":1,"message_id":"m","headers":{"n":1}}}"#;
         let message = form.line(line.to_vec()).unwrap();

@@ -403,6 +403,34 @@ fn a_bad_json_line_stops_there_after_publishing_the_lines_before_it() {
 }
 
 #[test]
+fn a_user_id_of_another_user_is_refused_before_publishing() {
+    let q = TestQueue::new("messages_user_id");
+    let user = url::Url::parse(&crate::common::broker_url())
+        .unwrap()
+        .username()
+        .to_string();
+    let input = format!(
+        "{{\"body\":\"mine\",\"properties\":{{\"user_id\":\"{user}\"}}}}\n\
+         {{\"body\":\"theirs\",\"properties\":{{\"user_id\":\"someone-else\"}}}}\n"
+    );
+    let sent = run(
+        &["hello", "send", "--queue", q.name(), "--input", "json"],
+        Some(input.as_bytes()),
+    );
+    assert_code(&sent, 65);
+    let stderr = text(&sent.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "line 2 of standard input is not a message: its user_id 'someone-else' is not the \
+             user rmqlab connects as ('{user}')"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(bodies(q.name(), 1), ["mine"]);
+    assert_eq!(broker::ready(q.name()), 0);
+}
+
+#[test]
 fn nan_and_infinite_floats_are_refused_before_publishing() {
     let q = TestQueue::new("messages_nan");
     let input = "{\"body\":\"fine\"}\n{\"body\":\"x\",\"properties\":{\"headers\":{\"f\":{\"type\":\"f64\",\"value\":\"NaN\"}}}}\n";
