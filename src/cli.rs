@@ -1438,8 +1438,10 @@ body; `json`, the line is a whole message as consumers print it with `-o json` (
 body_base64 for exact bytes, which wins; routing_key; properties, with headers), so that \
 `rmqlab hello recv -o json | rmqlab hello send --queue copy --input json` copies what it \
 received. --input json reads stdin when no -f is given, unless the message is on the command \
-line (then it is one such line). The other fields of a line (exchange, redelivered, \
-delivery_tag) are the delivery's and are left out. A line's routing_key is used by \
+line (then it is one such line). The other fields consumers print (exchange, redelivered, \
+delivery_tag; a stream message's stream, offset and timestamp) are the delivery's and are left \
+out; any other key, or a property beside the body instead of in properties, is not a message. \
+A line's routing_key is used by \
 `pubsub`, `routing` and `topics emit` (the command's key is for lines that have none); \
 `hello send` and `task new` always publish to their queue. A line's delivery_mode wins over \
 `task new`'s persistent default. The flags below are set on every message over what the line \

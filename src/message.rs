@@ -506,6 +506,7 @@ pub fn from_json(line: &[u8]) -> Result<Message, String> {
     let Value::Object(object) = json else {
         return Err(format!("not a JSON object but {}", kind_of(&json)));
     };
+    check_keys(&object)?;
     let body = match (object.get("body_base64"), object.get("body")) {
         (Some(Value::String(encoded)), _) => BASE64
             .decode(encoded)
@@ -533,6 +534,59 @@ pub fn from_json(line: &[u8]) -> Result<Message, String> {
         routing_key,
         properties: Some(Box::new(properties)),
     })
+}
+
+/// The keys of a message line: the message's own, and what rmqlab's consumers print beside it
+/// (`-o json` of a delivery, a stream message, an RPC reply), which are not the message's and
+/// are left. Anything else is a mistake said at its line, not ignored.
+const MESSAGE_KEYS: &[&str] = &["body", "body_base64", "routing_key", "properties"];
+const PRINTED_KEYS: &[&str] = &[
+    "exchange",
+    "redelivered",
+    "delivery_tag",
+    "stream",
+    "offset",
+    "timestamp",
+    "timestamp_ms",
+    "request",
+    "round_trip_ms",
+];
+/// The properties `properties` holds, to say so when one is beside the body.
+const PROPERTY_KEYS: &[&str] = &[
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+];
+
+fn check_keys(object: &Map<String, Value>) -> Result<(), String> {
+    for key in object.keys() {
+        let key = key.as_str();
+        if MESSAGE_KEYS.contains(&key) || PRINTED_KEYS.contains(&key) {
+            continue;
+        }
+        let shown = key.escape_debug();
+        return Err(match PROPERTY_KEYS.contains(&key) {
+            true => format!(
+                "\"{shown}\" is a property: write it inside \"properties\" \
+                 ({{\"body\":...,\"properties\":{{\"{shown}\":...}}}})"
+            ),
+            false => format!(
+                "unknown key \"{shown}\" (a message line has body or body_base64, routing_key \
+                 and properties)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -759,6 +813,20 @@ mod tests {
         assert!(parse_header("novalue").unwrap_err().contains("NAME=TEXT"));
         assert!(parse_header("=v").unwrap_err().contains("no header name"));
         assert!(parse_header("n:=nope").unwrap_err().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_key_at_the_wrong_level_or_unknown_is_refused() {
+        let error = |line: &str| from_json(line.as_bytes()).unwrap_err();
+        assert!(
+            error(r#"{"body":"b","headers":{"n":1}}"#)
+                .contains("\"headers\" is a property: write it inside \"properties\""),
+        );
+        assert!(error(r#"{"body":"b","message_id":"m"}"#).contains("is a property"));
+        assert!(error(r#"{"body":"b","bdy":"x"}"#).contains("unknown key \"bdy\""));
+        // What consumers print beside a message is left, as before.
+        let printed = r#"{"body":"b","exchange":"","redelivered":false,"delivery_tag":1,"stream":"s","offset":3,"timestamp":"2026-01-01T00:00:00.000Z","timestamp_ms":1,"request":"r","round_trip_ms":1.5,"properties":{}}"#;
+        assert_eq!(from_json(printed.as_bytes()).unwrap().body, b"b");
     }
 
     #[test]

@@ -431,6 +431,32 @@ fn a_user_id_of_another_user_is_refused_before_publishing() {
 }
 
 #[test]
+fn a_property_beside_the_body_or_an_unknown_key_stops_at_its_line() {
+    let q = TestQueue::new("messages_wrong_level");
+    for (second, says) in [
+        (
+            "{\"body\":\"x\",\"headers\":{\"n\":1}}",
+            "line 2 of standard input is not a message: \"headers\" is a property",
+        ),
+        (
+            "{\"body\":\"x\",\"colour\":\"red\"}",
+            "line 2 of standard input is not a message: unknown key \"colour\"",
+        ),
+    ] {
+        let input =
+            format!("{{\"body\":\"fine\",\"exchange\":\"\",\"delivery_tag\":1}}\n{second}\n");
+        let sent = run(
+            &["hello", "send", "--queue", q.name(), "--input", "json"],
+            Some(input.as_bytes()),
+        );
+        assert_code(&sent, 65);
+        assert!(text(&sent.stderr).contains(says), "{}", text(&sent.stderr));
+        assert_eq!(bodies(q.name(), 1), ["fine"]);
+    }
+    assert_eq!(broker::ready(q.name()), 0);
+}
+
+#[test]
 fn nan_and_infinite_floats_are_refused_before_publishing() {
     let q = TestQueue::new("messages_nan");
     let input = "{\"body\":\"fine\"}\n{\"body\":\"x\",\"properties\":{\"headers\":{\"f\":{\"type\":\"f64\",\"value\":\"NaN\"}}}}\n";
