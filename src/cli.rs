@@ -111,7 +111,32 @@ const MISSING_ARGUMENT_EXAMPLES: &[(&str, &str)] = &[
 /// Parses the command line; a usage error for missing required arguments also shows an example
 /// with them.
 pub fn try_parse() -> Result<Cli, clap::Error> {
-    Cli::try_parse().map_err(with_example)
+    let cli = Cli::try_parse().map_err(with_example)?;
+    check_combinations(&cli)?;
+    Ok(cli)
+}
+
+/// What clap's declarations cannot say: clap drops a requirement that conflicts with an
+/// argument given (`queues move SRC DST --routing-key K` would pass).
+fn check_combinations(cli: &Cli) -> Result<(), clap::Error> {
+    if let Command::Queues(QueuesCommand::Move(args)) = &cli.command
+        && args.routing_key.is_some()
+        && args.to_exchange.is_none()
+    {
+        use clap::CommandFactory;
+        let mut command = Cli::command();
+        let command = command
+            .find_subcommand_mut("queues")
+            .and_then(|queues| queues.find_subcommand_mut("move"))
+            .cloned()
+            .unwrap_or_else(Cli::command);
+        return Err(command.bin_name("rmqlab queues move").error(
+            ErrorKind::MissingRequiredArgument,
+            "--routing-key is the key to publish with at an exchange: give --to-exchange \
+             EXCHANGE with it (a DESTINATION queue is reached by its name)",
+        ));
+    }
+    Ok(())
 }
 
 fn with_example(mut error: clap::Error) -> clap::Error {
@@ -902,7 +927,7 @@ pub struct QueuesMoveArgs {
     #[arg(long, value_name = "EXCHANGE", value_parser = name)]
     pub to_exchange: Option<String>,
     /// The routing key to publish with at --to-exchange [default: each message's own]
-    #[arg(long, value_name = "KEY", conflicts_with = "destination", value_parser = short_string)]
+    #[arg(long, value_name = "KEY", requires = "to_exchange", value_parser = short_string)]
     pub routing_key: Option<String>,
     /// Move at most N messages
     #[arg(long, value_name = "N", value_parser = positive)]
@@ -1115,7 +1140,9 @@ task is published again, confirmed, to the back of the queue with its failures c
 header x-rmqlab-failures, then acked; after --retries such tries it is handled by --on-failure.
 A parked task carries the headers x-rmqlab-failures, x-rmqlab-reason (exit status or signal),
 x-rmqlab-exit-status or x-rmqlab-signal, x-rmqlab-stderr (the last lines of the command's
-stderr), x-rmqlab-command, x-rmqlab-queue and x-rmqlab-failed-at. Every park is a warning, even
+stderr), x-rmqlab-command, x-rmqlab-queue and x-rmqlab-failed-at. A parked task that comes back
+(`queues dead-letters QUEUE.failed --redrive`, `queues move`) gets its tries again: its failures
+count from 0 and the headers of its old park are dropped. Every park is a warning, even
 with -q, and a run that parked or dead-lettered tasks ends with exit 65 and their number. A
 command that cannot be started (not found, not executable: sh's 126 and 127) puts the task back
 and exits 71; an --exec whose first word is no executable is refused (71) before any task is
@@ -1423,8 +1450,10 @@ body; `json`, the line is a whole message as consumers print it with `-o json` (
 body_base64 for exact bytes, which wins; routing_key; properties, with headers), so that \
 `rmqlab hello recv -o json | rmqlab hello send --queue copy --input json` copies what it \
 received. --input json reads stdin when no -f is given, unless the message is on the command \
-line (then it is one such line). The other fields of a line (exchange, redelivered, \
-delivery_tag) are the delivery's and are left out. A line's routing_key is used by \
+line (then it is one such line). The other fields consumers print (exchange, redelivered, \
+delivery_tag; a stream message's stream, offset and timestamp) are the delivery's and are left \
+out; any other key, or a property beside the body instead of in properties, is not a message. \
+A line's routing_key is used by \
 `pubsub`, `routing` and `topics emit` (the command's key is for lines that have none); \
 `hello send` and `task new` always publish to their queue. A line's delivery_mode wins over \
 `task new`'s persistent default. The flags below are set on every message over what the line \
@@ -1436,7 +1465,7 @@ Header values in JSON: a string, true/false, null (void), an array, an object (a
 number with a fraction (a 64-bit float) and an integer (a signed 32-bit int when it fits, else \
 64-bit) are themselves; any other AMQP value is written {\"type\":TYPE,\"value\":VALUE} with \
 TYPE i8, u8, i16, u16, i32, u32 or i64 (an integer), f32 or f64 (a number, or \"NaN\", \"inf\", \
-\"-inf\"), decimal (a string: \"12.50\" is scale 2), timestamp (seconds since 1970, as in \
+\"-inf\", which are shown but never published: RabbitMQ closes the connection on them), decimal (a string: \"12.50\" is scale 2), timestamp (seconds since 1970, as in \
 x-death), bytes (a byte array, base64), string_base64 (a string that is not UTF-8) or table \
 (a table with a key `type` of its own). `-o json` prints values this way, so a replay \
 reproduces every value with its AMQP type.";
@@ -1494,6 +1523,7 @@ impl PropertyArgs {
                 expiration: self.expiration,
                 priority: self.priority,
             },
+            user: None,
         }
     }
 }

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `i8` `u8` `i16` `u16` `u32` | `b` `B` `s` `u` `i` | the integer |
 //! | `i32` `i64` | `I` `l` | the integer (written typed only when a plain one would read back as the other width) |
-//! | `f32`, `f64` | `f`, `d` | a number, or `"NaN"`, `"inf"`, `"-inf"` (`f64` is typed only for those) |
+//! | `f32`, `f64` | `f`, `d` | a number, or `"NaN"`, `"inf"`, `"-inf"` (`f64` is typed only for those; shown, never published: RabbitMQ closes the connection on them) |
 //! | `decimal` | `D` | a string of digits with at most one point: `"12.50"` is scale 2, value 1250 |
 //! | `timestamp` | `T` | seconds since 1970 (as in `x-death`'s `time`) |
 //! | `bytes` | `x` | base64 |
@@ -110,6 +110,9 @@ impl Stamp {
 pub struct MessageForm {
     pub input: InputFormat,
     pub stamp: Stamp,
+    /// The user the messages are published as, when known: a line whose `user_id` names
+    /// another is refused (the broker would close the channel on it).
+    pub user: Option<String>,
 }
 
 impl MessageForm {
@@ -119,6 +122,19 @@ impl MessageForm {
             InputFormat::Body => Ok(self.body(line)),
             InputFormat::Json => {
                 let mut message = from_json(&line)?;
+                let user_id = message
+                    .properties
+                    .as_ref()
+                    .and_then(|properties| properties.user_id().clone());
+                if let (Some(user_id), Some(user)) = (user_id, &self.user)
+                    && user_id.as_str() != user
+                {
+                    return Err(format!(
+                        "its user_id '{}' is not the user rmqlab connects as ('{user}'): \
+                         RabbitMQ refuses a message that claims another user",
+                        user_id.as_str().escape_debug()
+                    ));
+                }
                 message.properties = message
                     .properties
                     .map(|properties| Box::new(self.stamp.apply(*properties)));
@@ -322,8 +338,11 @@ fn typed_from_json(object: &Map<String, Value>) -> Result<AMQPValue, String> {
         "i32" => AMQPValue::LongInt(integer(value).ok_or_else(wrong)?),
         "u32" => AMQPValue::LongUInt(integer(value).ok_or_else(wrong)?),
         "i64" => AMQPValue::LongLongInt(value.as_i64().ok_or_else(wrong)?),
-        "f32" => AMQPValue::Float(float_from_json(value).ok_or_else(wrong)? as f32),
-        "f64" => AMQPValue::Double(float_from_json(value).ok_or_else(wrong)?),
+        "f32" => AMQPValue::Float(finite(
+            kind,
+            float_from_json(value).ok_or_else(wrong)? as f32,
+        )?),
+        "f64" => AMQPValue::Double(finite(kind, float_from_json(value).ok_or_else(wrong)?)?),
         "decimal" => {
             AMQPValue::DecimalValue(value.as_str().and_then(decimal_from_text).ok_or_else(
                 || format!("{value} is not a decimal: write a string like \"12.50\""),
@@ -342,6 +361,22 @@ fn typed_from_json(object: &Map<String, Value>) -> Result<AMQPValue, String> {
         },
         other => return Err(format!("unknown type \"{other}\" (the types: {TYPES})")),
     })
+}
+
+/// A float to publish: NaN and the infinities are shown (`-o json`), never sent, for RabbitMQ
+/// 3.x closes the connection on a message that carries one.
+fn finite<F: Into<f64> + Copy>(kind: &str, value: F) -> Result<F, String> {
+    let wide: f64 = value.into();
+    match wide.is_finite() {
+        true => Ok(value),
+        false => Err(format!(
+            "{} is not published: RabbitMQ closes the connection on a message with a NaN or \
+             infinite {kind} in it",
+            float_json(wide)
+                .as_str()
+                .map_or_else(|| wide.to_string(), str::to_string)
+        )),
+    }
 }
 
 fn float_from_json(value: &Value) -> Option<f64> {
@@ -471,6 +506,7 @@ pub fn from_json(line: &[u8]) -> Result<Message, String> {
     let Value::Object(object) = json else {
         return Err(format!("not a JSON object but {}", kind_of(&json)));
     };
+    check_keys(&object)?;
     let body = match (object.get("body_base64"), object.get("body")) {
         (Some(Value::String(encoded)), _) => BASE64
             .decode(encoded)
@@ -498,6 +534,59 @@ pub fn from_json(line: &[u8]) -> Result<Message, String> {
         routing_key,
         properties: Some(Box::new(properties)),
     })
+}
+
+/// The keys of a message line: the message's own, and what rmqlab's consumers print beside it
+/// (`-o json` of a delivery, a stream message, an RPC reply), which are not the message's and
+/// are left. Anything else is a mistake said at its line, not ignored.
+const MESSAGE_KEYS: &[&str] = &["body", "body_base64", "routing_key", "properties"];
+const PRINTED_KEYS: &[&str] = &[
+    "exchange",
+    "redelivered",
+    "delivery_tag",
+    "stream",
+    "offset",
+    "timestamp",
+    "timestamp_ms",
+    "request",
+    "round_trip_ms",
+];
+/// The properties `properties` holds, to say so when one is beside the body.
+const PROPERTY_KEYS: &[&str] = &[
+    "content_type",
+    "content_encoding",
+    "headers",
+    "delivery_mode",
+    "priority",
+    "correlation_id",
+    "reply_to",
+    "expiration",
+    "message_id",
+    "type",
+    "user_id",
+    "app_id",
+    "cluster_id",
+];
+
+fn check_keys(object: &Map<String, Value>) -> Result<(), String> {
+    for key in object.keys() {
+        let key = key.as_str();
+        if MESSAGE_KEYS.contains(&key) || PRINTED_KEYS.contains(&key) {
+            continue;
+        }
+        let shown = key.escape_debug();
+        return Err(match PROPERTY_KEYS.contains(&key) {
+            true => format!(
+                "\"{shown}\" is a property: write it inside \"properties\" \
+                 ({{\"body\":...,\"properties\":{{\"{shown}\":...}}}})"
+            ),
+            false => format!(
+                "unknown key \"{shown}\" (a message line has body or body_base64, routing_key \
+                 and properties)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -606,8 +695,6 @@ mod tests {
             ("i64 big", AMQPValue::LongLongInt(-9_000_000_000)),
             ("f32", AMQPValue::Float(0.1)),
             ("f64", AMQPValue::Double(2.0)),
-            ("f64 nan", AMQPValue::Double(f64::NAN)),
-            ("f64 inf", AMQPValue::Double(f64::NEG_INFINITY)),
             (
                 "decimal",
                 AMQPValue::DecimalValue(DecimalValue {
@@ -686,6 +773,27 @@ mod tests {
         assert!(error(json!({"type":"bytes","value":"%%"})).contains("not base64"));
         assert!(error(json!({"type":"decimal","value":"-1.5"})).contains("not a decimal"));
         assert!(error(json!(u64::MAX)).contains("larger than"));
+        for kind in ["f32", "f64"] {
+            for value in ["NaN", "inf", "-inf"] {
+                let why = error(json!({"type":kind,"value":value}));
+                assert!(
+                    why.contains("closes the connection"),
+                    "{kind} {value}: {why}"
+                );
+            }
+        }
+        // Too large for an f32: it would be sent as an infinity.
+        assert!(error(json!({"type":"f32","value":1e300})).contains("inf"));
+    }
+
+    #[test]
+    fn non_finite_floats_are_shown_typed() {
+        let mut headers = FieldTable::default();
+        headers.insert("nan".into(), AMQPValue::Double(f64::NAN));
+        headers.insert("inf".into(), AMQPValue::Float(f32::NEG_INFINITY));
+        let json = table_to_json(&headers);
+        assert_eq!(json["nan"], json!({"type":"f64","value":"NaN"}));
+        assert_eq!(json["inf"], json!({"type":"f32","value":"-inf"}));
     }
 
     #[test]
@@ -708,6 +816,20 @@ mod tests {
     }
 
     #[test]
+    fn a_key_at_the_wrong_level_or_unknown_is_refused() {
+        let error = |line: &str| from_json(line.as_bytes()).unwrap_err();
+        assert!(
+            error(r#"{"body":"b","headers":{"n":1}}"#)
+                .contains("\"headers\" is a property: write it inside \"properties\""),
+        );
+        assert!(error(r#"{"body":"b","message_id":"m"}"#).contains("is a property"));
+        assert!(error(r#"{"body":"b","bdy":"x"}"#).contains("unknown key \"bdy\""));
+        // What consumers print beside a message is left, as before.
+        let printed = r#"{"body":"b","exchange":"","redelivered":false,"delivery_tag":1,"stream":"s","offset":3,"timestamp":"2026-01-01T00:00:00.000Z","timestamp_ms":1,"request":"r","round_trip_ms":1.5,"properties":{}}"#;
+        assert_eq!(from_json(printed.as_bytes()).unwrap().body, b"b");
+    }
+
+    #[test]
     fn a_json_line_is_a_whole_message_and_the_stamp_wins() {
         let form = MessageForm {
             input: InputFormat::Json,
@@ -716,6 +838,7 @@ mod tests {
                 priority: Some(9),
                 ..Stamp::default()
             },
+            user: None,
         };
         let line = br#"{"body":"lossy","body_base64":"/w==","routing_key":"k","exchange":"x","delivery_tag":3,"properties":{"priority":1,"message_id":"m","headers":{"n":1}}}"#;
         let message = form.line(line.to_vec()).unwrap();

@@ -9,6 +9,16 @@ use std::{
     time::Duration,
 };
 
+/// The width of the terminal tables are fitted to; `None` when it is unknown, which is also
+/// what a terminal reporting 0 columns (`stty cols 0`, a fresh pseudo-terminal) means.
+pub fn table_width() -> Option<u16> {
+    known_width(comfy_table::Table::new().width())
+}
+
+fn known_width(reported: Option<u16>) -> Option<u16> {
+    reported.filter(|&width| width > 0)
+}
+
 /// Whether stderr gets colour: `always`, `never`, or (auto) on a terminal unless `NO_COLOR` is
 /// set to something.
 pub fn stderr_color(choice: ColorChoice) -> bool {
@@ -334,5 +344,12 @@ mod tests {
         let progress = Progress { allowed: false };
         assert!(progress.publishing(Some(10)).is_hidden());
         assert!(progress.working(3).is_hidden());
+    }
+
+    #[test]
+    fn a_terminal_of_zero_columns_has_no_known_width() {
+        assert_eq!(super::known_width(Some(0)), None);
+        assert_eq!(super::known_width(None), None);
+        assert_eq!(super::known_width(Some(80)), Some(80));
     }
 }

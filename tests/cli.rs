@@ -1115,7 +1115,11 @@ fn peek_move_and_dead_letters_check_their_arguments_before_connecting() {
         ),
         (
             &["queues", "move", "src", "dst", "--routing-key", "k"],
-            "cannot be used",
+            "give --to-exchange EXCHANGE with it",
+        ),
+        (
+            &["queues", "move", "src", "--routing-key", "k"],
+            "--to-exchange",
         ),
         (
             &["queues", "move", "src", "dst", "--count", "0"],

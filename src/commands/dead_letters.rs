@@ -224,12 +224,26 @@ async fn list(
     readable.put_back(ctx.status, &args.queue, read?);
     let rows: Vec<(Death, Group)> = groups.into_iter().collect();
     let on_terminal = std::io::stdout().is_terminal();
-    let width = on_terminal.then(|| Table::new().width()).flatten();
+    let width = on_terminal.then(crate::terminal::table_width).flatten();
     print(render(&rows, args.output, !args.no_headers, width, on_terminal).as_bytes())?;
     Ok(Exit::Success)
 }
 
 /// Renders the groups as a table, TSV or a JSON array. Times are RFC 3339, UTC.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// An `x-death` time, any 64-bit value a message may carry: RFC 3339 when it is one, else the
+/// seconds as they are.
+fn death_time(seconds: u64) -> String {
+    match seconds <= LAST_RFC3339_SECOND {
+        true => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
+        }
+        false => format!("{seconds} (seconds since 1970)"),
+    }
+}
+
 pub fn render(
     rows: &[(Death, Group)],
     format: TableFormat,
@@ -237,11 +251,9 @@ pub fn render(
     width: Option<u16>,
     escape: bool,
 ) -> String {
-    let time = |seconds: Option<u64>| {
-        seconds.map(|seconds| {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
-        })
-    };
+    let time = |seconds: Option<u64>| seconds.map(death_time);
+    // A table is for people even through a pipe (`| less -R`): message data in it is escaped.
+    let escape = escape || format == TableFormat::Table;
     let header = [
         "queue",
         "reason",
@@ -507,6 +519,56 @@ mod tests {
             }
         );
         assert_eq!(time, Some(100));
+    }
+
+    #[test]
+    fn any_64_bit_time_is_shown() {
+        assert_eq!(death_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(death_time(LAST_RFC3339_SECOND), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            death_time(u64::MAX),
+            "18446744073709551615 (seconds since 1970)"
+        );
+        // -1 as the broker's unsigned timestamp.
+        assert_eq!(
+            death_time(-1i64 as u64),
+            "18446744073709551615 (seconds since 1970)"
+        );
+        let row = |time| {
+            let death = Death {
+                queue: "q\x1b]0;x\x07".into(),
+                reason: "rejected\x1b[2J".into(),
+                exchange: String::new(),
+                routing_keys: vec!["k\r".into()],
+            };
+            let group = Group {
+                count: 1,
+                oldest: Some(time),
+                newest: Some(time),
+            };
+            (death, group)
+        };
+        for format in [TableFormat::Table, TableFormat::Tsv, TableFormat::Json] {
+            let shown = render(&[row(u64::MAX), row(0)], format, true, None, false);
+            assert!(shown.contains("18446744073709551615"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_table_escapes_control_characters_even_through_a_pipe() {
+        let death = Death {
+            queue: "q\x1b]0;x\x07".into(),
+            reason: "rejected\x1b[2J".into(),
+            exchange: "ex\x08".into(),
+            routing_keys: vec!["k\r".into()],
+        };
+        let rows = [(death, Group::default())];
+        let table = render(&rows, TableFormat::Table, true, None, false);
+        assert!(
+            !table.chars().any(|c| c.is_control() && c != '\n'),
+            "{table:?}"
+        );
+        assert!(table.contains("\\x1b[2J"), "{table}");
     }
 
     #[test]

@@ -301,5 +301,5 @@ fn key(row: &QueueRow) -> (String, String) {
 }
 
 fn terminal_width() -> Option<u16> {
-    comfy_table::Table::new().width()
+    crate::terminal::table_width()
 }

@@ -62,7 +62,7 @@ pub async fn run(ctx: &Context, command: RpcCommand) -> Result<Exit> {
         }
         RpcCommand::Call(args) => {
             // Open the input before connecting: a missing file is reported first.
-            let form = args.properties.form();
+            let form = super::send::form_for(ctx, &args.properties);
             let file = input_file(args.file.as_ref(), args.request.is_none(), form.input);
             let mut messages = match &file {
                 Some(path) => Messages::read(path, args.max_message_size, form)?,

@@ -79,7 +79,7 @@ pub async fn send(
     message: &MessageArgs,
     properties: &PropertyArgs,
 ) -> Result<Exit> {
-    let form = properties.form();
+    let form = form_for(ctx, properties);
     let input_format = form.input;
     let file = input_file(message.file.as_ref(), message.words.is_empty(), form.input);
     // Catch signals from the start: one while connecting is a clean stop as well.
@@ -242,6 +242,15 @@ pub(super) fn finished(
 }
 
 /// The `-f` input's name for a resume hint: a file's path; None for stdin and words.
+/// How input becomes messages published as `ctx`'s user, with what `properties` set.
+pub(super) fn form_for(ctx: &Context, properties: &PropertyArgs) -> crate::message::MessageForm {
+    let user = ctx.url().user();
+    crate::message::MessageForm {
+        user: (!user.is_empty()).then(|| user.to_string()),
+        ..properties.form()
+    }
+}
+
 pub(super) fn named_input(file: Option<&Path>) -> Option<String> {
     file.filter(|path| path.as_os_str() != "-")
         .map(|path| path.display().to_string())

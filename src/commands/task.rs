@@ -311,7 +311,12 @@ impl Exec {
     }
 }
 
-/// The task's headers, to publish it again: all but the broker's own delivery count.
+/// The prefix of the headers rmqlab keeps a task's failures in.
+const BOOKKEEPING_PREFIX: &str = "x-rmqlab-";
+
+/// The task's headers, to publish it again: all but the broker's own delivery count and
+/// rmqlab's bookkeeping of earlier tries (written again by the caller), so that a task parked,
+/// then redriven or moved back, does not carry the headers of its old park.
 fn copied_headers(delivery: &Delivery) -> FieldTable {
     let mut headers = delivery
         .properties
@@ -320,16 +325,19 @@ fn copied_headers(delivery: &Delivery) -> FieldTable {
         .map(|headers| headers.inner().clone())
         .unwrap_or_default();
     headers.remove(DELIVERY_COUNT_HEADER);
+    headers.retain(|name, _| !name.as_str().starts_with(BOOKKEEPING_PREFIX));
     FieldTable::from(headers)
 }
 
-/// How many times rmqlab saw this task fail before ([`FAILURES_HEADER`]).
+/// How many times rmqlab saw this task fail before ([`FAILURES_HEADER`]). A task that was
+/// parked ([`FAILED_AT_HEADER`]) and is back in a work queue (redriven, moved) starts afresh:
+/// it gets its tries again.
 fn failures(delivery: &Delivery) -> u32 {
-    let value = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(FAILURES_HEADER).cloned());
+    let headers = delivery.properties.headers().as_ref().map(|h| h.inner());
+    if headers.is_some_and(|headers| headers.contains_key(FAILED_AT_HEADER)) {
+        return 0;
+    }
+    let value = headers.and_then(|headers| headers.get(FAILURES_HEADER).cloned());
     let count = match value {
         Some(AMQPValue::ShortShortInt(n)) => i64::from(n),
         Some(AMQPValue::ShortShortUInt(n)) => i64::from(n),

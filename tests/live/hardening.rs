@@ -291,3 +291,19 @@ fn an_internal_exchange_is_a_data_error_for_a_publisher_with_a_hint() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_terminal_of_zero_columns_gets_tables_of_their_natural_width() {
+    let q = TestQueue::new("zero-columns-table-width");
+    broker::declare(q.name(), true).unwrap();
+    let filter = format!("^{}$", q.name().replace('.', "\\."));
+    let shown = on_terminal(
+        &format!(
+            "stty cols 0 rows 0; {BIN} queues list --columns name,messages --filter '{filter}'"
+        ),
+        &[],
+    );
+    // Fitted to 0 columns, the name would be broken over many lines of a character or two.
+    assert!(shown.contains(q.name()), "{shown:?}");
+    assert!(shown.contains("messages"), "{shown:?}");
+}

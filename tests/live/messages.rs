@@ -403,6 +403,105 @@ fn a_bad_json_line_stops_there_after_publishing_the_lines_before_it() {
 }
 
 #[test]
+fn a_user_id_of_another_user_is_refused_before_publishing() {
+    let q = TestQueue::new("messages_user_id");
+    let user = url::Url::parse(&crate::common::broker_url())
+        .unwrap()
+        .username()
+        .to_string();
+    let input = format!(
+        "{{\"body\":\"mine\",\"properties\":{{\"user_id\":\"{user}\"}}}}\n\
+         {{\"body\":\"theirs\",\"properties\":{{\"user_id\":\"someone-else\"}}}}\n"
+    );
+    let sent = run(
+        &["hello", "send", "--queue", q.name(), "--input", "json"],
+        Some(input.as_bytes()),
+    );
+    assert_code(&sent, 65);
+    let stderr = text(&sent.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "line 2 of standard input is not a message: its user_id 'someone-else' is not the \
+             user rmqlab connects as ('{user}')"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(bodies(q.name(), 1), ["mine"]);
+    assert_eq!(broker::ready(q.name()), 0);
+}
+
+#[test]
+fn a_property_beside_the_body_or_an_unknown_key_stops_at_its_line() {
+    let q = TestQueue::new("messages_wrong_level");
+    for (second, says) in [
+        (
+            "{\"body\":\"x\",\"headers\":{\"n\":1}}",
+            "line 2 of standard input is not a message: \"headers\" is a property",
+        ),
+        (
+            "{\"body\":\"x\",\"colour\":\"red\"}",
+            "line 2 of standard input is not a message: unknown key \"colour\"",
+        ),
+    ] {
+        let input =
+            format!("{{\"body\":\"fine\",\"exchange\":\"\",\"delivery_tag\":1}}\n{second}\n");
+        let sent = run(
+            &["hello", "send", "--queue", q.name(), "--input", "json"],
+            Some(input.as_bytes()),
+        );
+        assert_code(&sent, 65);
+        assert!(text(&sent.stderr).contains(says), "{}", text(&sent.stderr));
+        assert_eq!(bodies(q.name(), 1), ["fine"]);
+    }
+    assert_eq!(broker::ready(q.name()), 0);
+}
+
+#[test]
+fn nan_and_infinite_floats_are_refused_before_publishing() {
+    let q = TestQueue::new("messages_nan");
+    let input = "{\"body\":\"fine\"}\n{\"body\":\"x\",\"properties\":{\"headers\":{\"f\":{\"type\":\"f64\",\"value\":\"NaN\"}}}}\n";
+    let sent = run(
+        &["hello", "send", "--queue", q.name(), "--input", "json"],
+        Some(input.as_bytes()),
+    );
+    assert_code(&sent, 65);
+    let stderr = text(&sent.stderr);
+    assert!(
+        stderr.contains(
+            "line 2 of standard input is not a message: header 'f': NaN is not published"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(bodies(q.name(), 1), ["fine"]);
+    for header in [
+        r#"f:={"type":"f32","value":"inf"}"#,
+        r#"f:={"type":"f64","value":"-inf"}"#,
+        r#"f:={"type":"f32","value":1e300}"#,
+    ] {
+        let sent = run(
+            &[
+                "hello",
+                "send",
+                "--queue",
+                q.name(),
+                "--header",
+                header,
+                "x",
+            ],
+            None,
+        );
+        // A bad --header is a bad command line, as every other one.
+        assert_code(&sent, 2);
+        assert!(
+            text(&sent.stderr).contains("closes the connection"),
+            "{header}: {}",
+            text(&sent.stderr)
+        );
+    }
+    assert_eq!(broker::ready(q.name()), 0);
+}
+
+#[test]
 fn bad_headers_and_flags_rpc_call_makes_itself_are_usage_errors() {
     let q = TestQueue::new("messages_bad_header");
     for (header, says) in [

@@ -262,6 +262,65 @@ fn retries_count_every_try_and_a_signal_is_a_failure_too() {
     assert_eq!(broker::queue_state(q.name()), Some((0, 0)));
 }
 
+/// The tries of a task, counted by the lines its `--exec` command appends to a file.
+fn work_counting_tries(queue: &str, tries: &Path) -> std::process::Output {
+    let exec = format!("cat >> '{}'; echo >> '{0}'; exit 1", tries.display());
+    work(
+        queue,
+        &["--exec", &exec, "--retries", "1", "--idle-timeout", "2s"],
+    )
+}
+
+#[test]
+fn a_parked_task_redriven_or_moved_back_gets_its_tries_again() {
+    let q = TestQueue::new("exec_again");
+    let parked = parking(&q);
+    broker::publish(q.name(), &["again"]);
+    let dir = scratch_dir();
+    let tries = dir.path().join("tries");
+    let first = work_counting_tries(q.name(), &tries);
+    assert_code(&first, 65);
+    assert_eq!(
+        std::fs::read_to_string(&tries).unwrap(),
+        "again\n".repeat(2)
+    );
+    eventually(LIMIT, "the task parked", || {
+        broker::queue_state(parked.name()).is_some_and(|(ready, _)| ready == 1)
+    });
+    // Redriven: it is tried twice again, not parked at once as a task already out of tries.
+    let redriven = run(
+        &["queues", "dead-letters", parked.name(), "--redrive"],
+        None,
+    );
+    assert_code(&redriven, 0);
+    let second = work_counting_tries(q.name(), &tries);
+    assert_code(&second, 65);
+    let stderr = text(&second.stderr);
+    assert!(stderr.contains("queued again for try 2 of 2"), "{stderr}");
+    assert!(stderr.contains("parked in queue"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&tries).unwrap(),
+        "again\n".repeat(4)
+    );
+    eventually(LIMIT, "the task parked again", || {
+        broker::queue_state(parked.name()).is_some_and(|(ready, _)| ready == 1)
+    });
+    // Moved back: the same.
+    let moved = run(&["queues", "move", parked.name(), q.name()], None);
+    assert_code(&moved, 0);
+    let third = work_counting_tries(q.name(), &tries);
+    assert_code(&third, 65);
+    assert_eq!(
+        std::fs::read_to_string(&tries).unwrap(),
+        "again\n".repeat(6)
+    );
+    let messages = drain(parked.name(), 1);
+    // Parked afresh: its failures counted from the redrive, no header of an old park left over.
+    assert_eq!(header_number(&messages[0], "x-rmqlab-failures"), 2);
+    assert_eq!(header_text(&messages[0], "x-rmqlab-queue"), q.name());
+    assert_eq!(broker::queue_state(q.name()), Some((0, 0)));
+}
+
 #[test]
 fn on_failure_requeue_puts_the_task_back_as_it_is() {
     let q = TestQueue::new("exec_requeue");
