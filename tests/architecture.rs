@@ -22,6 +22,10 @@ const PRINT_CALLS: &[&str] = &[
     "stdout()",
     "stderr()",
     "indicatif",
+    // The stderr reporter of `Context`.
+    "status.warn(",
+    "status.info(",
+    "status.debug(",
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
@@ -124,6 +128,94 @@ fn names_after(code: &str, prefix: &str) -> Vec<String> {
     names
 }
 
+/// The module paths that `super::` paths in the file of module `path` name, chains
+/// (`super::super::x`) included: `super` is the module's parent, each further `super` its parent.
+/// A name that is not a module (an item) still names its module's path: the caller keeps what
+/// it knows.
+fn super_paths(code: &str, path: &[String]) -> Vec<Vec<String>> {
+    let mut targets = Vec::new();
+    for (at, _) in code.match_indices("super::") {
+        if code[..at]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+        {
+            continue; // inside a chain, or the end of another path
+        }
+        let mut rest = &code[at + "super::".len()..];
+        let mut up = 1;
+        while let Some(after) = rest.strip_prefix("super::") {
+            rest = after;
+            up += 1;
+        }
+        let Some(base) = path.len().checked_sub(up) else {
+            continue; // above the crate root: not valid Rust
+        };
+        let base = &path[..base];
+        let names = match rest.strip_prefix('{') {
+            Some(group) => group_heads(group),
+            None => {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                vec![name]
+            }
+        };
+        for name in names {
+            let mut target = base.to_vec();
+            if !name.is_empty() {
+                target.push(name);
+            }
+            if !target.is_empty() {
+                targets.push(target);
+            }
+        }
+    }
+    targets
+}
+
+/// The engine's own modules (`amqp/topology.rs` → topology) → the engine modules each refers
+/// to, by `super::`, `crate::amqp::` or `self::` paths. References to the engine's root
+/// (`amqp/mod.rs`, which declares them all) are left out, as lib.rs is for the crate.
+fn engine_graph() -> Graph {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join(ENGINE);
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let modules: BTreeSet<String> = files
+        .iter()
+        .map(|file| file.file_stem().unwrap().to_string_lossy().to_string())
+        .filter(|name| name != "mod")
+        .collect();
+    let mut graph = Graph::new();
+    for file in &files {
+        let name = file.file_stem().unwrap().to_string_lossy().to_string();
+        if name == "mod" {
+            continue;
+        }
+        let code = code_of(&fs::read_to_string(file).unwrap());
+        let path = [ENGINE.to_string(), name.clone()];
+        // `crate::amqp::x`, and `amqp::x` inside a `crate::{…}` group.
+        let mut referred = names_after(&code, &format!("crate::{ENGINE}::"));
+        referred.extend(names_after(&code, &format!("{ENGINE}::")));
+        referred.extend(
+            super_paths(&code, &path)
+                .into_iter()
+                .filter(|target| target.len() > 1 && target[0] == ENGINE)
+                .map(|target| target[1].clone()),
+        );
+        let entry = graph.entry(name.clone()).or_default();
+        for other in referred {
+            if other != name && modules.contains(&other) {
+                entry.insert(other);
+            }
+        }
+    }
+    graph
+}
+
 /// Top-level module → the top-level modules its files refer to; and the engine's files' text.
 fn graph() -> (Graph, Vec<(PathBuf, String)>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -148,13 +240,11 @@ fn graph() -> (Graph, Vec<(PathBuf, String)>) {
         }
         let code = code_of(&fs::read_to_string(&file).unwrap());
         let mut referred: Vec<String> = names_after(&code, "crate::");
-        // `super::` from a module's own file refers to its parent; from a file one level down
-        // (amqp/topology.rs) to the top-level module (amqp) itself.
-        let supers = names_after(&code, "super::");
-        match path.len() {
-            1 => referred.extend(supers),
-            _ => referred.extend(supers.into_iter().map(|_| path[0].clone())),
-        }
+        referred.extend(
+            super_paths(&code, &path)
+                .into_iter()
+                .filter_map(|target| target.first().cloned()),
+        );
         let entry = graph.entry(module.clone()).or_default();
         for name in referred {
             if name != module && top_level.contains(&name) {
@@ -220,6 +310,21 @@ fn the_module_graph_has_no_cycle() {
 }
 
 #[test]
+fn the_engine_modules_have_no_cycle() {
+    let graph = engine_graph();
+    for (module, edges) in &graph {
+        println!(
+            "{ENGINE}::{module} -> {}",
+            edges.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    assert!(graph.contains_key("topology") && graph.contains_key("events"));
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("the engine's modules form a cycle: {}", cycle.join(" -> "));
+    }
+}
+
+#[test]
 fn the_engine_neither_prints_nor_refers_to_what_prints() {
     let (graph, engine) = graph();
     for printing in PRINTING {
@@ -253,4 +358,25 @@ fn the_checker_sees_grouped_and_nested_paths() {
     ]
     .into();
     assert!(find_cycle(&cycle).is_some());
+}
+
+#[test]
+fn the_checker_resolves_super_chains() {
+    let at = |file: &[&str]| file.iter().map(|part| part.to_string()).collect::<Vec<_>>();
+    let code = "use super::super::output::x;\nuse super::{events, Session};\nfn f() { super::topology::g(); }";
+    let targets = super_paths(code, &at(&["amqp", "inner", "leaf"]));
+    assert_eq!(
+        targets,
+        [
+            at(&["amqp", "output"]),
+            at(&["amqp", "inner", "events"]),
+            at(&["amqp", "inner", "Session"]),
+            at(&["amqp", "inner", "topology"]),
+        ]
+    );
+    // From a file one level down, `super::super::` is the crate root.
+    let targets = super_paths("use super::super::output::x;", &at(&["amqp", "topology"]));
+    assert_eq!(targets, [at(&["output"])]);
+    let targets = super_paths("use super::output;", &at(&["cli"]));
+    assert_eq!(targets, [at(&["output"])]);
 }

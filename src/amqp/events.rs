@@ -1,7 +1,10 @@
 //! What the engine reports as it goes. The engine never prints: it tells an [`Observer`], and the
 //! command that runs it decides what the user sees.
 
-use crate::{amqp::topology::ObjectKind, error::Error, uri::BrokerUrl};
+use crate::{
+    error::{Error, ObjectKind},
+    uri::BrokerUrl,
+};
 
 /// Something that happened on the way to the broker and back.
 #[derive(Debug)]
