@@ -681,6 +681,25 @@ pub mod broker {
         })
     }
 
+    /// Binds `queue` to `exchange` with `key`.
+    pub fn bind(queue: &str, exchange: &str, key: &str) {
+        block_on(async {
+            let connection = connect().await;
+            let channel = connection.create_channel().await.unwrap();
+            channel
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    key.into(),
+                    Default::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap_or_else(|error| panic!("bind {queue} to {exchange} ({key}): {error}"));
+            let _ = connection.close(200, "OK".into()).await;
+        })
+    }
+
     pub fn delete_exchange(exchange: &str) {
         block_on(async {
             let connection = connect().await;

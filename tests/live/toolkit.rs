@@ -630,21 +630,7 @@ fn numbers(count: u32) -> Vec<String> {
 fn move_to_an_exchange_uses_each_message_routing_key_by_default() {
     let (source, destination) = source_and_destination("move-own-key", &["k1", "k2"]);
     // The messages were published with the source's name as routing key.
-    broker::block_on(async {
-        let connection = broker::connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .queue_bind(
-                destination.name().into(),
-                "amq.direct".into(),
-                source.name().into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "OK".into()).await;
-    });
+    broker::bind(destination.name(), "amq.direct", source.name());
     let output = rmq(
         &format!("queues move {source} --to-exchange amq.direct"),
         None,
@@ -770,21 +756,7 @@ fn move_into_a_full_destination_leaves_each_message_in_exactly_one_place() {
 fn move_to_an_exchange_that_routes_back_into_the_source_ends() {
     let source = TestQueue::new("move-loop");
     broker::declare(source.name(), true).unwrap();
-    broker::block_on(async {
-        let connection = broker::connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        channel
-            .queue_bind(
-                source.name().into(),
-                "amq.direct".into(),
-                source.name().into(),
-                Default::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let _ = connection.close(200, "OK".into()).await;
-    });
+    broker::bind(source.name(), "amq.direct", source.name());
     broker::publish(source.name(), &["l1", "l2", "l3"]);
     let output = rmq(
         &format!("queues move {source} --to-exchange amq.direct"),
