@@ -253,13 +253,12 @@ async fn check_queue_type(
         status: crate::context::Status::silent(),
         ..ctx.clone()
     };
-    let actual = match crate::management::Api::new(&silent).await {
-        Ok(api) => api
-            .queue_facts(ctx.url().vhost(), queue)
-            .await
-            .map(|facts| facts.queue_type),
-        Err(error) => Err(error),
-    };
+    let actual = async {
+        let api = crate::management::Api::new(&silent).await?;
+        let facts = api.queue_facts(ctx.url().vhost(), queue).await?;
+        Ok::<_, Error>(facts.queue_type)
+    }
+    .await;
     let difference = match actual {
         Ok(actual) if actual == wanted.as_str() => return Ok(()),
         Ok(actual) => format!(

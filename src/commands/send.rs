@@ -241,7 +241,6 @@ pub(super) fn finished(
     }
 }
 
-/// The `-f` input's name for a resume hint: a file's path; None for stdin and words.
 /// How input becomes messages published as `ctx`'s user, with what `properties` set.
 pub(super) fn form_for(ctx: &Context, properties: &PropertyArgs) -> crate::message::MessageForm {
     let user = ctx.url().user();
@@ -251,6 +250,7 @@ pub(super) fn form_for(ctx: &Context, properties: &PropertyArgs) -> crate::messa
     }
 }
 
+/// The `-f` input's name for a resume hint: a file's path; None for stdin and words.
 pub(super) fn named_input(file: Option<&Path>) -> Option<String> {
     file.filter(|path| path.as_os_str() != "-")
         .map(|path| path.display().to_string())
