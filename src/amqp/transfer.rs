@@ -647,21 +647,30 @@ impl Mover<'_> {
     }
 }
 
-/// The properties to publish a moved message with: its own, less the `x-delivery-count`
-/// header, which is the source quorum queue's count and not the message's.
-fn without_delivery_count(mut properties: BasicProperties) -> BasicProperties {
-    if let Some(headers) = properties.headers().as_ref()
-        && headers.inner().contains_key("x-delivery-count")
-    {
-        let mut kept = FieldTable::default();
-        for (key, value) in headers.inner() {
-            if key.as_str() != "x-delivery-count" {
-                kept.insert(key.clone(), value.clone());
-            }
+/// The header a quorum queue keeps on its deliveries: its count, not the message's; never
+/// copied when a message is published again.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+
+/// A message's headers to publish it again with: its own, less [`DELIVERY_COUNT_HEADER`].
+pub fn headers_to_copy(properties: &BasicProperties) -> FieldTable {
+    let mut headers = properties
+        .headers()
+        .as_ref()
+        .map(|headers| headers.inner().clone())
+        .unwrap_or_default();
+    headers.remove(DELIVERY_COUNT_HEADER);
+    FieldTable::from(headers)
+}
+
+/// The properties to publish a moved message with: its own, headers as [`headers_to_copy`].
+fn without_delivery_count(properties: BasicProperties) -> BasicProperties {
+    match properties.headers() {
+        Some(_) => {
+            let headers = headers_to_copy(&properties);
+            properties.with_headers(headers)
         }
-        properties = properties.with_headers(kept);
+        None => properties,
     }
-    properties
 }
 
 /// What tells a message taken again after a lost connection from the others: its body and the

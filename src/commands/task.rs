@@ -12,6 +12,7 @@ use crate::{
         consume::{Handler, Outcome},
         publish::{Publication, RoutingKey, Unroutable},
         topology::{Queue, QueueType, Topology},
+        transfer::headers_to_copy,
     },
     cli::{OnFailure, OutputFormat, TaskCommand, TaskWorkArgs},
     context::{Context, Status},
@@ -42,8 +43,6 @@ pub const FAILURES_VARIABLE: &str = "RMQLAB_MSG_FAILURES";
 pub const QUEUE_HEADER: &str = "x-rmqlab-queue";
 /// The header of a parked task that says when it was parked (RFC 3339).
 pub const FAILED_AT_HEADER: &str = "x-rmqlab-failed-at";
-/// The header the broker itself keeps on quorum queue deliveries: never copied.
-const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
 pub async fn run(ctx: &Context, command: TaskCommand) -> Result<Exit> {
     match command {
@@ -318,13 +317,7 @@ const BOOKKEEPING_PREFIX: &str = "x-rmqlab-";
 /// rmqlab's bookkeeping of earlier tries (written again by the caller), so that a task parked,
 /// then redriven or moved back, does not carry the headers of its old park.
 fn copied_headers(delivery: &Delivery) -> FieldTable {
-    let mut headers = delivery
-        .properties
-        .headers()
-        .as_ref()
-        .map(|headers| headers.inner().clone())
-        .unwrap_or_default();
-    headers.remove(DELIVERY_COUNT_HEADER);
+    let mut headers = headers_to_copy(&delivery.properties).inner().clone();
     headers.retain(|name, _| !name.as_str().starts_with(BOOKKEEPING_PREFIX));
     FieldTable::from(headers)
 }
