@@ -534,9 +534,15 @@ impl Error {
                 | lapin::ErrorKind::InvalidConnectionState(_)
                 | lapin::ErrorKind::InvalidChannelState(..)
                 | lapin::ErrorKind::InvalidChannel(_) => true,
-                lapin::ErrorKind::ProtocolError(amqp) => {
-                    *amqp.kind() == AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
-                }
+                // INTERNAL_ERROR closes the connection too. RabbitMQ 3.x answers a consume so
+                // when two clients declare a new quorum queue at once and the queue is still
+                // starting; a new connection gets past it.
+                lapin::ErrorKind::ProtocolError(amqp) => matches!(
+                    amqp.kind(),
+                    AMQPErrorKind::Hard(
+                        AMQPHardError::CONNECTIONFORCED | AMQPHardError::INTERNALERROR
+                    )
+                ),
                 _ => false,
             },
             _ => false,
@@ -1034,6 +1040,24 @@ fn unquote(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_connection_is_a_loss_and_a_refusal_is_not() {
+        let closed = |kind| Error::Broker {
+            context: "cannot consume from queue 'q'".into(),
+            source: Box::new(lapin::Error::from(lapin::ErrorKind::ProtocolError(
+                lapin::protocol::AMQPError::new(kind, "x".into()),
+            ))),
+        };
+        for hard in [
+            AMQPHardError::CONNECTIONFORCED,
+            AMQPHardError::INTERNALERROR,
+        ] {
+            assert!(closed(AMQPErrorKind::Hard(hard)).is_connection_loss());
+        }
+        assert!(!closed(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)).is_connection_loss());
+        assert!(!closed(AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)).is_connection_loss());
+    }
 
     #[test]
     fn durable_mismatch_is_explained() {

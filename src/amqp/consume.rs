@@ -121,7 +121,11 @@ pub async fn consume_all<H: Handler>(
         done: 0,
     };
     let mut resumed = false;
+    // Since when each new session has been lost before anything was handled on it (a broker
+    // that fails the consume itself, say): such losses share one --reconnect-timeout.
+    let mut fruitless_since: Option<tokio::time::Instant> = None;
     loop {
+        let done_before = consumer.done;
         let queue = declared
             .queue
             .clone()
@@ -136,6 +140,17 @@ pub async fn consume_all<H: Handler>(
                 return Ok(ending);
             }
             Err(lost) if lost.is_connection_loss() => {
+                if consumer.done > done_before {
+                    fruitless_since = None;
+                }
+                let since = *fruitless_since.get_or_insert_with(tokio::time::Instant::now);
+                if resumed && since.elapsed() >= ctx.reconnect_timeout {
+                    session.close().await;
+                    return Err(Error::ReconnectFailed {
+                        after: ctx.reconnect_timeout,
+                        source: Box::new(lost),
+                    });
+                }
                 let reopened = reconnect::reopen(
                     ctx,
                     observer,
