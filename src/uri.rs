@@ -857,6 +857,13 @@ impl StreamUrl {
                 .decode_utf8_lossy()
                 .into_owned()
         };
+        if let Some(step) = dot_segment(raw) {
+            // The URL has already dropped it: the path would name another vhost (or '/').
+            return Err(invalid(format!(
+                "a vhost named '{step}' cannot be written in a URL: URLs read '{step}' \
+                 (encoded or not) as a step in the path"
+            )));
+        }
         let vhost = match url.path() {
             "" | "/" => "/".to_string(),
             path => decode(&path[1..]),

@@ -1723,4 +1723,16 @@ fn a_vhost_named_dot_in_a_uri_is_refused_not_read_as_another_vhost() {
     }
     let fine = rmqlab_nowhere(&["--url", "amqp://127.0.0.1:1/.a..%2F..b", "hello", "send"]);
     assert_code(&fine, 69);
+    // --stream-url read `/..` as the default vhost '/'.
+    for path in ["..", "%2e%2E", "a/../b"] {
+        let url = format!("rabbitmq-stream://guest:Sekr1t@127.0.0.1:1/{path}");
+        let output = rmqlab_nowhere(&["--stream-url", &url, "stream", "send", "s", "x"]);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(": a vhost named '..' cannot be written in a URL: URLs read '..'"),
+            "{path}: {stderr}"
+        );
+        assert!(!stderr.contains("Sekr1t"), "{stderr}");
+    }
 }
