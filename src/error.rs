@@ -231,6 +231,14 @@ pub enum Error {
     #[error("{what} not found")]
     ApiNotFound { what: String },
 
+    /// A name of `.` or `..` in an API path: URLs resolve it as a path step, so the request
+    /// would reach another object (`/api/queues/%2F/./contents` is the queue `contents`).
+    #[error(
+        "the management API cannot address a queue, exchange or vhost named '{name}': \
+         in its URL '{name}' would name another object"
+    )]
+    ApiDotName { name: String },
+
     #[error("the management API at {url} answered {status}{}", reason_suffix(.reason))]
     ApiStatus {
         url: String,
@@ -482,7 +490,9 @@ impl Error {
             Error::ApiUnreachable { .. } | Error::NotManagementApi { .. } => Code::Unavailable,
             Error::ApiTimeout { .. } | Error::RefreshFailed { .. } => Code::Temporary,
             Error::ApiRefused { .. } => Code::NoPermission,
-            Error::ApiNotFound { .. } | Error::DeleteRefused { .. } => Code::Data,
+            Error::ApiNotFound { .. } | Error::DeleteRefused { .. } | Error::ApiDotName { .. } => {
+                Code::Data
+            }
             Error::ApiStatus { status, .. } if *status >= 500 => Code::Unavailable,
             Error::ApiStatus { .. } => Code::Data,
             Error::Api { .. } | Error::ApiAnswer { .. } | Error::MatcherDisagrees { .. } => {

@@ -22,6 +22,12 @@ use url::Url;
 /// The default port of the management plugin.
 const API_PORT: u16 = 15672;
 
+/// Whether a name is `.` or `..`, which the management API's URLs cannot carry (see
+/// [`Api::endpoint`]): such a queue is purged or deleted over AMQP instead.
+pub fn is_dot_name(name: &str) -> bool {
+    name == "." || name == ".."
+}
+
 /// What stays as it is in a path segment of an API URL: RFC 3986's unreserved characters.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -279,7 +285,7 @@ impl Api {
 
     /// Whether the API answers this user (`/api/whoami`: cheap however big the broker).
     async fn answers(&self) -> Result<()> {
-        let url = self.endpoint(&["whoami"]);
+        let url = self.endpoint(&["whoami"])?;
         self.send(self.request(reqwest::Method::GET, url), "the API")
             .await
             .map(drop)
@@ -336,16 +342,24 @@ impl Api {
     /// The URL of an API path, each segment percent-encoded (`/` in a vhost becomes `%2F`).
     /// Everything but unreserved characters is encoded: the `url` crate leaves `[`, `]` and
     /// others as they are, which the broker's HTTP server refuses (400).
-    fn endpoint(&self, segments: &[&str]) -> Url {
+    /// The URL of an API path. A segment `.` or `..` (as the name of a queue, exchange or
+    /// vhost) is refused: URLs resolve it, encoded (`%2E`) or not, as a step in the path, so the
+    /// request would reach another object.
+    fn endpoint(&self, segments: &[&str]) -> Result<Url> {
         let mut url = self.base.clone();
         let mut path = url.path().trim_end_matches('/').to_string();
         path.push_str("/api");
         for segment in segments {
+            if is_dot_name(segment) {
+                return Err(Error::ApiDotName {
+                    name: segment.to_string(),
+                });
+            }
             path.push('/');
             path.extend(utf8_percent_encode(segment, PATH_SEGMENT));
         }
         url.set_path(&path);
-        url
+        Ok(url)
     }
 
     fn request(&self, method: reqwest::Method, url: Url) -> RequestBuilder {
@@ -376,8 +390,8 @@ impl Api {
             }
         }
         let mut url = match listing.vhost {
-            Some(vhost) => self.endpoint(&["queues", vhost]),
-            None => self.endpoint(&["queues"]),
+            Some(vhost) => self.endpoint(&["queues", vhost])?,
+            None => self.endpoint(&["queues"])?,
         };
         {
             let mut query = url.query_pairs_mut();
@@ -486,7 +500,7 @@ impl Api {
             #[serde(default, rename = "type")]
             kind: Option<String>,
         }
-        let mut url = self.endpoint(&[kind, &self.vhost]);
+        let mut url = self.endpoint(&[kind, &self.vhost])?;
         url.query_pairs_mut()
             .append_pair("columns", "name,type")
             .append_pair("disable_stats", "true");
@@ -507,8 +521,8 @@ impl Api {
         what: &str,
     ) -> Result<HashMap<(String, String), u64>> {
         let mut url = match vhost {
-            Some(vhost) => self.endpoint(&["consumers", vhost]),
-            None => self.endpoint(&["consumers"]),
+            Some(vhost) => self.endpoint(&["consumers", vhost])?,
+            None => self.endpoint(&["consumers"])?,
         };
         url.query_pairs_mut()
             .append_pair("columns", "queue.name,queue.vhost");
@@ -542,10 +556,11 @@ impl Api {
             .iter()
             .enumerate()
             .filter(|(_, row)| row.kind.as_deref() == Some("stream"))
-            .map(|(index, row)| {
-                let mut url = self.endpoint(&["queues", &row.vhost, &row.name]);
+            // A stream named `.` or `..` cannot be asked for: it keeps what the listing had.
+            .filter_map(|(index, row)| {
+                let mut url = self.endpoint(&["queues", &row.vhost, &row.name]).ok()?;
                 url.query_pairs_mut().append_pair("columns", &columns);
-                (index, self.request(reqwest::Method::GET, url))
+                Some((index, self.request(reqwest::Method::GET, url)))
             })
             .collect::<Vec<_>>()
             .into_iter();
@@ -572,7 +587,7 @@ impl Api {
 
     /// Removes every ready message of a queue.
     pub async fn purge_queue(&self, vhost: &str, name: &str) -> Result<()> {
-        let url = self.endpoint(&["queues", vhost, name, "contents"]);
+        let url = self.endpoint(&["queues", vhost, name, "contents"])?;
         let what = format!("queue '{name}' in vhost '{vhost}'");
         self.send(self.request(reqwest::Method::DELETE, url), &what)
             .await
@@ -588,7 +603,7 @@ impl Api {
         if_empty: bool,
         if_unused: bool,
     ) -> Result<()> {
-        let mut url = self.endpoint(&["queues", vhost, name]);
+        let mut url = self.endpoint(&["queues", vhost, name])?;
         if if_empty {
             url.query_pairs_mut().append_pair("if-empty", "true");
         }
@@ -610,7 +625,7 @@ impl Api {
 
     /// What the API knows of one queue, as it describes it.
     async fn queue(&self, vhost: &str, name: &str) -> Result<serde_json::Value> {
-        let url = self.endpoint(&["queues", vhost, name]);
+        let url = self.endpoint(&["queues", vhost, name])?;
         let what = format!("queue '{name}' in vhost '{vhost}'");
         self.fetch(self.request(reqwest::Method::GET, url), &what)
             .await
@@ -623,7 +638,7 @@ impl Api {
 
     /// The RabbitMQ version of the broker behind the API (`3.10.8`, `4.0.5`).
     pub async fn rabbitmq_version(&self) -> Result<String> {
-        let mut url = self.endpoint(&["overview"]);
+        let mut url = self.endpoint(&["overview"])?;
         url.query_pairs_mut()
             .append_pair("columns", "rabbitmq_version");
         let overview: serde_json::Value = self

@@ -82,6 +82,19 @@ impl fmt::Display for InvalidUrl {
     }
 }
 
+/// The first segment of a URL's raw path that is `.` or `..` once percent-decoded (URLs resolve
+/// those as path steps, so the parsed URL no longer holds them).
+fn dot_segment(raw: &str) -> Option<String> {
+    let after_scheme = &raw[raw.find("://")? + 3..];
+    let path = &after_scheme[after_scheme.find(['/', '?', '#'])?..];
+    let path = path.strip_prefix('/')?;
+    let path = &path[..path.find(['?', '#']).unwrap_or(path.len())];
+    path.split('/')
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy())
+        .find(|segment| segment == "." || segment == "..")
+        .map(|segment| segment.into_owned())
+}
+
 impl BrokerUrl {
     pub fn parse(raw: &str) -> Result<Self, InvalidUrl> {
         let invalid = |reason: String| InvalidUrl::new("broker URI", raw, &reason);
@@ -96,6 +109,13 @@ impl BrokerUrl {
             return Err(invalid(
                 "expected amqp://[user[:password]@]host[:port][/vhost]".into(),
             ));
+        }
+        if let Some(step) = dot_segment(raw) {
+            // The URL has already dropped it: AMQPUri would see another vhost (or none).
+            return Err(invalid(format!(
+                "a vhost named '{step}' cannot be written in a URI: URLs read '{step}' \
+                 (encoded or not) as a step in the path"
+            )));
         }
         let mut uri = AMQPUri::from_str(raw).map_err(invalid)?;
         if uri.vhost.is_empty() {
@@ -837,6 +857,13 @@ impl StreamUrl {
                 .decode_utf8_lossy()
                 .into_owned()
         };
+        if let Some(step) = dot_segment(raw) {
+            // The URL has already dropped it: the path would name another vhost (or '/').
+            return Err(invalid(format!(
+                "a vhost named '{step}' cannot be written in a URL: URLs read '{step}' \
+                 (encoded or not) as a step in the path"
+            )));
+        }
         let vhost = match url.path() {
             "" | "/" => "/".to_string(),
             path => decode(&path[1..]),

@@ -1693,3 +1693,46 @@ fn zero_timeouts_are_usage_errors() {
     let output = rmqlab_nowhere(&["--connect-timeout", "1ms", "hello", "send", "x"]);
     assert_ne!(output.status.code(), Some(2), "{}", text(&output.stderr));
 }
+
+#[test]
+fn a_vhost_named_dot_in_a_uri_is_refused_not_read_as_another_vhost() {
+    // URLs drop `.` and `..` path steps (encoded too): `amqp://h/..` would reach no vhost, and
+    // `amqp://h/a/../b` the vhost `b`.
+    for (path, step) in [
+        ("..", ".."),
+        ("%2E%2E", ".."),
+        (".", "."),
+        ("%2e", "."),
+        ("a/../b", ".."),
+    ] {
+        let url = format!("amqp://guest:Sekr1t@127.0.0.1:1/{path}?heartbeat=5");
+        let output = rmqlab()
+            .args(["--url", &url, "hello", "send"])
+            .output()
+            .unwrap();
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                ": a vhost named '{step}' cannot be written in a URI: URLs read '{step}' \
+                 (encoded or not) as a step in the path\n"
+            )),
+            "{path}: {stderr}"
+        );
+        assert!(!stderr.contains("Sekr1t"), "{stderr}");
+    }
+    let fine = rmqlab_nowhere(&["--url", "amqp://127.0.0.1:1/.a..%2F..b", "hello", "send"]);
+    assert_code(&fine, 69);
+    // --stream-url read `/..` as the default vhost '/'.
+    for path in ["..", "%2e%2E", "a/../b"] {
+        let url = format!("rabbitmq-stream://guest:Sekr1t@127.0.0.1:1/{path}");
+        let output = rmqlab_nowhere(&["--stream-url", &url, "stream", "send", "s", "x"]);
+        assert_code(&output, 2);
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains(": a vhost named '..' cannot be written in a URL: URLs read '..'"),
+            "{path}: {stderr}"
+        );
+        assert!(!stderr.contains("Sekr1t"), "{stderr}");
+    }
+}

@@ -178,6 +178,23 @@ impl Session {
         Ok((declared.message_count(), declared.consumer_count()))
     }
 
+    /// Removes every ready message of an existing queue (`queue.purge`); returns how many.
+    pub async fn purge_queue(&self, queue: &str) -> Result<u32> {
+        self.channel
+            .queue_purge(queue.into(), lapin::options::QueuePurgeOptions::default())
+            .await
+            .map_err(Error::broker(format!("cannot purge queue '{queue}'")))
+    }
+
+    /// Deletes a queue (`queue.delete`, unconditional: callers check `--if-empty` and
+    /// `--if-unused` with [`Session::inspect_queue`] first).
+    pub async fn delete_queue(&self, queue: &str) -> Result<u32> {
+        self.channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .map_err(Error::broker(format!("cannot delete queue '{queue}'")))
+    }
+
     /// Checks that an exchange exists (a passive declaration).
     pub async fn inspect_exchange(&self, exchange: &str) -> Result<()> {
         let options = lapin::options::ExchangeDeclareOptions {

@@ -7,7 +7,7 @@ use crate::{
     context::Context,
     error::{Error, Result},
     exit::Exit,
-    management::{Api, QueueListing, QueueRow},
+    management::{Api, QueueListing, QueueRow, is_dot_name},
     output::{QueueTable, default_queue_columns, render_queues, sort_queues, sparkline},
     signals::{Interrupts, Stop},
     terminal::escape_controls,
@@ -29,7 +29,10 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
         QueuesCommand::Purge(args) => {
             let vhost = args.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("purging");
-            let purged = api.purge_queue(vhost, &args.name).await;
+            let purged = match is_dot_name(&args.name) || is_dot_name(vhost) {
+                true => purge_over_amqp(ctx, vhost, &args.name).await,
+                false => api.purge_queue(vhost, &args.name).await,
+            };
             spinner.finish_and_clear();
             purged?;
             confirm(&format!(
@@ -41,10 +44,16 @@ pub async fn run(ctx: &Context, command: QueuesCommand) -> Result<Exit> {
             let vhost = args.queue.vhost.as_deref().unwrap_or(ctx.url().vhost());
             let spinner = ctx.status.progress.waiting("deleting");
             let name = &args.queue.name;
-            let deleted = match api
-                .delete_queue(vhost, name, args.if_empty, args.if_unused)
-                .await
-            {
+            let deleted = match is_dot_name(name) || is_dot_name(vhost) {
+                true => {
+                    delete_over_amqp(ctx, vhost, name, args.if_empty, args.if_unused, None).await
+                }
+                false => {
+                    api.delete_queue(vhost, name, args.if_empty, args.if_unused)
+                        .await
+                }
+            };
+            let deleted = match deleted {
                 Err(Error::ApiStatus {
                     status: 400,
                     reason,
@@ -76,27 +85,74 @@ async fn delete_quorum_queue_if(
     if_empty: bool,
     if_unused: bool,
 ) -> Result<()> {
+    delete_over_amqp(ctx, vhost, name, if_empty, if_unused, Some(api)).await
+}
+
+/// A session in `vhost` (which may differ from the one of `--url`).
+async fn session_in(ctx: &Context, vhost: &str, name: &str) -> Result<Session> {
     let in_vhost = Context {
         urls: ctx.urls.with_vhost(vhost),
         ..ctx.clone()
     };
-    let session = Session::connect(&in_vhost, "rmqlab queues delete", &ctx.status).await?;
-    let inspected = session.inspect_queue(name).await;
+    Session::connect(&in_vhost, name, &ctx.status).await
+}
+
+/// Purges a queue the management API cannot address (named `.` or `..`, or in such a vhost)
+/// over AMQP; a queue that does not exist is refused as the API would refuse it.
+async fn purge_over_amqp(ctx: &Context, vhost: &str, name: &str) -> Result<()> {
+    let session = session_in(ctx, vhost, "rmqlab queues purge").await?;
+    let purged = async {
+        session.inspect_queue(name).await?;
+        session.purge_queue(name).await
+    }
+    .await;
     session.close().await;
-    let (messages, consumers) = inspected?;
+    purged.map(drop)
+}
+
+/// Deletes a queue over AMQP after checking `--if-empty` and `--if-unused` by the counts the
+/// broker gives now (what arrives in between is not seen); with `api` the delete itself goes
+/// through the API, else over AMQP too (a queue the API cannot address: see [`is_dot_name`]).
+async fn delete_over_amqp(
+    ctx: &Context,
+    vhost: &str,
+    name: &str,
+    if_empty: bool,
+    if_unused: bool,
+    api: Option<&Api>,
+) -> Result<()> {
+    let session = session_in(ctx, vhost, "rmqlab queues delete").await?;
+    let inspected = session.inspect_queue(name).await;
+    let (messages, consumers) = match inspected {
+        Ok(counts) => counts,
+        Err(error) => {
+            session.close().await;
+            return Err(error);
+        }
+    };
     let refused = |reason: String| {
         Err(Error::DeleteRefused {
             queue: name.to_string(),
             reason,
         })
     };
-    if if_empty && messages > 0 {
-        return refused(format!("it holds {messages} ready message(s) (--if-empty)"));
-    }
-    if if_unused && consumers > 0 {
-        return refused(format!("it has {consumers} consumer(s) (--if-unused)"));
-    }
-    api.delete_queue(vhost, name, false, false).await
+    let refusal = if if_empty && messages > 0 {
+        Some(format!("it holds {messages} ready message(s) (--if-empty)"))
+    } else if if_unused && consumers > 0 {
+        Some(format!("it has {consumers} consumer(s) (--if-unused)"))
+    } else {
+        None
+    };
+    let deleted = match (refusal, api) {
+        (Some(reason), _) => refused(reason),
+        (None, Some(api)) => {
+            session.close().await;
+            return api.delete_queue(vhost, name, false, false).await;
+        }
+        (None, None) => session.delete_queue(name).await.map(drop),
+    };
+    session.close().await;
+    deleted
 }
 
 /// The one confirmation line of purge and delete: data, so it goes to stdout.

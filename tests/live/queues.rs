@@ -796,3 +796,98 @@ fn list_to_a_closed_stdout_is_an_output_error() {
         "{stderr}"
     );
 }
+
+/// The ready messages of each queue of `vhost`, as `rabbitmqctl` counts them (exact, at once).
+fn ready_in(vhost: &str) -> std::collections::BTreeMap<String, u32> {
+    rabbitmqctl(&[
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "-p",
+        vhost,
+        "name",
+        "messages_ready",
+    ])
+    .lines()
+    .filter_map(|line| {
+        let (name, ready) = line.rsplit_once('\t')?;
+        Some((name.to_string(), ready.trim().parse().ok()?))
+    })
+    .collect()
+}
+
+#[test]
+fn queues_named_dot_and_dot_dot_are_purged_and_deleted_themselves_never_a_neighbour() {
+    // In an API URL `.` and `..` are path steps (encoded or not): `/api/queues/V/./contents`
+    // is the queue `contents`. rmqlab purges and deletes such queues over AMQP, and refuses
+    // them where only the API can answer.
+    let vhost = TestVhost::new("dots");
+    let url = format!("amqp://guest:guest@{}/{}", broker_address(), vhost.0);
+    for queue in [".", "..", "contents"] {
+        let sent = rmqlab()
+            .args(["--url", &url, "hello", "send", "--queue", queue, "m"])
+            .output()
+            .unwrap();
+        assert_code(&sent, 0);
+    }
+    let all = |ready: u32, dots: u32| {
+        [(".", dots), ("..", dots), ("contents", ready)]
+            .map(|(name, n)| (name.to_string(), n))
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    // A quorum queue's counts reach rabbitmqctl a moment later.
+    let reaches = |wanted: std::collections::BTreeMap<String, u32>| {
+        eventually(STATS, &format!("the vhost to hold {wanted:?}"), || {
+            ready_in(&vhost.0) == wanted
+        })
+    };
+    reaches(all(1, 1));
+    for name in [".", ".."] {
+        let purged = rmqlab()
+            .args(["--url", &url, "queues", "purge", name])
+            .output()
+            .unwrap();
+        assert_code(&purged, 0);
+        assert_eq!(
+            text(&purged.stdout),
+            format!(" [x] Purged queue '{name}' in vhost '{}'\n", vhost.0)
+        );
+    }
+    reaches(all(1, 0));
+
+    let peek = rmqlab()
+        .args(["--url", &url, "queues", "peek", "."])
+        .output()
+        .unwrap();
+    assert_code(&peek, 65);
+    assert_eq!(
+        text(&peek.stderr),
+        "rmqlab: error: the management API cannot address a queue, exchange or vhost named '.': \
+         in its URL '.' would name another object\n"
+    );
+    let listed = rmqlab()
+        .args(["queues", "list", "--vhost", ".."])
+        .output()
+        .unwrap();
+    assert_code(&listed, 65);
+
+    for name in [".", ".."] {
+        let deleted = rmqlab()
+            .args(["--url", &url, "queues", "delete", name, "--if-empty"])
+            .output()
+            .unwrap();
+        assert_code(&deleted, 0);
+    }
+    reaches([("contents".to_string(), 1)].into_iter().collect());
+    let again = rmqlab()
+        .args(["--url", &url, "queues", "delete", "."])
+        .output()
+        .unwrap();
+    assert_code(&again, 65);
+    assert!(
+        text(&again.stderr).contains("no queue '.' in vhost"),
+        "{}",
+        text(&again.stderr)
+    );
+}
