@@ -776,6 +776,39 @@ fn move_to_an_exchange_that_routes_back_into_the_source_ends() {
 }
 
 #[test]
+fn redrive_into_a_queue_that_dead_letters_back_at_once_ends() {
+    let dlq = TestQueue::new("redrive-loop-dlq");
+    let source = TestQueue::new("redrive-loop");
+    declare(dlq.name(), &[]);
+    // A TTL of 0: whatever comes in expires at once, back into the dead-letter queue.
+    dead_lettering(
+        source.name(),
+        dlq.name(),
+        &[("x-message-ttl", AMQPValue::LongInt(0))],
+    );
+    broker::publish(source.name(), &["r1", "r2", "r3"]);
+    eventually(WAIT, "three dead letters", || {
+        broker::ready(dlq.name()) == 3
+    });
+    // Without a cap it went round until killed (`run` fails the test past 60 s).
+    let output = rmq(&format!("queues dead-letters {dlq} --redrive"), None);
+    assert_code(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            " [x] Redrove 3 message(s) to queue '{source}'\n [x] Redrove 3 message(s) from \
+             queue '{dlq}'\n"
+        )
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("queue '{dlq}' holds 3 more message(s)")),
+        "{stderr}"
+    );
+    assert_eq!(sorted_bodies(dlq.name()), ["r1", "r2", "r3"]);
+}
+
+#[test]
 fn move_from_a_quorum_queue_leaves_it_empty_and_drops_the_delivery_count() {
     let source = TestQueue::new("move-qq");
     let destination = TestQueue::new("move-qq-dst");
