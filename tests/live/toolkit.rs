@@ -2,8 +2,9 @@
 //! holds afterwards, in which order, with which properties and headers.
 
 use crate::common::{
-    BIN, Running, TestQueue, assert_code, assert_ended_by, broker, eventually, management_api, rmq,
-    rmqlab, run, text, unique_name, wait_output,
+    BIN, Running, TestQueue, assert_code, assert_ended_by, broker, broker_address, eventually,
+    management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, run, text, unique_name,
+    wait_output,
 };
 use lapin::{
     BasicProperties,
@@ -737,6 +738,7 @@ fn move_into_a_full_destination_leaves_each_message_in_exactly_one_place() {
     assert_code(&output, 65);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("the broker nacked it"), "{stderr}");
+    assert!(stderr.contains("x-overflow reject-publish nacks"), "{stderr}");
     assert!(
         stderr.contains("the move stopped there: 30 message(s) were moved"),
         "{stderr}"
@@ -806,6 +808,46 @@ fn redrive_into_a_queue_that_dead_letters_back_at_once_ends() {
         "{stderr}"
     );
     assert_eq!(sorted_bodies(dlq.name()), ["r1", "r2", "r3"]);
+}
+
+#[test]
+fn move_of_a_message_that_names_another_user_says_what_the_broker_said() {
+    let (source, destination) = source_and_destination("move-user-id", &[]);
+    let user = source.name();
+    rabbitmqctl(&["add_user", user, "move-user-pw"]);
+    rabbitmqctl(&["set_permissions", user, ".*", ".*", ".*"]);
+    let line = format!("{{\"body\":\"theirs\",\"properties\":{{\"user_id\":\"{user}\"}}}}\n");
+    let sent = rmqlab()
+        .args(["hello", "send", "--queue", user, "--input", "json"])
+        .env(
+            "RMQLAB_URL",
+            format!("amqp://{user}:move-user-pw@{}/%2f", broker_address()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(line.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    rabbitmqctl_cleanup(&["delete_user", user]);
+    assert_code(&sent, 0);
+    broker::publish(source.name(), &["mine"]);
+    let output = rmq(&format!("queues move {source} {destination}"), None);
+    assert_code(&output, 65);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the broker closed the channel: AMQP soft error: PRECONDITION-FAILED: \
+             PRECONDITION_FAILED - user_id property set to '{user}'"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("as a user tagged impersonator"), "{stderr}");
+    assert_eq!(sorted_bodies(source.name()), ["mine", "theirs"]);
+    assert_eq!(broker::ready(destination.name()), 0);
 }
 
 #[test]
