@@ -823,7 +823,8 @@ the management API):
   quorum   refused (65) unless --force: a quorum queue counts every message put back as one
            delivery (the header x-delivery-count), and past its delivery limit (x-delivery-limit;
            20 by default on RabbitMQ 4.x) drops or dead-letters it; RabbitMQ 3.x also puts them
-           back at the end of the queue (4.x in their places). With --force rmqlab says so.
+           back at the end of the queue (4.x in their places). With --force rmqlab says so,
+           and names those that had reached the delivery limit: put back, they are gone.
 Peeking and a consumer of the same queue compete: a message a consumer holds unacked is not seen.
 
 Examples:

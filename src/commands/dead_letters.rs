@@ -197,7 +197,9 @@ async fn list(
     readable: Readable,
 ) -> Result<Exit> {
     let mut groups: BTreeMap<Death, Group> = BTreeMap::new();
+    let mut ending = 0;
     let mut add = |delivery: &Delivery| {
+        ending += u64::from(readable.ends_when_put_back(delivery));
         let (death, time) = death_of(delivery.properties.headers().as_ref()).unwrap_or_else(|| {
             let unknown = Death {
                 queue: UNKNOWN.into(),
@@ -221,7 +223,7 @@ async fn list(
     };
     session.close().await;
     spinner.finish_and_clear();
-    readable.put_back(ctx.status, &args.queue, read?);
+    readable.put_back(ctx.status, &args.queue, read?, ending);
     let rows: Vec<(Death, Group)> = groups.into_iter().collect();
     let on_terminal = std::io::stdout().is_terminal();
     let width = on_terminal.then(crate::terminal::table_width).flatten();
@@ -393,7 +395,7 @@ async fn redrive(
             moved.republished
         ));
     }
-    readable.put_back(ctx.status, &args.queue, moved.left);
+    readable.put_back(ctx.status, &args.queue, moved.left, 0);
     if let Some(more) = moved.more {
         ctx.status.warn(format_args!(
             " [!] queue '{}' holds {more} more message(s): they came in during the redrive \

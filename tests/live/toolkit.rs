@@ -185,6 +185,40 @@ fn peek_refuses_a_quorum_queue_without_force_and_says_what_force_changed() {
 }
 
 #[test]
+fn peek_force_says_which_messages_it_ended_at_their_delivery_limit() {
+    let queue = TestQueue::new("peek-limit");
+    declare(
+        queue.name(),
+        &[
+            ("x-queue-type", long("quorum")),
+            ("x-delivery-limit", AMQPValue::LongInt(1)),
+        ],
+    );
+    broker::publish(queue.name(), &["d1"]);
+    let peek = || rmq(&format!("queues peek {queue} --force -o body"), None);
+    let first = peek();
+    assert_code(&first, 0);
+    assert_eq!(text(&first.stdout), "d1\n");
+    let stderr = text(&first.stderr);
+    assert!(!stderr.contains("delivery limit (1)"), "{stderr}");
+    // Delivered once before: put back again, it is past the limit of 1.
+    let second = peek();
+    assert_code(&second, 0);
+    assert_eq!(text(&second.stdout), "d1\n");
+    let stderr = text(&second.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "1 of the message(s) read in quorum queue '{queue}' had reached its delivery limit \
+             (1): put back, they were dead-lettered or dropped by the queue, not kept"
+        )),
+        "{stderr}"
+    );
+    eventually(WAIT, "the message to be dropped", || {
+        broker::ready(queue.name()) == 0
+    });
+}
+
+#[test]
 fn peek_of_a_queue_that_does_not_exist_exits_65() {
     let name = unique_name("peek-missing");
     let output = rmq(&format!("queues peek {name}"), None);
@@ -738,7 +772,10 @@ fn move_into_a_full_destination_leaves_each_message_in_exactly_one_place() {
     assert_code(&output, 65);
     let stderr = text(&output.stderr);
     assert!(stderr.contains("the broker nacked it"), "{stderr}");
-    assert!(stderr.contains("x-overflow reject-publish nacks"), "{stderr}");
+    assert!(
+        stderr.contains("x-overflow reject-publish nacks"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("the move stopped there: 30 message(s) were moved"),
         "{stderr}"
