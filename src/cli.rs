@@ -823,7 +823,8 @@ the management API):
   quorum   refused (65) unless --force: a quorum queue counts every message put back as one
            delivery (the header x-delivery-count), and past its delivery limit (x-delivery-limit;
            20 by default on RabbitMQ 4.x) drops or dead-letters it; RabbitMQ 3.x also puts them
-           back at the end of the queue (4.x in their places). With --force rmqlab says so.
+           back at the end of the queue (4.x in their places). With --force rmqlab says so,
+           and names those that had reached the delivery limit: put back, they are gone.
 Peeking and a consumer of the same queue compete: a message a consumer holds unacked is not seen.
 
 Examples:
@@ -883,7 +884,10 @@ x-rmqlab-failed-at. A message with neither shows as (unknown) and is never redri
 acks it (as `queues move`): straight to the queue it died in through the default exchange (a \
 fanout or topic exchange would copy it to every other queue bound to it), or with --via-exchange \
 through the exchange and routing keys it was first published with. Expired messages redriven to a \
-queue that has a message TTL expire again after it: rmqlab says so.
+queue that has a message TTL expire again after it: rmqlab says so. A redrive takes no more \
+than the dead-letter queue held when it began, so a queue that dead-letters them straight back \
+(a TTL or maximum length of 0) cannot make it endless: what came back stays, and rmqlab says how \
+many.
 
 Examples:
   rmqlab queues dead-letters orders.dlq

@@ -670,6 +670,16 @@ impl Error {
                  `queues move`"
                     .into(),
             ),
+            Error::NotMoved { reason, .. } if reason.contains("user_id property set to") => Some(
+                "a message that names its publisher (user_id) can be published again only as \
+                 that user, or as a user tagged impersonator: give --url that user"
+                    .into(),
+            ),
+            Error::NotMoved { reason, .. } if reason.contains("nacked") => Some(
+                "a queue at its x-max-length with x-overflow reject-publish nacks what comes in: \
+                 make room there, or raise the limit, and run it again"
+                    .into(),
+            ),
             Error::NotMoved { .. } => Some(
                 "does the destination exist (`queues list`)? A queue is taken through the \
                  default exchange; --to-exchange needs a binding for --routing-key"

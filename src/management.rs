@@ -928,6 +928,10 @@ pub struct QueueFacts {
     /// Milliseconds a message may stay in it, by argument (`x-message-ttl`, which wins) or
     /// policy (`message-ttl`).
     pub message_ttl: Option<u64>,
+    /// Deliveries a quorum queue allows a message (`x-delivery-limit` or the policy's
+    /// `delivery-limit`, the lower of both); `None` when neither sets one, `Some(None)` when one
+    /// of them says unlimited (a negative number, RabbitMQ 4.x).
+    pub delivery_limit: Option<Option<u64>>,
 }
 
 impl QueueFacts {
@@ -937,6 +941,20 @@ impl QueueFacts {
             queue_type: queue["type"].as_str().unwrap_or("classic").to_string(),
             message_ttl: number("arguments", "x-message-ttl")
                 .or_else(|| number("effective_policy_definition", "message-ttl")),
+            delivery_limit: {
+                let limit = |object: &str, key: &str| {
+                    let limit = queue.get(object)?.get(key)?.as_i64()?;
+                    Some(u64::try_from(limit).ok())
+                };
+                match (
+                    limit("arguments", "x-delivery-limit"),
+                    limit("effective_policy_definition", "delivery-limit"),
+                ) {
+                    (Some(Some(a)), Some(Some(b))) => Some(Some(a.min(b))),
+                    (Some(Some(a)), _) | (_, Some(Some(a))) => Some(Some(a)),
+                    (a, b) => a.or(b),
+                }
+            },
         }
     }
 }
@@ -1128,8 +1146,25 @@ mod tests {
             of(r#"{"type":"quorum","arguments":{},"effective_policy_definition":[]}"#),
             QueueFacts {
                 queue_type: "quorum".into(),
-                message_ttl: None
+                message_ttl: None,
+                delivery_limit: None,
             }
+        );
+        let limit = |json: &str| of(json).delivery_limit;
+        assert_eq!(
+            limit(r#"{"arguments":{"x-delivery-limit":5}}"#),
+            Some(Some(5))
+        );
+        assert_eq!(
+            limit(
+                r#"{"arguments":{"x-delivery-limit":5},"effective_policy_definition":{"delivery-limit":3}}"#
+            ),
+            Some(Some(3))
+        );
+        assert_eq!(
+            limit(r#"{"effective_policy_definition":{"delivery-limit":-1}}"#),
+            Some(None),
+            "unlimited"
         );
         let by_policy =
             of(r#"{"type":"classic","effective_policy_definition":{"message-ttl":500}}"#);

@@ -456,11 +456,37 @@ pub fn properties_from_json(object: &Map<String, Value>) -> Result<BasicProperti
                 ),
                 _ => return Err(format!("headers must be an object, not {value}")),
             },
-            "delivery_mode" => p.with_delivery_mode(octet()?),
+            // RabbitMQ closes the channel on any other (after the lines before were sent):
+            // refused here, at its line.
+            "delivery_mode" => match octet()? {
+                mode @ (1 | 2) => p.with_delivery_mode(mode),
+                mode => {
+                    return Err(format!(
+                        "property delivery_mode must be 1 (transient) or 2 (persistent), not \
+                         {mode}"
+                    ));
+                }
+            },
             "priority" => p.with_priority(octet()?),
             "correlation_id" => p.with_correlation_id(text()?),
             "reply_to" => p.with_reply_to(text()?),
-            "expiration" => p.with_expiration(text()?),
+            "expiration" => {
+                let expiration = text()?;
+                let digits = expiration
+                    .as_str()
+                    .strip_prefix('+')
+                    .unwrap_or(expiration.as_str());
+                if digits.is_empty()
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                    || digits.parse::<u64>().is_err()
+                {
+                    return Err(format!(
+                        "property expiration must be milliseconds as a string of digits (\"60000\"), \
+                         not {value}"
+                    ));
+                }
+                p.with_expiration(expiration)
+            }
             "message_id" => p.with_message_id(text()?),
             "timestamp" => p.with_timestamp(value.as_u64().ok_or_else(|| {
                 format!("property timestamp must be the seconds since 1970, not {value}")

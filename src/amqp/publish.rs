@@ -551,7 +551,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         // if the caller retries.
         let confirmation = confirm
             .await
-            .map_err(|source| confirmation_lost(source, number))?;
+            .map_err(|source| confirmation_lost(source, number, number + self.sent as u64 - 1))?;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }
@@ -594,9 +594,16 @@ pub fn stopped_by(error: Error, confirmed: u64) -> Error {
 }
 
 /// The broker's answer to message `number` did not come: refused, or lost with the connection.
-fn confirmation_lost(source: lapin::Error, number: u64) -> Error {
+/// Messages up to `last` were in flight: a channel the broker closes fails every confirm, so
+/// the one it refused may be any of them, and those before it may be stored.
+fn confirmation_lost(source: lapin::Error, number: u64, last: u64) -> Error {
     Error::Broker {
-        context: if source.is_amqp_soft_error() {
+        context: if source.is_amqp_soft_error() && last > number {
+            format!(
+                "the broker refused one of messages {number} to {last}, unconfirmed when it \
+                 closed the channel (those before the refused one may be stored)"
+            )
+        } else if source.is_amqp_soft_error() {
             format!("the broker refused message {number}")
         } else {
             format!("lost the broker's confirmation of message {number}")
@@ -713,12 +720,13 @@ async fn settle_batch<C: Confirmations>(
     published: &mut Published,
     confirmations: &mut C,
 ) -> Result<()> {
+    let last = published.confirmed + batch.len() as u64;
     for (message, confirm) in batch.drain(..) {
         let number = published.confirmed + 1;
         settle(
             confirm
                 .await
-                .map_err(|source| confirmation_lost(source, number))?,
+                .map_err(|source| confirmation_lost(source, number, last))?,
             number,
             &message,
             target,

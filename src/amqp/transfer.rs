@@ -270,6 +270,7 @@ pub async fn transfer(
         recent: VecDeque::with_capacity(2 * MOVE_WINDOW),
         in_doubt: HashMap::new(),
         last_tag: 0,
+        closed_by: None,
     };
     let mut session = Session::connect(ctx, transfer.connection_name, observer).await?;
     loop {
@@ -317,6 +318,8 @@ struct Mover<'a> {
     in_doubt: HashMap<u64, (u32, u32)>,
     /// The last delivery tag taken on this connection.
     last_tag: u64,
+    /// Why the broker closed the publishing channel, as a confirm in flight heard it.
+    closed_by: Option<String>,
 }
 
 impl Mover<'_> {
@@ -463,19 +466,41 @@ impl Mover<'_> {
         if error.is_connection_loss() && !session.is_connected() {
             return error;
         }
-        let reason = format!(
-            "{} (the channel closed before the broker confirmed the messages in flight: {to} may \
-             hold some of those left in the source as well)",
-            error.one_line()
-        );
         let refused = Error::NotMoved {
-            to,
-            reason,
+            to: to.clone(),
+            reason: String::new(),
             moved: 0,
             left: 0,
             source_queue: self.transfer.source.to_string(),
         };
-        let error = self.stop(session, window, router, refused).await;
+        self.closed_by = None;
+        let error = match self.stop(session, window, router, refused).await {
+            // A publish after the broker closed the channel only hears that it is closed: why
+            // is in the confirms still in flight, when there were any.
+            Error::NotMoved {
+                to,
+                moved,
+                left,
+                source_queue,
+                ..
+            } => {
+                let why = match self.closed_by.take() {
+                    Some(why) => format!("the broker closed the channel: {why}"),
+                    None => error.one_line(),
+                };
+                Error::NotMoved {
+                    reason: format!(
+                        "{why} (the channel closed before the broker confirmed the messages in \
+                         flight: {to} may hold some of those left in the source as well)"
+                    ),
+                    to,
+                    moved,
+                    left,
+                    source_queue,
+                }
+            }
+            other => other,
+        };
         match session.is_connected() {
             true => error.not_a_connection_loss(),
             false => error,
@@ -499,7 +524,15 @@ impl Mover<'_> {
             // A confirm that never comes leaves the message in the source, not a hang.
             let confirmed = match tokio::time::timeout_at(deadline, &mut in_flight.confirm).await {
                 Ok(Ok(confirmation)) => refusal(confirmation).is_none(),
-                _ => false,
+                Ok(Err(source)) => {
+                    if let Some(refused) = amqp_error(&source)
+                        && self.closed_by.is_none()
+                    {
+                        self.closed_by = Some(refused.to_string());
+                    }
+                    false
+                }
+                Err(_) => false,
             };
             if !confirmed {
                 not_moved += 1;

@@ -197,7 +197,9 @@ async fn list(
     readable: Readable,
 ) -> Result<Exit> {
     let mut groups: BTreeMap<Death, Group> = BTreeMap::new();
+    let mut ending = 0;
     let mut add = |delivery: &Delivery| {
+        ending += u64::from(readable.ends_when_put_back(delivery));
         let (death, time) = death_of(delivery.properties.headers().as_ref()).unwrap_or_else(|| {
             let unknown = Death {
                 queue: UNKNOWN.into(),
@@ -221,7 +223,7 @@ async fn list(
     };
     session.close().await;
     spinner.finish_and_clear();
-    readable.put_back(ctx.status, &args.queue, read?);
+    readable.put_back(ctx.status, &args.queue, read?, ending);
     let rows: Vec<(Death, Group)> = groups.into_iter().collect();
     let on_terminal = std::io::stdout().is_terminal();
     let width = on_terminal.then(crate::terminal::table_width).flatten();
@@ -353,6 +355,12 @@ async fn redrive(
         });
     }
     let mut interrupts = Interrupts::install().map_err(Error::Runtime)?;
+    // What the queue holds now is what the redrive takes, at most: a destination that
+    // dead-letters back into it (a TTL of 0, a maximum length of 0) cannot make it endless.
+    let session = Session::connect(ctx, CONNECTION_NAME, &ctx.status).await?;
+    let ready = session.inspect_queue(&args.queue).await;
+    session.close().await;
+    let (ready, _) = ready?;
     let mut redrive = Redrive {
         selection,
         via_exchange: args.via_exchange,
@@ -363,7 +371,7 @@ async fn redrive(
         connection_name: CONNECTION_NAME,
         source: &args.queue,
         limit: None,
-        at_start: None,
+        at_start: Some(ready.into()),
     };
     let moved = transfer(ctx, &ctx.status, &plan, &mut redrive, &mut interrupts).await;
     redrive.bar.finish_and_clear();
@@ -387,7 +395,16 @@ async fn redrive(
             moved.republished
         ));
     }
-    readable.put_back(ctx.status, &args.queue, moved.left);
+    readable.put_back(ctx.status, &args.queue, moved.left, 0);
+    if let Some(more) = moved.more {
+        ctx.status.warn(format_args!(
+            " [!] queue '{}' holds {more} more message(s): they came in during the redrive \
+             (dead-lettered again by where they went, or from a publisher), and a redrive takes \
+             no more than the {ready} message(s) the queue held when it began; they are still \
+             there",
+            args.queue
+        ));
+    }
     warn_of_expiry(ctx, api, &redrive.to).await;
     match moved.stopped {
         true => Ok(Exit::Stopped(interrupts.first().unwrap_or(Stop::Interrupt))),

@@ -3,6 +3,7 @@
 //! `--force`, since it counts every message put back as a delivery.
 
 use super::receive::{Printer, stdout};
+use crate::amqp::transfer::DELIVERY_COUNT_HEADER;
 use crate::{
     amqp::{
         Session,
@@ -15,6 +16,7 @@ use crate::{
     management::Api,
     output::{Received, TextLine, write_received},
 };
+use lapin::types::AMQPValue;
 use std::io::Write;
 
 pub async fn run(ctx: &Context, api: &Api, args: QueuesPeekArgs) -> Result<Exit> {
@@ -37,16 +39,21 @@ pub async fn run(ctx: &Context, api: &Api, args: QueuesPeekArgs) -> Result<Exit>
         .map_err(Error::Output)
     };
     let session = Session::connect(ctx, "rmqlab queues peek", &ctx.status).await?;
+    let mut ending = 0;
     let shown = match kind {
         Readable::Stream => read_stream(&session, queue, args.count, show).await,
         Readable::Classic | Readable::Quorum { .. } => {
-            peek(&session, queue, args.count, |delivery, _| show(delivery)).await
+            peek(&session, queue, args.count, |delivery, _| {
+                ending += u64::from(kind.ends_when_put_back(delivery));
+                show(delivery)
+            })
+            .await
         }
     };
     session.close().await;
     let flushed = printer.out.flush().map_err(Error::Output);
     let shown = shown?;
-    kind.put_back(ctx.status, queue, shown);
+    kind.put_back(ctx.status, queue, shown, ending);
     match flushed {
         Err(error) if error.is_broken_pipe() => Ok(Exit::Success),
         other => other.map(|()| Exit::Success),
@@ -62,8 +69,15 @@ pub enum Readable {
     Classic,
     /// Taken and put back with `--force`: each counts a delivery; RabbitMQ 3.x puts them at the
     /// back.
-    Quorum { to_the_back: bool },
+    Quorum {
+        to_the_back: bool,
+        /// The deliveries it allows a message (20 by default on RabbitMQ 4.x); `None`: no limit.
+        delivery_limit: Option<u64>,
+    },
 }
+
+/// The delivery limit of a quorum queue that sets none, on RabbitMQ 4.x.
+const DEFAULT_DELIVERY_LIMIT: u64 = 20;
 
 impl Readable {
     /// Asks the management API what `queue` is; a quorum queue is refused (65) without `force`.
@@ -81,16 +95,52 @@ impl Readable {
             }),
             "quorum" => {
                 let version = api.rabbitmq_version().await?;
+                let three = version.starts_with("3.");
+                let delivery_limit = match facts.delivery_limit {
+                    Some(limit) => limit,
+                    None if three => None,
+                    None => Some(DEFAULT_DELIVERY_LIMIT),
+                };
                 Ok(Readable::Quorum {
-                    to_the_back: version.starts_with("3."),
+                    to_the_back: three,
+                    delivery_limit,
                 })
             }
             _ => Ok(Readable::Classic),
         }
     }
 
-    /// Says, once, what putting `count` messages back in `queue` changed.
-    pub fn put_back(self, status: Status, queue: &str, count: u64) {
+    /// Whether putting this delivery back ends it: a quorum queue drops or dead-letters a
+    /// message returned past its delivery limit (its `x-delivery-count` counts the deliveries
+    /// before this one).
+    pub fn ends_when_put_back(self, delivery: &lapin::message::Delivery) -> bool {
+        let Readable::Quorum {
+            delivery_limit: Some(limit),
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let before = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get(DELIVERY_COUNT_HEADER).cloned())
+            .and_then(|count| match count {
+                AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+                AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+                AMQPValue::LongUInt(n) => Some(n.into()),
+                AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+                AMQPValue::ShortUInt(n) => Some(n.into()),
+                _ => None,
+            })
+            .unwrap_or(0);
+        before >= limit
+    }
+
+    /// Says, once, what putting `count` messages back in `queue` changed; `ending` of them
+    /// had reached the queue's delivery limit, so put back they were dropped or dead-lettered.
+    pub fn put_back(self, status: Status, queue: &str, count: u64, ending: u64) {
         if count == 0 {
             return;
         }
@@ -100,7 +150,7 @@ impl Readable {
                 " [*] {count} message(s) put back in their places in queue '{queue}': they are \
                  now marked redelivered"
             )),
-            Readable::Quorum { to_the_back } => status.warn(format_args!(
+            Readable::Quorum { to_the_back, .. } => status.warn(format_args!(
                 " [!] {count} message(s) put back in quorum queue '{queue}': each \
                  counted one more delivery (x-delivery-count) toward the queue's delivery \
                  limit{}",
@@ -110,6 +160,20 @@ impl Readable {
                     ""
                 }
             )),
+        }
+        if let (
+            Readable::Quorum {
+                delivery_limit: Some(limit),
+                ..
+            },
+            1..,
+        ) = (self, ending)
+        {
+            status.warn(format_args!(
+                " [!] {ending} of the message(s) read in quorum queue '{queue}' had reached its \
+                 delivery limit ({limit}): put back, they were dead-lettered or dropped by the \
+                 queue, not kept"
+            ));
         }
     }
 }

@@ -431,6 +431,44 @@ fn a_user_id_of_another_user_is_refused_before_publishing() {
 }
 
 #[test]
+fn an_expiration_or_delivery_mode_the_broker_refuses_stops_at_its_line() {
+    for (property, says) in [
+        (
+            "\"expiration\":\"abc\"",
+            "line 3 of standard input is not a message: property expiration must be milliseconds",
+        ),
+        (
+            "\"expiration\":\"-1\"",
+            "line 3 of standard input is not a message: property expiration must be milliseconds",
+        ),
+        (
+            "\"delivery_mode\":7",
+            "line 3 of standard input is not a message: property delivery_mode must be 1",
+        ),
+    ] {
+        let q = TestQueue::new("messages_bad_property");
+        let input = format!(
+            "{{\"body\":\"g1\"}}\n{{\"body\":\"g2\",\"properties\":{{\"expiration\":\"60000\",\
+             \"delivery_mode\":2}}}}\n{{\"body\":\"bad\",\"properties\":{{{property}}}}}\n\
+             {{\"body\":\"g4\"}}\n"
+        );
+        let sent = run(
+            &["hello", "send", "--queue", q.name(), "--input", "json"],
+            Some(input.as_bytes()),
+        );
+        assert_code(&sent, 65);
+        let stderr = text(&sent.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("the first 2 input line(s) were confirmed"),
+            "{stderr}"
+        );
+        assert_eq!(bodies(q.name(), 2), ["g1", "g2"]);
+        assert_eq!(broker::ready(q.name()), 0);
+    }
+}
+
+#[test]
 fn a_property_beside_the_body_or_an_unknown_key_stops_at_its_line() {
     let q = TestQueue::new("messages_wrong_level");
     for (second, says) in [

@@ -2,8 +2,9 @@
 //! holds afterwards, in which order, with which properties and headers.
 
 use crate::common::{
-    BIN, Running, TestQueue, assert_code, assert_ended_by, broker, eventually, management_api, rmq,
-    rmqlab, run, text, unique_name, wait_output,
+    BIN, Running, TestQueue, assert_code, assert_ended_by, broker, broker_address, eventually,
+    management_api, rabbitmqctl, rabbitmqctl_cleanup, rmq, rmqlab, run, text, unique_name,
+    wait_output,
 };
 use lapin::{
     BasicProperties,
@@ -181,6 +182,40 @@ fn peek_refuses_a_quorum_queue_without_force_and_says_what_force_changed() {
         Some(AMQPValue::LongLongInt(1) | AMQPValue::LongInt(1))
     );
     assert!(counted, "{:?}", q1.properties.headers());
+}
+
+#[test]
+fn peek_force_says_which_messages_it_ended_at_their_delivery_limit() {
+    let queue = TestQueue::new("peek-limit");
+    declare(
+        queue.name(),
+        &[
+            ("x-queue-type", long("quorum")),
+            ("x-delivery-limit", AMQPValue::LongInt(1)),
+        ],
+    );
+    broker::publish(queue.name(), &["d1"]);
+    let peek = || rmq(&format!("queues peek {queue} --force -o body"), None);
+    let first = peek();
+    assert_code(&first, 0);
+    assert_eq!(text(&first.stdout), "d1\n");
+    let stderr = text(&first.stderr);
+    assert!(!stderr.contains("delivery limit (1)"), "{stderr}");
+    // Delivered once before: put back again, it is past the limit of 1.
+    let second = peek();
+    assert_code(&second, 0);
+    assert_eq!(text(&second.stdout), "d1\n");
+    let stderr = text(&second.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "1 of the message(s) read in quorum queue '{queue}' had reached its delivery limit \
+             (1): put back, they were dead-lettered or dropped by the queue, not kept"
+        )),
+        "{stderr}"
+    );
+    eventually(WAIT, "the message to be dropped", || {
+        broker::ready(queue.name()) == 0
+    });
 }
 
 #[test]
@@ -738,6 +773,10 @@ fn move_into_a_full_destination_leaves_each_message_in_exactly_one_place() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("the broker nacked it"), "{stderr}");
     assert!(
+        stderr.contains("x-overflow reject-publish nacks"),
+        "{stderr}"
+    );
+    assert!(
         stderr.contains("the move stopped there: 30 message(s) were moved"),
         "{stderr}"
     );
@@ -773,6 +812,79 @@ fn move_to_an_exchange_that_routes_back_into_the_source_ends() {
         "{stderr}"
     );
     assert_eq!(sorted_bodies(source.name()), ["l1", "l2", "l3"]);
+}
+
+#[test]
+fn redrive_into_a_queue_that_dead_letters_back_at_once_ends() {
+    let dlq = TestQueue::new("redrive-loop-dlq");
+    let source = TestQueue::new("redrive-loop");
+    declare(dlq.name(), &[]);
+    // A TTL of 0: whatever comes in expires at once, back into the dead-letter queue.
+    dead_lettering(
+        source.name(),
+        dlq.name(),
+        &[("x-message-ttl", AMQPValue::LongInt(0))],
+    );
+    broker::publish(source.name(), &["r1", "r2", "r3"]);
+    eventually(WAIT, "three dead letters", || {
+        broker::ready(dlq.name()) == 3
+    });
+    // Without a cap it went round until killed (`run` fails the test past 60 s).
+    let output = rmq(&format!("queues dead-letters {dlq} --redrive"), None);
+    assert_code(&output, 0);
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            " [x] Redrove 3 message(s) to queue '{source}'\n [x] Redrove 3 message(s) from \
+             queue '{dlq}'\n"
+        )
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("queue '{dlq}' holds 3 more message(s)")),
+        "{stderr}"
+    );
+    assert_eq!(sorted_bodies(dlq.name()), ["r1", "r2", "r3"]);
+}
+
+#[test]
+fn move_of_a_message_that_names_another_user_says_what_the_broker_said() {
+    let (source, destination) = source_and_destination("move-user-id", &[]);
+    let user = source.name();
+    rabbitmqctl(&["add_user", user, "move-user-pw"]);
+    rabbitmqctl(&["set_permissions", user, ".*", ".*", ".*"]);
+    let line = format!("{{\"body\":\"theirs\",\"properties\":{{\"user_id\":\"{user}\"}}}}\n");
+    let sent = rmqlab()
+        .args(["hello", "send", "--queue", user, "--input", "json"])
+        .env(
+            "RMQLAB_URL",
+            format!("amqp://{user}:move-user-pw@{}/%2f", broker_address()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(line.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    rabbitmqctl_cleanup(&["delete_user", user]);
+    assert_code(&sent, 0);
+    broker::publish(source.name(), &["mine"]);
+    let output = rmq(&format!("queues move {source} {destination}"), None);
+    assert_code(&output, 65);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the broker closed the channel: AMQP soft error: PRECONDITION-FAILED: \
+             PRECONDITION_FAILED - user_id property set to '{user}'"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("as a user tagged impersonator"), "{stderr}");
+    assert_eq!(sorted_bodies(source.name()), ["mine", "theirs"]);
+    assert_eq!(broker::ready(destination.name()), 0);
 }
 
 #[test]
