@@ -341,10 +341,9 @@ impl Api {
 
     /// The URL of an API path, each segment percent-encoded (`/` in a vhost becomes `%2F`).
     /// Everything but unreserved characters is encoded: the `url` crate leaves `[`, `]` and
-    /// others as they are, which the broker's HTTP server refuses (400).
-    /// The URL of an API path. A segment `.` or `..` (as the name of a queue, exchange or
-    /// vhost) is refused: URLs resolve it, encoded (`%2E`) or not, as a step in the path, so the
-    /// request would reach another object.
+    /// others as they are, which the broker's HTTP server refuses (400). A segment `.` or `..`
+    /// (as the name of a queue, exchange or vhost) is refused: URLs resolve it, encoded (`%2E`)
+    /// or not, as a step in the path, so the request would reach another object.
     fn endpoint(&self, segments: &[&str]) -> Result<Url> {
         let mut url = self.base.clone();
         let mut path = url.path().trim_end_matches('/').to_string();

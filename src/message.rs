@@ -658,6 +658,20 @@ pub const EXEC_VARIABLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// A header value of any AMQP integer width, as an `i64`; `None` for any other type.
+pub fn header_int(value: &AMQPValue) -> Option<i64> {
+    Some(match *value {
+        AMQPValue::ShortShortInt(v) => v.into(),
+        AMQPValue::ShortShortUInt(v) => v.into(),
+        AMQPValue::ShortInt(v) => v.into(),
+        AMQPValue::ShortUInt(v) => v.into(),
+        AMQPValue::LongInt(v) => v.into(),
+        AMQPValue::LongUInt(v) => v.into(),
+        AMQPValue::LongLongInt(v) => v,
+        _ => return None,
+    })
+}
+
 /// The variables of [`EXEC_VARIABLES`] for `delivery`.
 pub fn exec_environment(delivery: &lapin::message::Delivery) -> Vec<(&'static str, String)> {
     let properties = &delivery.properties;

@@ -16,7 +16,6 @@ use crate::{
     management::Api,
     output::{Received, TextLine, write_received},
 };
-use lapin::types::AMQPValue;
 use std::io::Write;
 
 pub async fn run(ctx: &Context, api: &Api, args: QueuesPeekArgs) -> Result<Exit> {
@@ -125,15 +124,9 @@ impl Readable {
             .properties
             .headers()
             .as_ref()
-            .and_then(|headers| headers.inner().get(DELIVERY_COUNT_HEADER).cloned())
-            .and_then(|count| match count {
-                AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
-                AMQPValue::LongInt(n) => u64::try_from(n).ok(),
-                AMQPValue::LongUInt(n) => Some(n.into()),
-                AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
-                AMQPValue::ShortUInt(n) => Some(n.into()),
-                _ => None,
-            })
+            .and_then(|headers| headers.inner().get(DELIVERY_COUNT_HEADER))
+            .and_then(crate::message::header_int)
+            .and_then(|count| u64::try_from(count).ok())
             .unwrap_or(0);
         before >= limit
     }

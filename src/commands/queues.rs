@@ -89,12 +89,12 @@ async fn delete_quorum_queue_if(
 }
 
 /// A session in `vhost` (which may differ from the one of `--url`).
-async fn session_in(ctx: &Context, vhost: &str, name: &str) -> Result<Session> {
+async fn session_in(ctx: &Context, vhost: &str, connection_name: &str) -> Result<Session> {
     let in_vhost = Context {
         urls: ctx.urls.with_vhost(vhost),
         ..ctx.clone()
     };
-    Session::connect(&in_vhost, name, &ctx.status).await
+    Session::connect(&in_vhost, connection_name, &ctx.status).await
 }
 
 /// Purges a queue the management API cannot address (named `.` or `..`, or in such a vhost)

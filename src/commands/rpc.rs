@@ -305,7 +305,7 @@ impl Replies for ReplyPrinter {
             .map(header_text);
         let exit_code = headers
             .and_then(|h| h.inner().get(EXIT_CODE_HEADER))
-            .and_then(header_int)
+            .and_then(crate::message::header_int)
             .unwrap_or(0);
         match self.format {
             ReplyFormat::Text if error.is_some() => {}
@@ -365,19 +365,6 @@ fn header_text(value: &AMQPValue) -> String {
         AMQPValue::ShortString(text) => text.to_string(),
         other => format!("{other:?}"),
     }
-}
-
-fn header_int(value: &AMQPValue) -> Option<i64> {
-    Some(match *value {
-        AMQPValue::ShortShortInt(v) => v.into(),
-        AMQPValue::ShortShortUInt(v) => v.into(),
-        AMQPValue::ShortInt(v) => v.into(),
-        AMQPValue::ShortUInt(v) => v.into(),
-        AMQPValue::LongInt(v) => v.into(),
-        AMQPValue::LongUInt(v) => v.into(),
-        AMQPValue::LongLongInt(v) => v,
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
