@@ -381,6 +381,63 @@ fn a_message_larger_than_the_broker_accepts_exits_65() {
     assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
 }
 
+/// With replies in flight behind it (`--prefetch 16`), a reply the broker refuses is still the
+/// one reported, with the broker's reason, not the closed channel the later replies met.
+#[test]
+fn a_reply_larger_than_the_broker_accepts_is_reported_with_its_reason() {
+    let _serial = serial();
+    let q = TestQueue::new("reply_too_large");
+    let _limit = MaxMessageSize::set(1024 * 1024);
+    let dir = scratch_dir();
+    let script = dir.path().join("reply.sh");
+    std::fs::write(
+        &script,
+        "read n\nif [ \"$n\" = big ]; then head -c 2000000 /dev/zero | tr '\\0' a; \
+         else echo \"$n\"; fi\n",
+    )
+    .unwrap();
+    let exec = format!("sh {}", script.display());
+    let mut server = Running::start(&[
+        "rpc",
+        "serve",
+        "--queue",
+        q.name(),
+        "--prefetch",
+        "16",
+        "--exec",
+        &exec,
+    ]);
+    assert_eq!(server.next_line(WAIT), " [x] Awaiting RPC requests");
+    let input: String = (1..=60)
+        .map(|n| match n {
+            10 => "big\n".to_string(),
+            n => format!("{n}\n"),
+        })
+        .collect();
+    let called = rmq(
+        &format!("rpc call --queue {q} -f - -o body --timeout 3s"),
+        Some(input.as_bytes()),
+    );
+    let (code, _, stderr) = server.finish(WAIT);
+    assert_eq!(code, Some(65), "{stderr}");
+    assert!(
+        stderr.starts_with("rmqlab: error: no confirm of the reply to 'amq.rabbitmq.reply-to."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("message size 2000000 is larger than configured max size 1048576"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: the broker's max_message_size"),
+        "{stderr}"
+    );
+    // The client got the replies before the refused one, in order, then gave up on it.
+    assert_eq!(called.status.code(), Some(75), "{}", text(&called.stderr));
+    let replies: Vec<String> = text(&called.stdout).lines().map(str::to_string).collect();
+    assert_eq!(replies, (1..=9).map(|n| n.to_string()).collect::<Vec<_>>());
+}
+
 #[test]
 fn publisher_that_cannot_reconnect_exits_75_saying_where_to_resume() {
     let _serial = serial();

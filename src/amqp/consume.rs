@@ -7,8 +7,9 @@
 use super::{
     Role, Session, enable_confirms,
     events::Observer,
+    publish::{Answer, Sent, send},
     reconnect,
-    rpc::{Reply, publish_reply},
+    rpc::{Reply, SentReply, send_reply},
     topology::{Declared, Topology},
 };
 use crate::{
@@ -26,7 +27,7 @@ use lapin::{
     },
     types::FieldTable,
 };
-use std::{future::Future, time::Duration};
+use std::{collections::VecDeque, future::Future, time::Duration};
 
 /// When a consumer stops on its own.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +55,9 @@ pub enum Outcome {
     AckNow,
     /// Done instantly: ack it with the next batch, once the handler flushed.
     AckLater,
-    /// Done, with a reply to publish first: acked once the broker confirmed the reply.
+    /// Done, with a reply to publish first: acked once the broker confirmed the reply. The
+    /// next delivery is handled meanwhile (with a prefetch above 1), and the acks follow the
+    /// confirms in order.
     Reply(Reply),
     /// The work failed: reject it, back to the queue or not (then to the queue's dead-letter
     /// exchange, if it has one).
@@ -240,13 +243,23 @@ async fn publish_copy(
     headers: FieldTable,
 ) -> Result<()> {
     let properties = delivery.properties.clone().with_headers(headers);
-    let confirmation = publish_unconfirmed(channel, "", queue, &delivery.data, properties)
+    let confirmation = match publish_unconfirmed(channel, "", queue, &delivery.data, properties)
         .await
         .map_err(Error::broker(format!("cannot publish to queue '{queue}'")))?
         .await
-        .map_err(Error::broker(format!(
-            "lost the broker's confirm of a publish to queue '{queue}'"
-        )))?;
+    {
+        Answer::Came(confirmation) => confirmation,
+        Answer::NotSent(source) => {
+            return Err(Error::broker(format!("cannot publish to queue '{queue}'"))(
+                source,
+            ));
+        }
+        Answer::Lost(source) => {
+            return Err(Error::broker(format!(
+                "lost the broker's confirm of a publish to queue '{queue}'"
+            ))(source));
+        }
+    };
     match refusal(confirmation) {
         Some(reason) => Err(Error::Forward {
             queue: queue.to_string(),
@@ -264,20 +277,12 @@ pub(super) async fn publish_unconfirmed(
     routing_key: &str,
     body: &[u8],
     properties: lapin::BasicProperties,
-) -> lapin::Result<lapin::PublisherConfirm> {
+) -> lapin::Result<Sent> {
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            body,
-            properties,
-        )
-        .await
+    send(channel, exchange, routing_key, options, body, properties).await
 }
 
 /// Why the broker did not take a message it answered: nacked, or returned unroutable; `None`
@@ -296,6 +301,70 @@ pub(super) fn refusal(confirmation: lapin::Confirmation) -> Option<String> {
 struct PendingAcks {
     last_tag: Option<u64>,
     count: u16,
+}
+
+/// Replies published and not yet confirmed, oldest first, with the tags of the deliveries they
+/// answer: each delivery is acked once the broker confirmed its reply.
+#[derive(Default)]
+struct Replies(VecDeque<(u64, SentReply)>);
+
+impl Replies {
+    /// Acks the deliveries whose replies are confirmed, oldest first: those already confirmed,
+    /// or (`all`) every one, waiting for the broker. Returns how many were acked.
+    async fn ack(&mut self, channel: &Channel, all: bool) -> Result<u64> {
+        let mut acked = 0;
+        while let Some((_, reply)) = self.0.front_mut() {
+            let confirmed = match all {
+                true => reply.confirmed().await,
+                false => match poll_once(reply.confirmed()).await {
+                    Some(confirmed) => confirmed,
+                    None => break,
+                },
+            };
+            let (tag, _) = self
+                .0
+                .pop_front()
+                .expect("the front reply was just awaited");
+            ack_answered(channel, tag, confirmed).await?;
+            acked += 1;
+        }
+        Ok(acked)
+    }
+
+    /// Why the broker did not take a reply in flight: the first one that failed, in order.
+    async fn refusal(&mut self) -> Option<Error> {
+        for (_, reply) in &mut self.0 {
+            if let Err(error) = reply.confirmed().await {
+                return Some(error);
+            }
+        }
+        None
+    }
+
+    /// Waits for the oldest reply's confirm and takes it off: the tag of its delivery, to ack
+    /// with [`ack_answered`]; never ends when there is none. Nothing is awaited after the
+    /// take, so that a `select!` that drops it loses no reply.
+    async fn oldest_answered(&mut self) -> (u64, Result<()>) {
+        let Some((_, reply)) = self.0.front_mut() else {
+            return std::future::pending().await;
+        };
+        let confirmed = reply.confirmed().await;
+        let (tag, _) = self
+            .0
+            .pop_front()
+            .expect("the front reply was just awaited");
+        (tag, confirmed)
+    }
+}
+
+/// Acks delivery `tag` once its reply is `confirmed`; a reply the broker did not take is the
+/// error instead, and the delivery goes back to the queue with the channel.
+async fn ack_answered(channel: &Channel, tag: u64, confirmed: Result<()>) -> Result<()> {
+    confirmed?;
+    channel
+        .basic_ack(tag, BasicAckOptions::default())
+        .await
+        .map_err(Error::broker("cannot acknowledge a message"))
 }
 
 impl Consumer<'_> {
@@ -328,10 +397,12 @@ impl Consumer<'_> {
             )))?;
 
         let mut pending = PendingAcks::default();
+        let mut replies = Replies::default();
         // Put in confirm mode at the first reply to publish.
         let mut confirming = false;
         let ending = loop {
-            let handled = self.done + u64::from(pending.count);
+            self.done += replies.ack(channel, false).await?;
+            let handled = self.done + u64::from(pending.count) + replies.0.len() as u64;
             if self.limits.count.is_some_and(|count| handled >= count) {
                 break Ending::Finished;
             }
@@ -351,8 +422,13 @@ impl Consumer<'_> {
                     };
                     tokio::select! {
                         next = deliveries.next() => next,
+                        (tag, confirmed) = replies.oldest_answered() => {
+                            ack_answered(channel, tag, confirmed).await?;
+                            self.done += 1;
+                            continue;
+                        }
                         () = self.interrupts.wait_for(1) => break Ending::Interrupted,
-                        () = idle => break Ending::Finished,
+                        () = idle, if replies.0.is_empty() => break Ending::Finished,
                     }
                 }
             };
@@ -374,7 +450,20 @@ impl Consumer<'_> {
                     });
                 }
             };
-            let outcome = handler.handle(&delivery, self.interrupts).await?;
+            let outcome = match handler.handle(&delivery, self.interrupts).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // What was answered stays answered: only this delivery goes back.
+                    if let Ok(acked) = replies.ack(channel, true).await {
+                        self.done += acked;
+                    }
+                    return Err(error);
+                }
+            };
+            if !matches!(outcome, Outcome::Reply(_)) {
+                // Acks in delivery order; a multiple ack must not reach an unconfirmed reply.
+                self.done += replies.ack(channel, true).await?;
+            }
             match &outcome {
                 Outcome::AckNow => {
                     self.settle(session, &mut pending, handler).await?;
@@ -395,12 +484,13 @@ impl Consumer<'_> {
                         enable_confirms(channel).await?;
                         confirming = true;
                     }
-                    publish_reply(channel, reply).await?;
-                    channel
-                        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-                        .await
-                        .map_err(Error::broker("cannot acknowledge a message"))?;
-                    self.done += 1;
+                    let sent = match send_reply(channel, reply).await {
+                        Ok(sent) => sent,
+                        // The broker closes the channel over a reply it refuses (too large,
+                        // say): the answers to the replies in flight say which and why.
+                        Err(error) => return Err(replies.refusal().await.unwrap_or(error)),
+                    };
+                    replies.0.push_back((delivery.delivery_tag, sent));
                 }
                 Outcome::Reject { requeue } => {
                     self.settle(session, &mut pending, handler).await?;
@@ -433,6 +523,7 @@ impl Consumer<'_> {
                 handler.carried_out(&outcome);
             }
         };
+        self.done += replies.ack(channel, true).await?;
         self.settle(session, &mut pending, handler).await?;
         // Unprocessed deliveries still buffered go back to the queue when the channel closes.
         let _ = channel

@@ -14,13 +14,152 @@ use crate::{
     message::Message,
     signals::{Interrupts, Stop},
 };
-use futures_lite::StreamExt;
-use lapin::{BasicProperties, Confirmation, PublisherConfirm, options::BasicPublishOptions};
-use std::{collections::VecDeque, convert::Infallible, future::Future, pin::pin, time::Duration};
+use futures_lite::{StreamExt, future::poll_once};
+use lapin::{
+    BasicProperties, Channel, Confirmation, PublisherConfirm, options::BasicPublishOptions,
+};
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    future::Future,
+    pin::{Pin, pin},
+    task::{Context as TaskContext, Poll, Waker},
+    time::Duration,
+};
 use tokio::time::Instant;
 
 /// Publishes kept in flight before waiting for the oldest confirm.
 pub const CONFIRM_WINDOW: usize = 512;
+
+/// The broker's answer to a message handed to lapin by [`send`]. As large as lapin's own
+/// `Result<Confirmation>`, which it replaces.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Answer {
+    /// Confirmed, nacked, or returned with its confirm.
+    Came(Confirmation),
+    /// Its frames were never written: the channel or the connection went first.
+    NotSent(lapin::Error),
+    /// Written, and the confirm did not come: the channel or the connection went.
+    Lost(lapin::Error),
+}
+
+impl Answer {
+    /// As lapin reports it: the confirmation, or the error that ended the wait for it.
+    pub(super) fn into_result(self) -> lapin::Result<Confirmation> {
+        match self {
+            Answer::Came(confirmation) => Ok(confirmation),
+            Answer::NotSent(source) | Answer::Lost(source) => Err(source),
+        }
+    }
+}
+
+/// A message on its way: resolves to the broker's answer.
+pub(super) struct Sent(Stage);
+
+enum Stage {
+    /// Queued for lapin to write; this future holds the body's copy until then.
+    Writing(Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>>>>),
+    /// Written: the broker's answer is to come.
+    Written(PublisherConfirm),
+    /// Never written: why (until taken).
+    NotWritten(Option<lapin::Error>),
+}
+
+impl Sent {
+    /// Moves on from [`Stage::Writing`] if the write is over, polled with `cx`.
+    fn poll_write(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        let Stage::Writing(writing) = &mut self.0 else {
+            return Poll::Ready(());
+        };
+        self.0 = match writing.as_mut().poll(cx) {
+            Poll::Ready(Ok(confirm)) => Stage::Written(confirm),
+            Poll::Ready(Err(source)) => Stage::NotWritten(Some(source)),
+            Poll::Pending => return Poll::Pending,
+        };
+        Poll::Ready(())
+    }
+
+    /// Lets go of what only the write needed, if lapin has written it: for the many messages a
+    /// large batch holds, that is most of their memory. Returns whether the write is over.
+    pub(super) fn written(&mut self) -> bool {
+        self.poll_write(&mut TaskContext::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
+    /// Waits until lapin has written it (or failed to).
+    pub(super) async fn write(&mut self) {
+        std::future::poll_fn(|cx| self.poll_write(cx)).await;
+    }
+}
+
+impl Future for Sent {
+    type Output = Answer;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Answer> {
+        if self.poll_write(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match &mut self.0 {
+            Stage::Written(confirm) => Pin::new(confirm).poll(cx).map(|answer| match answer {
+                Ok(confirmation) => Answer::Came(confirmation),
+                Err(source) => Answer::Lost(source),
+            }),
+            Stage::NotWritten(source) => Poll::Ready(Answer::NotSent(
+                source.take().expect("a message's answer is taken once"),
+            )),
+            Stage::Writing(_) => unreachable!("the write is over"),
+        }
+    }
+}
+
+/// Bodies up to this size are queued without waiting for lapin to write them; a larger one is
+/// written before `send` returns. Queued, a body is held twice until written (copied for the
+/// wait, and in lapin's frames), for every message in flight; and writing a large body takes
+/// far longer than the round trip between threads that the queueing saves.
+pub(super) const QUEUED_BODY_MAX: usize = 64 * 1024;
+
+/// Publishes `body` on `channel` (in confirm mode) and returns its answer to come. A body up to
+/// [`QUEUED_BODY_MAX`] is not waited for: its frames are queued at once, in the order of the
+/// calls, so that one wake-up of lapin's I/O thread writes many messages (waiting for each
+/// write costs a round trip between threads per message), and it is copied until written. A
+/// larger body is written first, uncopied. An error is a publish refused at once (a closed
+/// channel), or a write that failed.
+pub(super) async fn send(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    options: BasicPublishOptions,
+    body: &[u8],
+    properties: BasicProperties,
+) -> lapin::Result<Sent> {
+    if body.len() > QUEUED_BODY_MAX {
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                body,
+                properties,
+            )
+            .await?;
+        return Ok(Sent(Stage::Written(confirm)));
+    }
+    let channel = channel.clone();
+    let (exchange, routing_key) = (exchange.into(), routing_key.into());
+    let body = body.to_vec();
+    let writing = Box::pin(async move {
+        channel
+            .basic_publish(exchange, routing_key, options, &body, properties)
+            .await
+    });
+    // The first poll queues the frames; whoever awaits the answer polls it again.
+    let mut sent = Sent(Stage::Writing(writing));
+    sent.written();
+    match &mut sent.0 {
+        Stage::NotWritten(source) => Err(source.take().expect("just failed")),
+        _ => Ok(sent),
+    }
+}
 
 /// Where and how messages are published.
 #[derive(Debug, Clone)]
@@ -353,7 +492,7 @@ async fn open(ctx: &Context, observer: &dyn Observer, plan: &Plan<'_>) -> Result
 struct Entry {
     message: Message,
     /// Set once it is published on the current connection.
-    confirm: Option<PublisherConfirm>,
+    confirm: Option<Sent>,
 }
 
 /// The messages between the input and the broker's confirms; it outlives a lost connection.
@@ -365,7 +504,7 @@ struct ConfirmWindow<'a, C> {
     /// Messages sent before this window existed (by the one-message path), to count as sent
     /// again after the next reconnection.
     resend_pending: u64,
-    /// A publish left unfinished by a stop: that message may have left.
+    /// A large message's write left unfinished by a stop: it may have left.
     abandoned: bool,
     /// Why the input ended early, reported once what was read before it is confirmed.
     input_error: Option<Error>,
@@ -406,19 +545,31 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         loop {
             // Send what is queued, as far as the window allows; nothing more after a signal.
             while self.sent < self.queue.len() && self.sent < CONFIRM_WINDOW && !watch.stopping() {
-                let entry = &self.queue[self.sent];
-                let publish = session.channel.basic_publish(
-                    self.target.exchange.into(),
-                    self.target.routing_key_of(&entry.message).as_ref().into(),
-                    options,
-                    &entry.message.body,
-                    self.target.properties_of(&entry.message),
-                );
-                let Some(confirm) = watch.wait(publish, Wait::Confirm).await? else {
-                    self.abandoned = true;
-                    return self.confirmations.flush();
+                // Only a large body is waited for (while it is written): a small one is sent
+                // at the first poll, without the cost of a bounded wait.
+                let sent = {
+                    let entry = &self.queue[self.sent];
+                    let routing_key = self.target.routing_key_of(&entry.message);
+                    let mut sending = pin!(send(
+                        &session.channel,
+                        self.target.exchange,
+                        &routing_key,
+                        options,
+                        &entry.message.body,
+                        self.target.properties_of(&entry.message),
+                    ));
+                    match poll_once(&mut sending).await {
+                        Some(sent) => sent,
+                        None => match watch.wait(sending, Wait::Confirm).await? {
+                            Some(sent) => sent,
+                            None => {
+                                self.abandoned = true;
+                                return self.confirmations.flush();
+                            }
+                        },
+                    }
                 };
-                let confirm = match confirm {
+                let confirm = match sent {
                     Ok(confirm) => confirm,
                     Err(source) => {
                         let error = Error::broker("cannot publish")(source);
@@ -549,9 +700,8 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         let number = self.published.confirmed + 1;
         // On a lost connection, or refused, the message stays in the window, to be sent again
         // if the caller retries.
-        let confirmation = confirm
-            .await
-            .map_err(|source| confirmation_lost(source, number, number + self.sent as u64 - 1))?;
+        let last = number + self.sent as u64 - 1;
+        let confirmation = answered(confirm.await, number, last)?;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }
@@ -609,6 +759,18 @@ fn confirmation_lost(source: lapin::Error, number: u64, last: u64) -> Error {
             format!("lost the broker's confirmation of message {number}")
         },
         source: Box::new(source),
+    }
+}
+
+/// The confirmation of message `number` (of those up to `last` in flight), or why it did not
+/// come.
+fn answered(answer: Answer, number: u64, last: u64) -> Result<Confirmation> {
+    match answer {
+        Answer::Came(confirmation) => Ok(confirmation),
+        // Its channel or connection went before it was written: it is sent again after a
+        // reconnection.
+        Answer::NotSent(source) => Err(Error::broker("cannot publish")(source)),
+        Answer::Lost(source) => Err(confirmation_lost(source, number, last)),
     }
 }
 
@@ -683,6 +845,8 @@ pub async fn publish_in_batches<C: Confirmations>(
     };
     let mut published = Published::default();
     let mut batch = Vec::with_capacity(batch_size);
+    // The messages of `batch` before this one are written: they hold no copy of their body.
+    let mut written = 0;
     let mut input_ended = false;
     while !input_ended {
         let read = match messages.next().await {
@@ -691,20 +855,28 @@ pub async fn publish_in_batches<C: Confirmations>(
         };
         input_ended = read.is_empty();
         for message in read {
-            let confirm = session
-                .channel
-                .basic_publish(
-                    target.exchange.into(),
-                    target.routing_key_of(&message).as_ref().into(),
-                    options,
-                    &message.body,
-                    target.properties_of(&message),
-                )
-                .await
-                .map_err(Error::broker("cannot publish"))?;
+            let confirm = send(
+                &session.channel,
+                target.exchange,
+                &target.routing_key_of(&message),
+                options,
+                &message.body,
+                target.properties_of(&message),
+            )
+            .await
+            .map_err(Error::broker("cannot publish"))?;
             batch.push((message, confirm));
+            // No more than a window's worth left to lapin to write: its queue of frames, and
+            // the copies of their bodies, would grow with the batch.
+            if batch.len() - written > CONFIRM_WINDOW {
+                batch[written].1.write().await;
+            }
+            while written < batch.len() && batch[written].1.written() {
+                written += 1;
+            }
             if batch.len() == batch_size {
                 settle_batch(&mut batch, target, &mut published, confirmations).await?;
+                written = 0;
             }
         }
     }
@@ -715,7 +887,7 @@ pub async fn publish_in_batches<C: Confirmations>(
 
 /// Waits for the confirm of every message of `batch`, in order, and empties it.
 async fn settle_batch<C: Confirmations>(
-    batch: &mut Vec<(Message, PublisherConfirm)>,
+    batch: &mut Vec<(Message, Sent)>,
     target: &Publication<'_>,
     published: &mut Published,
     confirmations: &mut C,
@@ -724,9 +896,7 @@ async fn settle_batch<C: Confirmations>(
     for (message, confirm) in batch.drain(..) {
         let number = published.confirmed + 1;
         settle(
-            confirm
-                .await
-                .map_err(|source| confirmation_lost(source, number, last))?,
+            answered(confirm.await, number, last)?,
             number,
             &message,
             target,

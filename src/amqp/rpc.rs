@@ -7,6 +7,7 @@
 use super::{
     Role, Session,
     events::Observer,
+    publish::{Answer, Sent, send},
     topology::{Queue, Topology},
 };
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
 };
 use futures_lite::StreamExt;
 use lapin::{
-    BasicProperties, Channel, PublisherConfirm,
+    BasicProperties, Channel,
     message::Delivery,
     options::{BasicConsumeOptions, BasicPublishOptions},
     types::{FieldTable, ShortString},
@@ -41,10 +42,11 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Publishes `reply` on `channel` (in confirm mode) and waits for the broker's confirm. Not
-/// `mandatory`: the broker returns every mandatory publish to a Direct Reply-To address. So the
-/// confirm says that the broker took the reply, not that the client was still there.
-pub(super) async fn publish_reply(channel: &Channel, reply: &Reply) -> Result<()> {
+/// Publishes `reply` on `channel` (in confirm mode) without waiting for the broker's answer,
+/// which [`SentReply::confirmed`] awaits. Not `mandatory`: the broker returns every mandatory
+/// publish to a Direct Reply-To address. So the confirm says that the broker took the reply,
+/// not that the client was still there.
+pub(super) async fn send_reply(channel: &Channel, reply: &Reply) -> Result<SentReply> {
     let mut properties = BasicProperties::default();
     if !reply.headers.inner().is_empty() {
         properties = properties.with_headers(reply.headers.clone());
@@ -52,29 +54,48 @@ pub(super) async fn publish_reply(channel: &Channel, reply: &Reply) -> Result<()
     if let Some(id) = &reply.correlation_id {
         properties = properties.with_correlation_id(id.clone());
     }
-    let confirmation = channel
-        .basic_publish(
-            "".into(),
-            reply.to.as_str().into(),
-            BasicPublishOptions::default(),
-            &reply.body,
-            properties,
-        )
-        .await
-        .map_err(Error::broker(format!(
-            "cannot publish a reply to '{}'",
-            reply.to
-        )))?
-        .await
-        .map_err(Error::broker(format!(
-            "no confirm of the reply to '{}'",
-            reply.to
-        )))?;
-    match confirmation.is_nack() {
-        true => Err(Error::ReplyNacked {
-            to: reply.to.clone(),
-        }),
-        false => Ok(()),
+    let answer = send(
+        channel,
+        "",
+        &reply.to,
+        BasicPublishOptions::default(),
+        &reply.body,
+        properties,
+    )
+    .await
+    .map_err(Error::broker(format!(
+        "cannot publish a reply to '{}'",
+        reply.to
+    )))?;
+    Ok(SentReply {
+        to: reply.to.clone(),
+        answer,
+    })
+}
+
+/// A reply on its way to the broker.
+pub(super) struct SentReply {
+    to: String,
+    answer: Sent,
+}
+
+impl SentReply {
+    /// Waits for the broker to confirm the reply: a nack, or a channel gone first, is an error.
+    pub(super) async fn confirmed(&mut self) -> Result<()> {
+        match (&mut self.answer).await {
+            Answer::Came(confirmation) if confirmation.is_nack() => Err(Error::ReplyNacked {
+                to: self.to.clone(),
+            }),
+            Answer::Came(_) => Ok(()),
+            Answer::NotSent(source) => Err(Error::broker(format!(
+                "cannot publish a reply to '{}'",
+                self.to
+            ))(source)),
+            Answer::Lost(source) => Err(Error::broker(format!(
+                "no confirm of the reply to '{}'",
+                self.to
+            ))(source)),
+        }
     }
 }
 
@@ -207,7 +228,7 @@ impl Caller<'_> {
         let mut pending: VecDeque<Pending> = VecDeque::new();
         let mut first = 1u64;
         let mut waiting: HashMap<ShortString, u64> = HashMap::new();
-        let mut confirms: VecDeque<(u64, PublisherConfirm)> = VecDeque::new();
+        let mut confirms: VecDeque<(u64, Sent)> = VecDeque::new();
         let mut unsent: VecDeque<crate::message::Message> = VecDeque::new();
         let mut input_ended = false;
         let mut announced = false;
@@ -235,16 +256,18 @@ impl Caller<'_> {
                     .with_correlation_id(id.clone())
                     .with_reply_to(self.reply_to.into())
                     .with_expiration(expiration.clone());
-                let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        self.call.queue.into(),
-                        options,
-                        &body,
-                        properties,
-                    )
-                    .await
-                    .map_err(Error::broker("cannot publish a request"))?;
+                let confirm =
+                    match send(channel, "", self.call.queue, options, &body, properties).await {
+                        Ok(confirm) => confirm,
+                        Err(source) => {
+                            // The broker closes the channel over a request it refuses (too large,
+                            // say): the answers to the requests in flight say which and why.
+                            for (number, confirm) in &mut confirms {
+                                self.check_confirm(*number, confirm.await.into_result())?;
+                            }
+                            return Err(Error::broker("cannot publish a request")(source));
+                        }
+                    };
                 waiting.insert(id, number);
                 confirms.push_back((number, confirm));
                 pending.push_back(Pending {
@@ -292,7 +315,7 @@ impl Caller<'_> {
                     if !confirms.is_empty() =>
                 {
                     let (number, _) = confirms.pop_front().expect("a confirm");
-                    self.check_confirm(number, confirmed)?;
+                    self.check_confirm(number, confirmed.into_result())?;
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     return Err(self.no_reply(first).await);

@@ -7,6 +7,7 @@ use super::{
     Session,
     consume::{publish_unconfirmed, refusal},
     events::Observer,
+    publish::{Answer, Sent},
     reconnect,
 };
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
 };
 use futures_lite::StreamExt;
 use lapin::{
-    BasicProperties, Channel, PublisherConfirm,
+    BasicProperties, Channel,
     message::Delivery,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
@@ -246,7 +247,7 @@ struct InFlight {
     delivery: Delivery,
     to: Destination,
     remaining: u32,
-    confirm: PublisherConfirm,
+    confirm: Sent,
     /// It was acked, and counted as moved, before a lost connection took the ack with it: it
     /// is not counted again.
     counted: bool,
@@ -522,7 +523,8 @@ impl Mover<'_> {
         let deadline = tokio::time::Instant::now() + STOP_CONFIRM;
         while let Some(mut in_flight) = window.pop_front() {
             // A confirm that never comes leaves the message in the source, not a hang.
-            let confirmed = match tokio::time::timeout_at(deadline, &mut in_flight.confirm).await {
+            let answer = tokio::time::timeout_at(deadline, &mut in_flight.confirm).await;
+            let confirmed = match answer.map(Answer::into_result) {
                 Ok(Ok(confirmation)) => refusal(confirmation).is_none(),
                 Ok(Err(source)) => {
                     if let Some(refused) = amqp_error(&source)
@@ -620,7 +622,7 @@ impl Mover<'_> {
         let Some(oldest) = window.front_mut() else {
             return Ok(());
         };
-        let confirmation = match (&mut oldest.confirm).await {
+        let confirmation = match (&mut oldest.confirm).await.into_result() {
             Ok(confirmation) => confirmation,
             Err(source) => {
                 let to = oldest.to.to_string();

@@ -210,6 +210,51 @@ fn a_server_killed_mid_request_leaves_it_to_another_and_the_client_gets_one_repl
     stop(second);
 }
 
+/// With requests prefetched and replies awaiting their confirms, `--count` still counts the
+/// requests handled: exactly that many are answered, the rest stay in the queue.
+#[test]
+fn count_with_a_large_prefetch_serves_exactly_that_many() {
+    let q = TestQueue::new("rpc_count_prefetch");
+    broker::declare_quorum(q.name());
+    let (mut client, mut stdin) = Running::start_with_stdin(&[
+        "rpc",
+        "call",
+        "--queue",
+        q.name(),
+        "-f",
+        "-",
+        "-o",
+        "body",
+        "--concurrency",
+        "300",
+        "--timeout",
+        "60s",
+    ]);
+    std::io::Write::write_all(&mut stdin, "1\n".repeat(300).as_bytes()).unwrap();
+    eventually(WAIT, "300 requests in the queue", || {
+        broker::ready(q.name()) == 300
+    });
+    let served = rmq(
+        &format!("rpc serve --queue {q} --prefetch 16 --count 100"),
+        None,
+    );
+    assert_code(&served, 0);
+    let answered = lines(&served.stdout)
+        .iter()
+        .filter(|line| *line == " [.] fib(1)")
+        .count();
+    assert_eq!(answered, 100, "{}", text(&served.stdout));
+    eventually(WAIT, "the other 200 requests back in the queue", || {
+        broker::queue_state(q.name()) == Some((200, 0))
+    });
+    for n in 0..100 {
+        assert_eq!(client.next_line(WAIT), "1", "reply {n}");
+    }
+    assert_eq!(client.try_next_line(Duration::from_secs(1)), None);
+    drop(stdin);
+    drop(client);
+}
+
 #[test]
 fn ctrl_c_finishes_the_request_in_progress() {
     let q = TestQueue::new("rpc_ctrl_c");
