@@ -17,6 +17,9 @@ use tokio::sync::mpsc;
 
 /// Lines handed over at once; a few batches are buffered ahead of the publisher.
 const BATCH_LINES: usize = 256;
+/// A batch is handed over once its bodies reach this size, however few its lines: memory is
+/// bounded by bytes, not by lines, when lines are megabytes long.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 const BATCHES_AHEAD: usize = 8;
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -197,6 +200,7 @@ fn read_lines<R: Read>(
     sender: &mpsc::Sender<Result<Batch, ReadError>>,
 ) {
     let mut batch = Vec::with_capacity(BATCH_LINES);
+    let mut batch_bytes = 0;
     let mut number = 0u64;
     let failure = loop {
         let mut line = Vec::new();
@@ -221,7 +225,10 @@ fn read_lines<R: Read>(
                     });
                 }
                 match form.line(line) {
-                    Ok(message) => batch.push(message),
+                    Ok(message) => {
+                        batch_bytes += message.body.len();
+                        batch.push(message);
+                    }
                     Err(reason) => {
                         break Some(ReadError::NotAMessage {
                             line: number,
@@ -231,8 +238,12 @@ fn read_lines<R: Read>(
                 }
                 // Hand over a full batch, or a partial one when no more input is buffered
                 // (an interactive user typing lines sees each one sent at once).
-                if batch.len() == BATCH_LINES || reader.buffer().is_empty() {
+                if batch.len() == BATCH_LINES
+                    || batch_bytes >= BATCH_BYTES
+                    || reader.buffer().is_empty()
+                {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+                    batch_bytes = 0;
                     if sender.blocking_send(Ok(full)).is_err() {
                         return;
                     }
