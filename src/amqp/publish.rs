@@ -31,6 +31,10 @@ use tokio::time::Instant;
 /// Publishes kept in flight before waiting for the oldest confirm.
 pub const CONFIRM_WINDOW: usize = 512;
 
+/// Bytes of bodies kept in flight before waiting for the oldest confirm (one message at least):
+/// with lines of megabytes, the memory of the window is bounded by this, not by their number.
+const CONFIRM_WINDOW_BYTES: usize = 64 * 1024 * 1024;
+
 /// The broker's answer to a message handed to lapin by [`send`]. As large as lapin's own
 /// `Result<Confirmation>`, which it replaces.
 #[allow(clippy::large_enum_variant)]
@@ -386,7 +390,7 @@ pub enum Start {
     AfterLoss(Error),
 }
 
-/// Publishes every message of `messages` as `plan` says, keeping up to [`CONFIRM_WINDOW`] in
+/// Publishes every message of `messages` as `plan` says, keeping up to [`CONFIRM_WINDOW`] (and [`CONFIRM_WINDOW_BYTES`]) in
 /// flight. A lost connection is opened again within `--reconnect-timeout`, and every message not
 /// yet confirmed is sent again (at-least-once: some may arrive twice). A signal (see [`Watch`])
 /// ends the run early, [`Published::stopped`]. On an error, `confirmations` has been told of
@@ -500,6 +504,8 @@ struct ConfirmWindow<'a, C> {
     /// Unconfirmed messages in input order: the first `sent` are published and await a confirm.
     queue: VecDeque<Entry>,
     sent: usize,
+    /// The bytes of the bodies of the first `sent`.
+    sent_bytes: usize,
     input_ended: bool,
     /// Messages sent before this window existed (by the one-message path), to count as sent
     /// again after the next reconnection.
@@ -518,6 +524,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         ConfirmWindow {
             queue: VecDeque::with_capacity(CONFIRM_WINDOW),
             sent: 0,
+            sent_bytes: 0,
             input_ended: false,
             resend_pending: 0,
             abandoned: false,
@@ -544,7 +551,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         };
         loop {
             // Send what is queued, as far as the window allows; nothing more after a signal.
-            while self.sent < self.queue.len() && self.sent < CONFIRM_WINDOW && !watch.stopping() {
+            while self.sent < self.queue.len() && !self.full() && !watch.stopping() {
                 // Only a large body is waited for (while it is written): a small one is sent
                 // at the first poll, without the cost of a bounded wait.
                 let sent = {
@@ -590,6 +597,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                     }
                 };
                 self.queue[self.sent].confirm = Some(confirm);
+                self.sent_bytes += self.queue[self.sent].message.body.len();
                 self.sent += 1;
             }
             if watch.stopping() {
@@ -597,7 +605,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                 self.queue.truncate(self.sent);
                 self.input_ended = true;
             }
-            if self.sent == CONFIRM_WINDOW || (self.input_ended && self.sent > 0) {
+            if self.full() || (self.input_ended && self.sent > 0) {
                 match watch.wait(self.settle_oldest(), Wait::Confirm).await? {
                     Some(settled) => settled?,
                     None => return self.confirmations.flush(),
@@ -680,6 +688,11 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         stopped_by(error, self.published.confirmed)
     }
 
+    /// Whether no more may be sent before the oldest in flight is settled.
+    fn full(&self) -> bool {
+        self.sent == CONFIRM_WINDOW || self.sent_bytes >= CONFIRM_WINDOW_BYTES
+    }
+
     /// After a lost connection: every published but unconfirmed message must be sent again.
     /// Returns how many.
     fn forget_sent(&mut self) -> u64 {
@@ -688,6 +701,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             entry.confirm = None;
         }
         self.sent = 0;
+        self.sent_bytes = 0;
         self.published.republished += resent as u64;
         resent as u64
     }
@@ -710,6 +724,7 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
             .pop_front()
             .expect("the front entry was just awaited");
         self.sent -= 1;
+        self.sent_bytes -= message.body.len();
         settle(
             confirmation,
             number,
