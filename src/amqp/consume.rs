@@ -325,7 +325,7 @@ impl Replies {
                 .0
                 .pop_front()
                 .expect("the front reply was just awaited");
-            ack_answered(channel, tag, confirmed).await?;
+            self.ack_answered(channel, tag, confirmed).await?;
             acked += 1;
         }
         Ok(acked)
@@ -342,7 +342,7 @@ impl Replies {
     }
 
     /// Waits for the oldest reply's confirm and takes it off: the tag of its delivery, to ack
-    /// with [`ack_answered`]; never ends when there is none. Nothing is awaited after the
+    /// with [`Replies::ack_answered`]; never ends when there is none. Nothing is awaited after the
     /// take, so that a `select!` that drops it loses no reply.
     async fn oldest_answered(&mut self) -> (u64, Result<()>) {
         let Some((_, reply)) = self.0.front_mut() else {
@@ -357,14 +357,25 @@ impl Replies {
     }
 }
 
-/// Acks delivery `tag` once its reply is `confirmed`; a reply the broker did not take is the
-/// error instead, and the delivery goes back to the queue with the channel.
-async fn ack_answered(channel: &Channel, tag: u64, confirmed: Result<()>) -> Result<()> {
-    confirmed?;
-    channel
-        .basic_ack(tag, BasicAckOptions::default())
-        .await
-        .map_err(Error::broker("cannot acknowledge a message"))
+impl Replies {
+    /// Acks delivery `tag` once its reply is `confirmed`; a reply the broker did not take is the
+    /// error instead, and the delivery goes back to the queue with the channel. An ack the
+    /// closing channel refuses is reported by why it closes: a later reply the broker refused.
+    async fn ack_answered(
+        &mut self,
+        channel: &Channel,
+        tag: u64,
+        confirmed: Result<()>,
+    ) -> Result<()> {
+        confirmed?;
+        match channel.basic_ack(tag, BasicAckOptions::default()).await {
+            Ok(()) => Ok(()),
+            Err(source) => Err(self
+                .refusal()
+                .await
+                .unwrap_or_else(|| Error::broker("cannot acknowledge a message")(source))),
+        }
+    }
 }
 
 impl Consumer<'_> {
@@ -423,7 +434,7 @@ impl Consumer<'_> {
                     tokio::select! {
                         next = deliveries.next() => next,
                         (tag, confirmed) = replies.oldest_answered() => {
-                            ack_answered(channel, tag, confirmed).await?;
+                            replies.ack_answered(channel, tag, confirmed).await?;
                             self.done += 1;
                             continue;
                         }
