@@ -415,6 +415,15 @@ impl Mover<'_> {
                 Ok(confirm) => confirm,
                 Err(source) => {
                     let error = Error::broker(format!("cannot publish to {to}"))(source);
+                    if error.is_connection_loss() {
+                        // Its frames may have been written before the connection went: in
+                        // doubt, as the messages in flight are.
+                        let entry = self.in_doubt.entry(fingerprint(&delivery)).or_default();
+                        match counted == Some(true) {
+                            true => entry.1 += 1,
+                            false => entry.0 += 1,
+                        }
+                    }
                     let to = to.to_string();
                     return Err(self
                         .channel_failed(session, window, router, to, error)
