@@ -7,7 +7,7 @@
 use super::{
     Role, Session, enable_confirms,
     events::Observer,
-    publish::{Answer, Sent, send},
+    publish::{Sent, cannot_publish, refused_first, send},
     reconnect,
     rpc::{Reply, SentReply, send_reply},
     topology::{Declared, Topology},
@@ -243,23 +243,12 @@ async fn publish_copy(
     headers: FieldTable,
 ) -> Result<()> {
     let properties = delivery.properties.clone().with_headers(headers);
-    let confirmation = match publish_unconfirmed(channel, "", queue, &delivery.data, properties)
+    let what = format!("a message to queue '{queue}'");
+    let confirmation = publish_unconfirmed(channel, "", queue, &delivery.data, properties)
         .await
-        .map_err(Error::broker(format!("cannot publish to queue '{queue}'")))?
+        .map_err(cannot_publish(&what))?
         .await
-    {
-        Answer::Came(confirmation) => confirmation,
-        Answer::NotSent(source) => {
-            return Err(Error::broker(format!("cannot publish to queue '{queue}'"))(
-                source,
-            ));
-        }
-        Answer::Lost(source) => {
-            return Err(Error::broker(format!(
-                "lost the broker's confirm of a publish to queue '{queue}'"
-            ))(source));
-        }
-    };
+        .confirmation(&what)?;
     match refusal(confirmation) {
         Some(reason) => Err(Error::Forward {
             queue: queue.to_string(),
@@ -331,14 +320,13 @@ impl Replies {
         Ok(acked)
     }
 
-    /// Why the broker did not take a reply in flight: the first one that failed, in order.
-    async fn refusal(&mut self) -> Option<Error> {
-        for (_, reply) in &mut self.0 {
-            if let Err(error) = reply.confirmed().await {
-                return Some(error);
-            }
-        }
-        None
+    /// `error`, met on the channel, unless a reply in flight was refused (the broker closed the
+    /// channel over it): then that reply's error.
+    async fn refused_first(&mut self, error: Error) -> Error {
+        refused_first(error, &mut self.0, async |(_, reply)| {
+            reply.confirmed().await
+        })
+        .await
     }
 
     /// Waits for the oldest reply's confirm and takes it off: the tag of its delivery, to ack
@@ -371,9 +359,8 @@ impl Replies {
         match channel.basic_ack(tag, BasicAckOptions::default()).await {
             Ok(()) => Ok(()),
             Err(source) => Err(self
-                .refusal()
-                .await
-                .unwrap_or_else(|| Error::broker("cannot acknowledge a message")(source))),
+                .refused_first(Error::broker("cannot acknowledge a message")(source))
+                .await),
         }
     }
 }
@@ -499,7 +486,7 @@ impl Consumer<'_> {
                         Ok(sent) => sent,
                         // The broker closes the channel over a reply it refuses (too large,
                         // say): the answers to the replies in flight say which and why.
-                        Err(error) => return Err(replies.refusal().await.unwrap_or(error)),
+                        Err(error) => return Err(replies.refused_first(error).await),
                     };
                     replies.0.push_back((delivery.delivery_tag, sent));
                 }

@@ -55,6 +55,43 @@ impl Answer {
             Answer::NotSent(source) | Answer::Lost(source) => Err(source),
         }
     }
+
+    /// The confirmation, or the error about the message `what` names ("the reply to 'x'"):
+    /// "cannot publish WHAT" when its frames were never written, "no confirm of WHAT" when
+    /// they were and the channel or the connection went before the confirm.
+    pub(super) fn confirmation(self, what: &str) -> Result<Confirmation> {
+        match self {
+            Answer::Came(confirmation) => Ok(confirmation),
+            Answer::NotSent(source) => Err(cannot_publish(what)(source)),
+            Answer::Lost(source) => Err(Error::broker(format!("no confirm of {what}"))(source)),
+        }
+    }
+}
+
+/// The error of a publish, of the message `what` names (or of any, when empty), that lapin
+/// refused or could not write: its channel or connection is gone.
+pub(super) fn cannot_publish(what: &str) -> impl FnOnce(lapin::Error) -> Error {
+    Error::broker(match what {
+        "" => "cannot publish".to_string(),
+        what => format!("cannot publish {what}"),
+    })
+}
+
+/// A publish refused at once (`error`: its channel is closed) when earlier ones are in flight:
+/// the broker closes the channel over a message it refuses (too large, say), and the answers
+/// to those in flight, awaited oldest first with `settle`, say which and why, where the later
+/// ones only met the closed channel. Returns the first error `settle` makes, or else `error`.
+pub(super) async fn refused_first<T>(
+    error: Error,
+    in_flight: impl IntoIterator<Item = T>,
+    mut settle: impl AsyncFnMut(T) -> Result<()>,
+) -> Error {
+    for message in in_flight {
+        if let Err(refused) = settle(message).await {
+            return refused;
+        }
+    }
+    error
 }
 
 /// A message on its way: resolves to the broker's answer.
@@ -579,19 +616,19 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
                 let confirm = match sent {
                     Ok(confirm) => confirm,
                     Err(source) => {
-                        let error = Error::broker("cannot publish")(source);
-                        if error.is_connection_loss() && session.is_connected() {
-                            // Not a lost connection: the broker closed the channel over a
-                            // message it refuses (a bad property, say). The answers to the
-                            // messages in flight, in order, say which and why; reconnecting
-                            // would only send them all again.
-                            // (A connection closing meanwhile stays a lost connection.)
-                            while self.sent > 0 {
-                                self.settle_oldest().await?;
-                            }
-                            if session.is_connected() {
-                                return Err(error.not_a_connection_loss());
-                            }
+                        let error = cannot_publish("")(source);
+                        if !error.is_connection_loss() || !session.is_connected() {
+                            return Err(error);
+                        }
+                        // Not a lost connection: the broker closed the channel over a message
+                        // it refuses (a bad property, say); reconnecting would only send them
+                        // all again. (A connection closing meanwhile stays a lost connection.)
+                        let in_flight = 0..self.sent;
+                        let error =
+                            refused_first(error, in_flight, async |_| self.settle_oldest().await)
+                                .await;
+                        if self.sent == 0 && session.is_connected() {
+                            return Err(error.not_a_connection_loss());
                         }
                         return Err(error);
                     }
@@ -781,11 +818,10 @@ fn confirmation_lost(source: lapin::Error, number: u64, last: u64) -> Error {
 /// come.
 fn answered(answer: Answer, number: u64, last: u64) -> Result<Confirmation> {
     match answer {
-        Answer::Came(confirmation) => Ok(confirmation),
-        // Its channel or connection went before it was written: it is sent again after a
-        // reconnection.
-        Answer::NotSent(source) => Err(Error::broker("cannot publish")(source)),
         Answer::Lost(source) => Err(confirmation_lost(source, number, last)),
+        // Confirmed, or its channel or connection went before it was written (it is sent
+        // again after a reconnection).
+        answer => answer.confirmation(""),
     }
 }
 
@@ -879,7 +915,7 @@ pub async fn publish_in_batches<C: Confirmations>(
                 target.properties_of(&message),
             )
             .await
-            .map_err(Error::broker("cannot publish"))?;
+            .map_err(cannot_publish(""))?;
             batch.push((message, confirm));
             // No more than a window's worth left to lapin to write: its queue of frames, and
             // the copies of their bodies, would grow with the batch.

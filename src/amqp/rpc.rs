@@ -7,7 +7,7 @@
 use super::{
     Role, Session,
     events::Observer,
-    publish::{Answer, Sent, send},
+    publish::{Answer, Sent, cannot_publish, refused_first, send},
     topology::{Queue, Topology},
 };
 use crate::{
@@ -63,10 +63,7 @@ pub(super) async fn send_reply(channel: &Channel, reply: &Reply) -> Result<SentR
         properties,
     )
     .await
-    .map_err(Error::broker(format!(
-        "cannot publish a reply to '{}'",
-        reply.to
-    )))?;
+    .map_err(cannot_publish(&format!("the reply to '{}'", reply.to)))?;
     Ok(SentReply {
         to: reply.to.clone(),
         answer,
@@ -82,19 +79,12 @@ pub(super) struct SentReply {
 impl SentReply {
     /// Waits for the broker to confirm the reply: a nack, or a channel gone first, is an error.
     pub(super) async fn confirmed(&mut self) -> Result<()> {
-        match (&mut self.answer).await {
-            Answer::Came(confirmation) if confirmation.is_nack() => Err(Error::ReplyNacked {
+        let what = format!("the reply to '{}'", self.to);
+        match (&mut self.answer).await.confirmation(&what)? {
+            confirmation if confirmation.is_nack() => Err(Error::ReplyNacked {
                 to: self.to.clone(),
             }),
-            Answer::Came(_) => Ok(()),
-            Answer::NotSent(source) => Err(Error::broker(format!(
-                "cannot publish a reply to '{}'",
-                self.to
-            ))(source)),
-            Answer::Lost(source) => Err(Error::broker(format!(
-                "no confirm of the reply to '{}'",
-                self.to
-            ))(source)),
+            _ => Ok(()),
         }
     }
 }
@@ -260,12 +250,11 @@ impl Caller<'_> {
                     match send(channel, "", self.call.queue, options, &body, properties).await {
                         Ok(confirm) => confirm,
                         Err(source) => {
-                            // The broker closes the channel over a request it refuses (too large,
-                            // say): the answers to the requests in flight say which and why.
-                            for (number, confirm) in &mut confirms {
-                                self.check_confirm(*number, confirm.await.into_result())?;
-                            }
-                            return Err(Error::broker("cannot publish a request")(source));
+                            let error = cannot_publish(&format!("request {number}"))(source);
+                            return Err(refused_first(error, &mut confirms, async |(n, c)| {
+                                self.check_confirm(*n, c.await)
+                            })
+                            .await);
                         }
                     };
                 waiting.insert(id, number);
@@ -315,7 +304,7 @@ impl Caller<'_> {
                     if !confirms.is_empty() =>
                 {
                     let (number, _) = confirms.pop_front().expect("a confirm");
-                    self.check_confirm(number, confirmed.into_result())?;
+                    self.check_confirm(number, confirmed)?;
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
                     return Err(self.no_reply(first).await);
@@ -335,13 +324,8 @@ impl Caller<'_> {
     }
 
     /// A request the broker refused or returned (no queue of that name) is an error.
-    fn check_confirm(
-        &self,
-        number: u64,
-        confirmed: lapin::Result<lapin::Confirmation>,
-    ) -> Result<()> {
-        let confirmation =
-            confirmed.map_err(Error::broker(format!("no confirm of request {number}")))?;
+    fn check_confirm(&self, number: u64, answer: Answer) -> Result<()> {
+        let confirmation = answer.confirmation(&format!("request {number}"))?;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }

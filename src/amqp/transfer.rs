@@ -7,7 +7,7 @@ use super::{
     Session,
     consume::{publish_unconfirmed, refusal},
     events::Observer,
-    publish::{Answer, Sent},
+    publish::{Answer, Sent, cannot_publish},
     reconnect,
 };
 use crate::{
@@ -414,7 +414,7 @@ impl Mover<'_> {
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(source) => {
-                    let error = Error::broker(format!("cannot publish to {to}"))(source);
+                    let error = cannot_publish(&format!("a message to {to}"))(source);
                     if error.is_connection_loss() {
                         // Its frames may have been written before the connection went: in
                         // doubt, as the messages in flight are.
@@ -631,13 +631,11 @@ impl Mover<'_> {
         let Some(oldest) = window.front_mut() else {
             return Ok(());
         };
-        let confirmation = match (&mut oldest.confirm).await.into_result() {
+        let what = format!("a message to {}", oldest.to);
+        let confirmation = match (&mut oldest.confirm).await.confirmation(&what) {
             Ok(confirmation) => confirmation,
-            Err(source) => {
+            Err(error) => {
                 let to = oldest.to.to_string();
-                let error = Error::broker(format!(
-                    "lost the broker's confirm of a publish to {to}"
-                ))(source);
                 // It is not at its destination, or not known to be: it stays in the source.
                 window.pop_front();
                 return Err(self
