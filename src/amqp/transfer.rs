@@ -418,11 +418,7 @@ impl Mover<'_> {
                     if error.is_connection_loss() {
                         // Its frames may have been written before the connection went: in
                         // doubt, as the messages in flight are.
-                        let entry = self.in_doubt.entry(fingerprint(&delivery)).or_default();
-                        match counted == Some(true) {
-                            true => entry.1 += 1,
-                            false => entry.0 += 1,
-                        }
+                        self.doubt(&delivery, counted == Some(true));
                     }
                     let to = to.to_string();
                     return Err(self
@@ -580,17 +576,20 @@ impl Mover<'_> {
     fn with_window(&mut self, error: Error, window: &VecDeque<InFlight>) -> Error {
         if error.is_connection_loss() {
             for in_flight in window {
-                let entry = self
-                    .in_doubt
-                    .entry(fingerprint(&in_flight.delivery))
-                    .or_default();
-                match in_flight.counted {
-                    true => entry.1 += 1,
-                    false => entry.0 += 1,
-                }
+                self.doubt(&in_flight.delivery, in_flight.counted);
             }
         }
         error
+    }
+
+    /// `delivery` may be at its destination without its confirm: if it is taken again, it is
+    /// published again (and it was `counted` as moved already, or not).
+    fn doubt(&mut self, delivery: &Delivery, counted: bool) {
+        let entry = self.in_doubt.entry(fingerprint(delivery)).or_default();
+        match counted {
+            true => entry.1 += 1,
+            false => entry.0 += 1,
+        }
     }
 
     /// The connection was lost: the messages acked last may not have been acked.
@@ -637,7 +636,12 @@ impl Mover<'_> {
             Err(error) => {
                 let to = oldest.to.to_string();
                 // It is not at its destination, or not known to be: it stays in the source.
-                window.pop_front();
+                let oldest = window.pop_front().expect("the oldest was just awaited");
+                if error.is_connection_loss() {
+                    // Written, and its confirm lost with the connection: in doubt, as the
+                    // messages in flight behind it are.
+                    self.doubt(&oldest.delivery, oldest.counted);
+                }
                 return Err(self
                     .channel_failed(session, window, router, to, error)
                     .await);
