@@ -21,6 +21,7 @@ use lapin::{
 use std::{
     collections::VecDeque,
     convert::Infallible,
+    fmt::Display,
     future::Future,
     pin::{Pin, pin},
     task::{Context as TaskContext, Poll, Waker},
@@ -59,7 +60,8 @@ impl Answer {
     /// The confirmation, or the error about the message `what` names ("the reply to 'x'"):
     /// "cannot publish WHAT" when its frames were never written, "no confirm of WHAT" when
     /// they were and the channel or the connection went before the confirm.
-    pub(super) fn confirmation(self, what: &str) -> Result<Confirmation> {
+    /// `what` is formatted only for an error: this is awaited once per message.
+    pub(super) fn confirmation(self, what: impl Display) -> Result<Confirmation> {
         match self {
             Answer::Came(confirmation) => Ok(confirmation),
             Answer::NotSent(source) => Err(cannot_publish(what)(source)),
@@ -68,13 +70,13 @@ impl Answer {
     }
 }
 
-/// The error of a publish, of the message `what` names (or of any, when empty), that lapin
-/// refused or could not write: its channel or connection is gone.
-pub(super) fn cannot_publish(what: &str) -> impl FnOnce(lapin::Error) -> Error {
-    Error::broker(match what {
-        "" => "cannot publish".to_string(),
-        what => format!("cannot publish {what}"),
-    })
+/// The error of a publish, of the message `what` names (or of any, when it shows as empty),
+/// that lapin refused or could not write: its channel or connection is gone.
+pub(super) fn cannot_publish(what: impl Display) -> impl FnOnce(lapin::Error) -> Error {
+    move |source| {
+        let context = format!("cannot publish {what}");
+        Error::broker(context.trim_end())(source)
+    }
 }
 
 /// A publish refused at once (`error`: its channel is closed) when earlier ones are in flight:

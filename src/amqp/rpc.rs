@@ -63,7 +63,7 @@ pub(super) async fn send_reply(channel: &Channel, reply: &Reply) -> Result<SentR
         properties,
     )
     .await
-    .map_err(cannot_publish(&format!("the reply to '{}'", reply.to)))?;
+    .map_err(cannot_publish(format!("the reply to '{}'", reply.to)))?;
     Ok(SentReply {
         to: reply.to.clone(),
         answer,
@@ -79,8 +79,8 @@ pub(super) struct SentReply {
 impl SentReply {
     /// Waits for the broker to confirm the reply: a nack, or a channel gone first, is an error.
     pub(super) async fn confirmed(&mut self) -> Result<()> {
-        let what = format!("the reply to '{}'", self.to);
-        match (&mut self.answer).await.confirmation(&what)? {
+        let what = format_args!("the reply to '{}'", self.to);
+        match (&mut self.answer).await.confirmation(what)? {
             confirmation if confirmation.is_nack() => Err(Error::ReplyNacked {
                 to: self.to.clone(),
             }),
@@ -250,7 +250,7 @@ impl Caller<'_> {
                     match send(channel, "", self.call.queue, options, &body, properties).await {
                         Ok(confirm) => confirm,
                         Err(source) => {
-                            let error = cannot_publish(&format!("request {number}"))(source);
+                            let error = cannot_publish(format!("request {number}"))(source);
                             return Err(refused_first(error, &mut confirms, async |(n, c)| {
                                 self.check_confirm(*n, c.await)
                             })
@@ -325,7 +325,7 @@ impl Caller<'_> {
 
     /// A request the broker refused or returned (no queue of that name) is an error.
     fn check_confirm(&self, number: u64, answer: Answer) -> Result<()> {
-        let confirmation = answer.confirmation(&format!("request {number}"))?;
+        let confirmation = answer.confirmation(format_args!("request {number}"))?;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }

@@ -414,7 +414,7 @@ impl Mover<'_> {
             let confirm = match published {
                 Ok(confirm) => confirm,
                 Err(source) => {
-                    let error = cannot_publish(&format!("a message to {to}"))(source);
+                    let error = cannot_publish(format!("a message to {to}"))(source);
                     if error.is_connection_loss() {
                         // Its frames may have been written before the connection went: in
                         // doubt, as the messages in flight are.
@@ -630,8 +630,8 @@ impl Mover<'_> {
         let Some(oldest) = window.front_mut() else {
             return Ok(());
         };
-        let what = format!("a message to {}", oldest.to);
-        let confirmation = match (&mut oldest.confirm).await.confirmation(&what) {
+        let what = format_args!("a message to {}", oldest.to);
+        let confirmation = match (&mut oldest.confirm).await.confirmation(what) {
             Ok(confirmation) => confirmation,
             Err(error) => {
                 let to = oldest.to.to_string();
