@@ -391,6 +391,21 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// The replies stopped after request `number` was refused: those to requests sent before
+    /// it did not all come (with Direct Reply-To, the broker closed the channel they come to).
+    #[error(
+        "the replies to {unanswered} request(s) sent before request {number} were lost with the \
+         channel"
+    )]
+    RepliesLost {
+        number: u64,
+        unanswered: usize,
+        /// Through Direct Reply-To (an exclusive reply queue would have kept them).
+        direct: bool,
+        #[source]
+        source: Box<Error>,
+    },
+
     #[error("no queue '{queue}' to take the request: {reason}")]
     NoRequestQueue { queue: String, reason: String },
 
@@ -483,7 +498,9 @@ impl Error {
             | Error::ConsumerCancelled { .. } => Code::Data,
             Error::Broker { source, .. } => broker_exit_code(source),
             Error::ConnectionLost { .. } | Error::ReconnectFailed { .. } => Code::Temporary,
-            Error::PublishInterrupted { source, .. } => source.exit_code(),
+            Error::PublishInterrupted { source, .. } | Error::RepliesLost { source, .. } => {
+                source.exit_code()
+            }
             Error::ConfirmTimeout { .. } => Code::Temporary,
             Error::LineTooLong { .. } | Error::NotAMessage { .. } => Code::Data,
             Error::ReportLost { .. } => Code::Io,
@@ -861,6 +878,15 @@ impl Error {
                      it; publish to one of those, or use another --exchange"
                         .into(),
                 )
+            }
+            Error::RepliesLost { source, direct, .. } => {
+                let keep = "`--reply-queue exclusive` keeps the replies to the requests sent \
+                            before a refused one";
+                match (source.hint(), direct) {
+                    (Some(hint), true) => Some(format!("{hint}; {keep}")),
+                    (hint, false) => hint,
+                    (None, true) => Some(keep.into()),
+                }
             }
             Error::NoRequestQueue { queue, .. } => Some(format!(
                 "`rmqlab rpc serve{}` declares the queue: start it first",

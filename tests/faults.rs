@@ -382,7 +382,9 @@ fn a_message_larger_than_the_broker_accepts_exits_65() {
 }
 
 /// With replies in flight behind it (`--prefetch 16`), a reply the broker refuses is still the
-/// one reported, with the broker's reason, not the closed channel the later replies met.
+/// one reported, with the broker's reason, not the closed channel the later replies met; and
+/// every request answered before it is acked (the replies have a channel of their own): the
+/// queue holds the refused request and those after it, once each, and nothing answered.
 #[test]
 fn a_reply_larger_than_the_broker_accepts_is_reported_with_its_reason() {
     let _serial = serial();
@@ -408,16 +410,26 @@ fn a_reply_larger_than_the_broker_accepts_is_reported_with_its_reason() {
         &exec,
     ]);
     assert_eq!(server.next_line(WAIT), " [x] Awaiting RPC requests");
-    let input: String = (1..=60)
-        .map(|n| match n {
-            10 => "big\n".to_string(),
-            n => format!("{n}\n"),
-        })
-        .collect();
-    let called = rmq(
-        &format!("rpc call --queue {q} -f - -o body --timeout 3s"),
-        Some(input.as_bytes()),
-    );
+    let request = |n: u32| match n {
+        10 => "big".to_string(),
+        n => n.to_string(),
+    };
+    let input: String = (1..=60).map(|n| request(n) + "\n").collect();
+    // A long timeout: the requests left in the queue do not expire before they are counted.
+    let (mut client, mut stdin) = Running::start_with_stdin(&[
+        "rpc",
+        "call",
+        "--queue",
+        q.name(),
+        "-f",
+        "-",
+        "-o",
+        "body",
+        "--timeout",
+        "60s",
+    ]);
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
     let (code, _, stderr) = server.finish(WAIT);
     assert_eq!(code, Some(65), "{stderr}");
     assert!(
@@ -432,10 +444,97 @@ fn a_reply_larger_than_the_broker_accepts_is_reported_with_its_reason() {
         stderr.contains("hint: the broker's max_message_size"),
         "{stderr}"
     );
-    // The client got the replies before the refused one, in order, then gave up on it.
-    assert_eq!(called.status.code(), Some(75), "{}", text(&called.stderr));
-    let replies: Vec<String> = text(&called.stdout).lines().map(str::to_string).collect();
-    assert_eq!(replies, (1..=9).map(|n| n.to_string()).collect::<Vec<_>>());
+    // The client got the replies before the refused one, in order.
+    for n in 1..=9 {
+        assert_eq!(client.next_line(WAIT), n.to_string());
+    }
+    // The server's deliveries not acked are back once its connection is gone.
+    eventually(WAIT, "the unanswered requests back in the queue", || {
+        broker::ready(q.name()) >= 51
+    });
+    let mut left = Vec::new();
+    while let Some(message) = broker::get(q.name()) {
+        left.push(text(&message.data));
+    }
+    left.sort_by_key(|body| body.parse::<u32>().unwrap_or(10));
+    assert_eq!(left, (10..=60).map(request).collect::<Vec<_>>());
+    client.signal("TERM");
+    let (status, lines, stderr) = client.finish_status(WAIT);
+    assert_ended_by(&status, "TERM", &stderr);
+    let replies: Vec<String> = (1..=9).map(|n| n.to_string()).collect();
+    assert_eq!(lines, replies, "no reply after the refused one");
+}
+
+/// A request the broker refuses (too large) is the error, named, with the broker's reason. With
+/// an exclusive reply queue the replies to the requests before it, sent on a channel the
+/// refusal does not close, are all printed first; with Direct Reply-To (the replies come to the
+/// channel the broker closed) those that did not come in time are counted as lost, with a hint.
+#[test]
+fn a_request_larger_than_the_broker_accepts_is_named_after_the_replies_before_it() {
+    let _serial = serial();
+    let q = TestQueue::new("request_too_large");
+    let _limit = MaxMessageSize::set(1024 * 1024);
+    let mut server = Running::start(&["rpc", "serve", "--queue", q.name(), "--exec", "cat"]);
+    assert_eq!(server.next_line(WAIT), " [x] Awaiting RPC requests");
+    let mut input = String::new();
+    for n in 1..=10 {
+        match n {
+            5 => input.push_str(&"a".repeat(2_000_000)),
+            n => input.push_str(&n.to_string()),
+        }
+        input.push('\n');
+    }
+    let before: Vec<String> = (1..=4).map(|n| n.to_string()).collect();
+    for reply_queue in ["exclusive", "direct"] {
+        let called = rmq(
+            &format!("rpc call --queue {q} -f - -o body --reply-queue {reply_queue}"),
+            Some(input.as_bytes()),
+        );
+        let stderr = text(&called.stderr);
+        assert_eq!(called.status.code(), Some(65), "{reply_queue}: {stderr}");
+        assert!(
+            stderr.contains("request 5\n"),
+            "{reply_queue}: the refused request is named: {stderr}"
+        );
+        assert!(
+            stderr.contains("larger than configured max size 1048576"),
+            "{reply_queue}: {stderr}"
+        );
+        let printed: Vec<String> = text(&called.stdout).lines().map(str::to_string).collect();
+        match reply_queue {
+            "exclusive" => {
+                assert_eq!(printed, before, "{stderr}");
+                assert!(
+                    stderr.starts_with("rmqlab: error: no confirm of request 5\n"),
+                    "{stderr}"
+                );
+            }
+            _ => {
+                assert_eq!(printed, before[..printed.len()], "{stderr}");
+                if printed.len() < 4 {
+                    let headline = format!(
+                        "rmqlab: error: the replies to {} request(s) sent before request 5 were \
+                         lost with the channel\n",
+                        4 - printed.len()
+                    );
+                    assert!(stderr.starts_with(&headline), "{stderr}");
+                    assert!(
+                        stderr.contains("--reply-queue exclusive` keeps"),
+                        "{stderr}"
+                    );
+                }
+            }
+        }
+        assert!(
+            stderr.contains("hint: the broker's max_message_size"),
+            "{reply_queue}: {stderr}"
+        );
+    }
+    server.signal("TERM");
+    let (status, lines, stderr) = server.finish_status(WAIT);
+    assert_ended_by(&status, "TERM", &stderr);
+    // Each request it answered is printed once; the refused one never reached it.
+    assert!(lines.iter().all(|line| !line.contains("aaaa")), "{lines:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! it is acked.
 
 use super::{
-    Role, Session, enable_confirms,
+    Role, Session,
     events::Observer,
     publish::{Sent, cannot_publish, refused_first, send},
     reconnect,
@@ -293,7 +293,9 @@ struct PendingAcks {
 }
 
 /// Replies published and not yet confirmed, oldest first, with the tags of the deliveries they
-/// answer: each delivery is acked once the broker confirmed its reply.
+/// answer: each delivery is acked once the broker confirmed its reply. The replies go on a
+/// channel of their own, so a reply the broker refuses (too large, say) closes that channel and
+/// not the one the deliveries are acked on: what was answered before it is acked all the same.
 #[derive(Default)]
 struct Replies(VecDeque<(u64, SentReply)>);
 
@@ -314,24 +316,29 @@ impl Replies {
                 .0
                 .pop_front()
                 .expect("the front reply was just awaited");
-            self.ack_answered(channel, tag, confirmed).await?;
+            ack_answered(channel, tag, confirmed).await?;
             acked += 1;
         }
         Ok(acked)
     }
 
-    /// `error`, met on the channel, unless a reply in flight was refused (the broker closed the
-    /// channel over it): then that reply's error.
-    async fn refused_first(&mut self, error: Error) -> Error {
-        refused_first(error, &mut self.0, async |(_, reply)| {
-            reply.confirmed().await
+    /// A reply could not be sent (`error`: its channel is closed): the replies in flight are
+    /// acked as far as the broker confirmed them, and the first it refused, which closed the
+    /// channel, is the error; else `error`. Returns how many were acked, and the error.
+    async fn refused(&mut self, channel: &Channel, error: Error) -> (u64, Error) {
+        let mut acked = 0;
+        let error = refused_first(error, self.0.drain(..), async |(tag, mut reply)| {
+            ack_answered(channel, tag, reply.confirmed().await).await?;
+            acked += 1;
+            Ok(())
         })
-        .await
+        .await;
+        (acked, error)
     }
 
     /// Waits for the oldest reply's confirm and takes it off: the tag of its delivery, to ack
-    /// with [`Replies::ack_answered`]; never ends when there is none. Nothing is awaited after the
-    /// take, so that a `select!` that drops it loses no reply.
+    /// with [`ack_answered`]; never ends when there is none. Nothing is awaited after the take,
+    /// so that a `select!` that drops it loses no reply.
     async fn oldest_answered(&mut self) -> (u64, Result<()>) {
         let Some((_, reply)) = self.0.front_mut() else {
             return std::future::pending().await;
@@ -345,24 +352,14 @@ impl Replies {
     }
 }
 
-impl Replies {
-    /// Acks delivery `tag` once its reply is `confirmed`; a reply the broker did not take is the
-    /// error instead, and the delivery goes back to the queue with the channel. An ack the
-    /// closing channel refuses is reported by why it closes: a later reply the broker refused.
-    async fn ack_answered(
-        &mut self,
-        channel: &Channel,
-        tag: u64,
-        confirmed: Result<()>,
-    ) -> Result<()> {
-        confirmed?;
-        match channel.basic_ack(tag, BasicAckOptions::default()).await {
-            Ok(()) => Ok(()),
-            Err(source) => Err(self
-                .refused_first(Error::broker("cannot acknowledge a message")(source))
-                .await),
-        }
-    }
+/// Acks delivery `tag` once its reply is `confirmed`; a reply the broker did not take is the
+/// error instead, and the delivery goes back to the queue with the channel.
+async fn ack_answered(channel: &Channel, tag: u64, confirmed: Result<()>) -> Result<()> {
+    confirmed?;
+    channel
+        .basic_ack(tag, BasicAckOptions::default())
+        .await
+        .map_err(Error::broker("cannot acknowledge a message"))
 }
 
 impl Consumer<'_> {
@@ -396,8 +393,8 @@ impl Consumer<'_> {
 
         let mut pending = PendingAcks::default();
         let mut replies = Replies::default();
-        // Put in confirm mode at the first reply to publish.
-        let mut confirming = false;
+        // Opened, in confirm mode, at the first reply to publish.
+        let mut reply_channel: Option<Channel> = None;
         let ending = loop {
             self.done += replies.ack(channel, false).await?;
             let handled = self.done + u64::from(pending.count) + replies.0.len() as u64;
@@ -421,7 +418,7 @@ impl Consumer<'_> {
                     tokio::select! {
                         next = deliveries.next() => next,
                         (tag, confirmed) = replies.oldest_answered() => {
-                            replies.ack_answered(channel, tag, confirmed).await?;
+                            ack_answered(channel, tag, confirmed).await?;
                             self.done += 1;
                             continue;
                         }
@@ -478,15 +475,19 @@ impl Consumer<'_> {
                 }
                 Outcome::Reply(reply) => {
                     self.settle(session, &mut pending, handler).await?;
-                    if !confirming {
-                        enable_confirms(channel).await?;
-                        confirming = true;
-                    }
-                    let sent = match send_reply(channel, reply).await {
+                    let reply_channel = match &mut reply_channel {
+                        Some(reply_channel) => reply_channel,
+                        none => none.insert(session.open_confirm_channel().await?),
+                    };
+                    let sent = match send_reply(reply_channel, reply).await {
                         Ok(sent) => sent,
                         // The broker closes the channel over a reply it refuses (too large,
                         // say): the answers to the replies in flight say which and why.
-                        Err(error) => return Err(replies.refused_first(error).await),
+                        Err(error) => {
+                            let (acked, error) = replies.refused(channel, error).await;
+                            self.done += acked;
+                            return Err(error);
+                        }
                     };
                     replies.0.push_back((delivery.delivery_tag, sent));
                 }

@@ -96,6 +96,19 @@ pub(super) async fn refused_first<T>(
     error
 }
 
+/// The size of the message the broker closed the channel over as too large, from its reason
+/// ("message size 2000000 is larger than configured max size 1048576"). A closed channel fails
+/// every confirm in flight with that reason: the one refused is the one of that size.
+pub(super) fn refused_size(source: &lapin::Error) -> Option<usize> {
+    let reason = crate::error::amqp_error(source)?.get_message().as_str();
+    let (_, after) = reason.split_once("message size ")?;
+    let digits = after.split(|c: char| !c.is_ascii_digit()).next()?;
+    match after[digits.len()..].starts_with(" is larger than") {
+        true => digits.parse().ok(),
+        false => None,
+    }
+}
+
 /// A message on its way: resolves to the broker's answer.
 pub(super) struct Sent(Stage);
 

@@ -7,7 +7,7 @@
 use super::{
     Role, Session,
     events::Observer,
-    publish::{Answer, Sent, cannot_publish, refused_first, send},
+    publish::{Answer, Sent, cannot_publish, refused_size, send},
     topology::{Queue, Topology},
 };
 use crate::{
@@ -161,24 +161,36 @@ pub async fn call_all<R: Replies>(
             ..Topology::default()
         },
     };
-    let (session, declared) = Session::open(
-        ctx,
-        call.connection_name,
-        &topology,
-        Role::Publisher,
-        observer,
-    )
-    .await?;
+    // Direct Reply-To delivers a reply only to the channel that published its request: the
+    // requests go out on the channel that consumes the replies. An exclusive queue's replies
+    // are consumed on a channel of their own, which a request the broker refuses (and closes
+    // its channel over) does not take down.
+    let role = match call.reply_queue {
+        ReplyQueue::DirectReplyTo => Role::Publisher,
+        ReplyQueue::Exclusive => Role::Consumer,
+    };
+    let (session, declared) =
+        Session::open(ctx, call.connection_name, &topology, role, observer).await?;
+    let requests = match call.reply_queue {
+        ReplyQueue::DirectReplyTo => Ok(session.channel.clone()),
+        ReplyQueue::Exclusive => session.open_confirm_channel().await,
+    };
     let reply_to = declared
         .queue
         .unwrap_or_else(|| DIRECT_REPLY_TO.to_string());
-    let result = Caller {
-        call,
-        session: &session,
-        reply_to: &reply_to,
-    }
-    .run(messages, replies)
-    .await;
+    let result = match requests {
+        Ok(requests) => {
+            Caller {
+                call,
+                session: &session,
+                requests: &requests,
+                reply_to: &reply_to,
+            }
+            .run(messages, replies)
+            .await
+        }
+        Err(error) => Err(error),
+    };
     session.close().await;
     result
 }
@@ -186,6 +198,8 @@ pub async fn call_all<R: Replies>(
 struct Caller<'a> {
     call: &'a Call<'a>,
     session: &'a Session,
+    /// The channel the requests are published on (in confirm mode).
+    requests: &'a Channel,
     reply_to: &'a str,
 }
 
@@ -222,6 +236,9 @@ impl Caller<'_> {
         let mut unsent: VecDeque<crate::message::Message> = VecDeque::new();
         let mut input_ended = false;
         let mut announced = false;
+        // A request the broker refused, and why: nothing more is sent, the replies to the
+        // requests before it are still reported, and then it is the error.
+        let mut refused: Option<(u64, Error)> = None;
         loop {
             // Report what came back in order; then the next request is the one awaited.
             while pending.front().is_some_and(|p| p.reply.is_some()) {
@@ -233,7 +250,7 @@ impl Caller<'_> {
                 announced = false;
             }
             // Send as far as the concurrency allows.
-            while pending.len() < self.call.concurrency {
+            while refused.is_none() && pending.len() < self.call.concurrency {
                 let Some(request) = unsent.pop_front() else {
                     break;
                 };
@@ -246,24 +263,39 @@ impl Caller<'_> {
                     .with_correlation_id(id.clone())
                     .with_reply_to(self.reply_to.into())
                     .with_expiration(expiration.clone());
-                let confirm =
-                    match send(channel, "", self.call.queue, options, &body, properties).await {
-                        Ok(confirm) => confirm,
-                        Err(source) => {
-                            let error = cannot_publish(format!("request {number}"))(source);
-                            return Err(refused_first(error, &mut confirms, async |(n, c)| {
-                                self.check_confirm(*n, c.await)
-                            })
-                            .await);
-                        }
-                    };
-                waiting.insert(id, number);
-                confirms.push_back((number, confirm));
-                pending.push_back(Pending {
-                    body,
-                    sent: Instant::now(),
-                    reply: None,
-                });
+                match send(
+                    self.requests,
+                    "",
+                    self.call.queue,
+                    options,
+                    &body,
+                    properties,
+                )
+                .await
+                {
+                    Ok(confirm) => {
+                        waiting.insert(id, number);
+                        confirms.push_back((number, confirm));
+                        pending.push_back(Pending {
+                            body,
+                            sent: Instant::now(),
+                            reply: None,
+                        });
+                    }
+                    Err(source) => {
+                        let error = cannot_publish(format_args!("request {number}"))(source);
+                        let refusal = self
+                            .refusal(number, error, None, &mut confirms, first, &pending)
+                            .await;
+                        refused = Some(refusal);
+                    }
+                }
+            }
+            if let Some((number, _)) = &refused
+                && first >= *number
+            {
+                replies.flush()?;
+                return Err(refused.take().expect("a refusal").1);
             }
             if let (Some(front), false) = (pending.front(), announced) {
                 replies.awaiting(first, &front.body)?;
@@ -273,9 +305,10 @@ impl Caller<'_> {
                 break;
             }
             replies.flush()?;
-            let wants_input = !input_ended && unsent.len() < self.call.concurrency;
+            let wants_input =
+                refused.is_none() && !input_ended && unsent.len() < self.call.concurrency;
             let deadline = pending.front().map(|p| p.sent + self.call.timeout);
-            tokio::select! {
+            let stopped = tokio::select! {
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
                         let number = delivery
@@ -290,24 +323,38 @@ impl Caller<'_> {
                             }
                             None => called.ignored += 1,
                         }
+                        continue;
                     }
-                    Some(Err(source)) => {
-                        return Err(Error::broker("stopped receiving replies")(source));
-                    }
-                    None => {
-                        return Err(Error::ConnectionLost {
-                            context: "stopped receiving replies".into(),
-                        });
-                    }
+                    Some(Err(source)) => Error::broker("stopped receiving replies")(source),
+                    None => Error::ConnectionLost {
+                        context: "stopped receiving replies".into(),
+                    },
                 },
                 confirmed = async { (&mut confirms.front_mut().expect("a confirm").1).await },
                     if !confirms.is_empty() =>
                 {
                     let (number, _) = confirms.pop_front().expect("a confirm");
-                    self.check_confirm(number, confirmed)?;
+                    if let Answer::Came(confirmation) = confirmed {
+                        self.check_confirm(number, Answer::Came(confirmation))?;
+                        continue;
+                    }
+                    // The channel went: the first confirm failed is not always the refused one.
+                    let error = Error::ConnectionLost {
+                        context: "stopped receiving confirms".into(),
+                    };
+                    let answered = Some((number, confirmed));
+                    let next = first + pending.len() as u64;
+                    let refusal = self
+                        .refusal(next, error, answered, &mut confirms, first, &pending)
+                        .await;
+                    refused = Some(refusal);
+                    continue;
                 }
                 () = sleep_until(deadline), if deadline.is_some() => {
-                    return Err(self.no_reply(first).await);
+                    return Err(match refused {
+                        Some((_, error)) => error,
+                        None => self.no_reply(first).await,
+                    });
                 }
                 batch = messages.next(), if wants_input => {
                     let batch = match batch {
@@ -316,11 +363,87 @@ impl Caller<'_> {
                     };
                     input_ended = batch.is_empty();
                     unsent.extend(batch);
+                    continue;
                 }
-            }
+            };
+            // The replies stopped: the broker closed the channel over a refused request (with
+            // Direct Reply-To, the one the requests go out on), or the connection went.
+            let (number, error) = match refused {
+                Some(refusal) => refusal,
+                None => {
+                    let next = first + pending.len() as u64;
+                    self.refusal(next, stopped, None, &mut confirms, first, &pending)
+                        .await
+                }
+            };
+            let unanswered = pending
+                .iter()
+                .take(number.saturating_sub(first) as usize)
+                .filter(|p| p.reply.is_none())
+                .count();
+            replies.flush()?;
+            return Err(match unanswered {
+                0 => error,
+                unanswered => Error::RepliesLost {
+                    number,
+                    unanswered,
+                    direct: self.reply_to == DIRECT_REPLY_TO,
+                    source: Box::new(error),
+                },
+            });
         }
         replies.flush()?;
         Ok(called)
+    }
+
+    /// A request could not be sent, a confirm did not come, or the replies stopped (`error`: a
+    /// channel is closed), while requests are in flight: the broker closes the channel over a
+    /// request it refuses (too large, say), and the answers to those in flight, oldest first,
+    /// say which and why. `answered` is an answer already taken off `confirms`. A closed
+    /// channel fails every confirm in flight with the same reason: a request that got its reply,
+    /// or whose size is not the one the broker refused, was taken. Returns the number of the
+    /// request refused (`next`, the one to be sent, if none in flight was), and the error.
+    async fn refusal(
+        &self,
+        next: u64,
+        error: Error,
+        mut answered: Option<(u64, Answer)>,
+        confirms: &mut VecDeque<(u64, Sent)>,
+        first: u64,
+        pending: &VecDeque<Pending>,
+    ) -> (u64, Error) {
+        let mut taken = None;
+        loop {
+            let (number, answer) = match answered.take() {
+                Some(answered) => answered,
+                None => match confirms.pop_front() {
+                    Some((number, confirm)) => (number, confirm.await),
+                    None => break,
+                },
+            };
+            let request = number
+                .checked_sub(first)
+                .and_then(|index| pending.get(index as usize));
+            let another = match (&answer, request) {
+                (Answer::Lost(_), Some(Pending { reply: Some(_), .. }) | None) => true,
+                (Answer::Lost(source), Some(request)) => {
+                    refused_size(source).is_some_and(|size| size != request.body.len())
+                }
+                _ => false,
+            };
+            match self.check_confirm(number, answer) {
+                Ok(()) => {}
+                Err(error) if another => {
+                    taken.get_or_insert((number, error));
+                }
+                Err(error) => {
+                    // Those behind it met the closed channel.
+                    confirms.clear();
+                    return (number, error);
+                }
+            }
+        }
+        taken.unwrap_or((next, error))
     }
 
     /// A request the broker refused or returned (no queue of that name) is an error.
