@@ -381,6 +381,42 @@ fn a_message_larger_than_the_broker_accepts_exits_65() {
     assert_eq!(text(&output.stdout), "", "nothing claimed as sent");
 }
 
+/// Among 600 lines in flight, the one the broker refuses as too large (line 500) is named by
+/// its size, not as one of a range; the broker took every line before it, and none after.
+#[test]
+fn a_message_larger_than_the_broker_accepts_among_others_is_named() {
+    let _serial = serial();
+    let q = TestQueue::new("too_large_among");
+    let _limit = MaxMessageSize::set(1024 * 1024);
+    let mut input = Vec::new();
+    for n in 1..=600 {
+        match n {
+            500 => input.extend(vec![b'a'; 2_000_000]),
+            n => input.extend(n.to_string().into_bytes()),
+        }
+        input.push(b'\n');
+    }
+    let output = rmq(&format!("task new --queue {q} -f -"), Some(&input));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(65), "{stderr}");
+    assert!(
+        stderr.starts_with("rmqlab: error: the broker refused message 500"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("larger than configured max size"),
+        "{stderr}"
+    );
+    let sent = text(&output.stdout).lines().count();
+    assert!(sent < 500, "only what was confirmed is claimed: {sent}");
+    let mut stored = BTreeSet::new();
+    for body in broker::drain(q.name()) {
+        assert!(stored.insert(text(&body)), "a duplicate");
+    }
+    let before: BTreeSet<String> = (1..500).map(|n: u32| n.to_string()).collect();
+    assert_eq!(stored, before, "{stderr}");
+}
+
 /// With replies in flight behind it (`--prefetch 16`), a reply the broker refuses is still the
 /// one reported, with the broker's reason, not the closed channel the later replies met; and
 /// every request answered before it is acked (the replies have a channel of their own): the
@@ -452,10 +488,10 @@ fn a_reply_larger_than_the_broker_accepts_is_reported_with_its_reason() {
     eventually(WAIT, "the unanswered requests back in the queue", || {
         broker::ready(q.name()) >= 51
     });
-    let mut left = Vec::new();
-    while let Some(message) = broker::get(q.name()) {
-        left.push(text(&message.data));
-    }
+    let mut left: Vec<String> = broker::drain(q.name())
+        .iter()
+        .map(|body| text(body))
+        .collect();
     left.sort_by_key(|body| body.parse::<u32>().unwrap_or(10));
     assert_eq!(left, (10..=60).map(request).collect::<Vec<_>>());
     client.signal("TERM");

@@ -767,7 +767,9 @@ impl<'a, C: Confirmations> ConfirmWindow<'a, C> {
         // On a lost connection, or refused, the message stays in the window, to be sent again
         // if the caller retries.
         let last = number + self.sent as u64 - 1;
-        let confirmation = answered(confirm.await, number, last)?;
+        let answer = confirm.await;
+        let sizes = self.queue.iter().take(self.sent);
+        let confirmation = answered(answer, number, last, sizes.map(|e| e.message.body.len()))?;
         if confirmation.is_nack() {
             return Err(Error::Nacked { number });
         }
@@ -812,28 +814,46 @@ pub fn stopped_by(error: Error, confirmed: u64) -> Error {
 
 /// The broker's answer to message `number` did not come: refused, or lost with the connection.
 /// Messages up to `last` were in flight: a channel the broker closes fails every confirm, so
-/// the one it refused may be any of them, and those before it may be stored.
-fn confirmation_lost(source: lapin::Error, number: u64, last: u64) -> Error {
+/// the one it refused may be any of them, and those before it may be stored. `refused` is the
+/// one, when the broker's reason tells (by its size).
+fn confirmation_lost(source: lapin::Error, number: u64, last: u64, refused: Option<u64>) -> Error {
     Error::Broker {
-        context: if source.is_amqp_soft_error() && last > number {
-            format!(
+        context: match refused {
+            _ if !source.is_amqp_soft_error() => {
+                format!("lost the broker's confirmation of message {number}")
+            }
+            Some(refused) if refused > number => format!(
+                "the broker refused message {refused}, and closed the channel before it \
+                 confirmed messages {number} to {} (they may be stored)",
+                refused - 1
+            ),
+            None if last > number => format!(
                 "the broker refused one of messages {number} to {last}, unconfirmed when it \
                  closed the channel (those before the refused one may be stored)"
-            )
-        } else if source.is_amqp_soft_error() {
-            format!("the broker refused message {number}")
-        } else {
-            format!("lost the broker's confirmation of message {number}")
+            ),
+            _ => format!("the broker refused message {number}"),
         },
         source: Box::new(source),
     }
 }
 
-/// The confirmation of message `number` (of those up to `last` in flight), or why it did not
-/// come.
-fn answered(answer: Answer, number: u64, last: u64) -> Result<Confirmation> {
+/// The confirmation of message `number` (of those up to `last` in flight, of the body sizes
+/// `sizes` from `number` on), or why it did not come.
+fn answered(
+    answer: Answer,
+    number: u64,
+    last: u64,
+    mut sizes: impl Iterator<Item = usize>,
+) -> Result<Confirmation> {
     match answer {
-        Answer::Lost(source) => Err(confirmation_lost(source, number, last)),
+        Answer::Lost(source) => {
+            // The broker refuses the first message too large it receives, and takes nothing
+            // after it: the first of that size in flight.
+            let refused = refused_size(&source)
+                .and_then(|size| sizes.position(|body| body == size))
+                .map(|index| number + index as u64);
+            Err(confirmation_lost(source, number, last, refused))
+        }
         // Confirmed, or its channel or connection went before it was written (it is sent
         // again after a reconnection).
         answer => answer.confirmation(""),
@@ -959,16 +979,26 @@ async fn settle_batch<C: Confirmations>(
     confirmations: &mut C,
 ) -> Result<()> {
     let last = published.confirmed + batch.len() as u64;
-    for (message, confirm) in batch.drain(..) {
+    let mut settled = Ok(());
+    for index in 0..batch.len() {
         let number = published.confirmed + 1;
-        settle(
-            answered(confirm.await, number, last)?,
-            number,
-            &message,
-            target,
-            published,
-            confirmations,
-        )?;
+        let answer = (&mut batch[index].1).await;
+        let sizes = batch[index..].iter().map(|(message, _)| message.body.len());
+        settled = answered(answer, number, last, sizes).and_then(|confirmation| {
+            let message = &batch[index].0;
+            settle(
+                confirmation,
+                number,
+                message,
+                target,
+                published,
+                confirmations,
+            )
+        });
+        if settled.is_err() {
+            break;
+        }
     }
-    Ok(())
+    batch.clear();
+    settled
 }
