@@ -1002,3 +1002,42 @@ async fn settle_batch<C: Confirmations>(
     batch.clear();
     settled
 }
+
+#[cfg(test)]
+mod tests {
+    use super::refused_size;
+
+    fn closed(code: u16, reason: &str) -> lapin::Error {
+        let amqp = lapin::protocol::AMQPError::from_id(code, reason.into()).expect("a known code");
+        lapin::Error::from(lapin::ErrorKind::ProtocolError(amqp))
+    }
+
+    #[test]
+    fn the_size_of_the_message_refused_comes_from_the_reason_of_3_x_and_4_x() {
+        let refused = |reason: &str| refused_size(&closed(406, reason));
+        assert_eq!(
+            refused(
+                "PRECONDITION_FAILED - message size 2000000 is larger than configured max size \
+                 1048576"
+            ),
+            Some(2_000_000)
+        );
+        assert_eq!(
+            refused(
+                "PRECONDITION_FAILED - message size 536870913 is larger than max size 536870912"
+            ),
+            Some(536_870_913)
+        );
+        assert_eq!(
+            refused(
+                "PRECONDITION_FAILED - user_id property set to 'x' but authenticated user was 'guest'"
+            ),
+            None
+        );
+        assert_eq!(refused("PRECONDITION_FAILED - message size unknown"), None);
+        let io = lapin::Error::from(lapin::ErrorKind::IOError(std::sync::Arc::new(
+            std::io::Error::other("message size 5 is larger than"),
+        )));
+        assert_eq!(refused_size(&io), None, "only the broker's reason");
+    }
+}
