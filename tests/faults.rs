@@ -410,8 +410,8 @@ fn a_message_larger_than_the_broker_accepts_among_others_is_named() {
     let sent = text(&output.stdout).lines().count();
     assert!(sent < 500, "only what was confirmed is claimed: {sent}");
     let mut stored = BTreeSet::new();
-    for body in broker::drain(q.name()) {
-        assert!(stored.insert(text(&body)), "a duplicate");
+    for message in broker::drain(q.name()) {
+        assert!(stored.insert(text(&message.data)), "a duplicate");
     }
     let before: BTreeSet<String> = (1..500).map(|n: u32| n.to_string()).collect();
     assert_eq!(stored, before, "{stderr}");
@@ -490,7 +490,7 @@ fn a_reply_larger_than_the_broker_accepts_is_reported_with_its_reason() {
     });
     let mut left: Vec<String> = broker::drain(q.name())
         .iter()
-        .map(|body| text(body))
+        .map(|message| text(&message.data))
         .collect();
     left.sort_by_key(|body| body.parse::<u32>().unwrap_or(10));
     assert_eq!(left, (10..=60).map(request).collect::<Vec<_>>());

@@ -653,21 +653,21 @@ pub mod broker {
         })
     }
 
-    /// Takes every message of a queue (acked), on one connection: their bodies, in order.
-    pub fn drain(queue: &str) -> Vec<Vec<u8>> {
+    /// Takes every message of a queue (acked), on one connection, in order.
+    pub fn drain(queue: &str) -> Vec<lapin::message::Delivery> {
         block_on(async {
             let connection = connect().await;
             let channel = connection.create_channel().await.unwrap();
-            let mut bodies = Vec::new();
+            let mut all = Vec::new();
             while let Some(message) = channel
                 .basic_get(queue.into(), BasicGetOptions { no_ack: true })
                 .await
                 .unwrap()
             {
-                bodies.push(message.delivery.data);
+                all.push(message.delivery);
             }
             let _ = connection.close(200, "OK".into()).await;
-            bodies
+            all
         })
     }
 

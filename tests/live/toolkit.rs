@@ -67,24 +67,6 @@ fn reject(queue: &str, count: usize) {
     });
 }
 
-/// Takes every message of `queue` (acked), in order.
-fn drain(queue: &str) -> Vec<lapin::message::Delivery> {
-    broker::block_on(async {
-        let connection = broker::connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut all = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            all.push(message.delivery);
-        }
-        let _ = connection.close(200, "OK".into()).await;
-        all
-    })
-}
-
 fn bodies_of(deliveries: &[lapin::message::Delivery]) -> Vec<String> {
     deliveries.iter().map(|d| text(&d.data)).collect()
 }
@@ -125,7 +107,7 @@ fn peek_five_of_ten_on_a_classic_queue_leaves_ten_in_the_same_order() {
     let text_line = rmq(&format!("queues peek {queue} --count 2"), None);
     assert_eq!(text(&text_line.stdout), " [x] m1\n [x] m2\n");
 
-    let left = drain(queue.name());
+    let left = broker::drain(queue.name());
     assert_eq!(bodies_of(&left), ten, "the queue keeps all ten, in order");
 }
 
@@ -169,7 +151,7 @@ fn peek_refuses_a_quorum_queue_without_force_and_says_what_force_changed() {
         stderr.contains("at the back of the queue (RabbitMQ 3.x)"),
         version_3
     );
-    let left = drain(queue.name());
+    let left = broker::drain(queue.name());
     let expected = if version_3 {
         ["q2", "q1"]
     } else {
@@ -354,7 +336,7 @@ fn move_keeps_properties_and_headers_and_stops_after_count() {
     assert!(text(&rest.stdout).contains("Moved 1 message(s)"));
     assert_eq!(broker::ready(source.name()), 0);
 
-    let moved = drain(destination.name());
+    let moved = broker::drain(destination.name());
     assert_eq!(bodies_of(&moved), ["a", "b", "c"]);
     for delivery in &moved {
         let got = &delivery.properties;
@@ -386,7 +368,7 @@ fn move_into_a_missing_destination_or_exchange_moves_nothing_65() {
         assert_code(&output, 65);
         assert!(output.stdout.is_empty(), "{args}");
     }
-    assert_eq!(bodies_of(&drain(source.name())), ["x", "y"]);
+    assert_eq!(bodies_of(&broker::drain(source.name())), ["x", "y"]);
 }
 
 #[test]
@@ -402,7 +384,7 @@ fn move_to_an_exchange_with_no_binding_stops_65_and_keeps_the_message() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("did not take a message"), "{stderr}");
     assert!(stderr.contains("312 NO_ROUTE"), "{stderr}");
-    assert_eq!(bodies_of(&drain(source.name())), ["u1", "u2"]);
+    assert_eq!(bodies_of(&broker::drain(source.name())), ["u1", "u2"]);
 }
 
 /// Dead-lettering from two (three) source queues into one queue, by rejection, maximum length
@@ -512,8 +494,8 @@ fn dead_letters_are_grouped_by_queue_and_reason_and_redriven_by_reason() {
             && stdout.contains("Redrove 3 message(s) from queue"),
         "{stdout}"
     );
-    assert_eq!(bodies_of(&drain(&a)), ["a4", "a5", "a3"]);
-    assert_eq!(bodies_of(&drain(&b)), ["b1", "b2"]);
+    assert_eq!(bodies_of(&broker::drain(&a)), ["a4", "a5", "a3"]);
+    assert_eq!(bodies_of(&broker::drain(&b)), ["b1", "b2"]);
     let left = rmq(&format!("queues dead-letters {} -o json", dl.dlq), None);
     let mut expected: Vec<_> = expected
         .into_iter()
@@ -600,7 +582,7 @@ fn dead_letters_via_exchange_goes_through_the_first_death_exchange() {
         "{}",
         text(&redriven.stdout)
     );
-    assert_eq!(bodies_of(&drain(source.name())), ["v1"]);
+    assert_eq!(bodies_of(&broker::drain(source.name())), ["v1"]);
 }
 
 #[test]
@@ -640,7 +622,7 @@ fn parked_tasks_are_listed_and_redriven_to_their_queue() {
     let redriven = rmq(&format!("queues dead-letters {parked} --redrive"), None);
     assert_code(&redriven, 0);
     assert!(text(&redriven.stdout).contains(&format!("Redrove 2 message(s) to queue '{queue}'")));
-    let back = drain(queue.name());
+    let back = broker::drain(queue.name());
     assert_eq!(bodies_of(&back), ["p1", "p2"]);
     assert_eq!(header(&back[0], "x-rmqlab-queue"), Some(long(queue.name())));
     assert_eq!(broker::ready(parked.name()), 0);
@@ -675,7 +657,7 @@ fn move_to_an_exchange_uses_each_message_routing_key_by_default() {
         text(&output.stdout),
         format!(" [x] Moved 2 message(s) from queue '{source}' to exchange 'amq.direct'\n")
     );
-    assert_eq!(bodies_of(&drain(destination.name())), ["k1", "k2"]);
+    assert_eq!(bodies_of(&broker::drain(destination.name())), ["k1", "k2"]);
     assert_eq!(broker::ready(source.name()), 0);
 }
 
@@ -698,8 +680,8 @@ fn move_stopped_by_ctrl_c_loses_nothing_and_ends_by_sigint() {
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("no summary: {summary} {stderr}"));
     assert!(moved < bodies.len(), "stopped before the end: {summary}");
-    let at_destination = drain(destination.name());
-    let left = drain(source.name());
+    let at_destination = broker::drain(destination.name());
+    let left = broker::drain(source.name());
     assert_eq!(
         at_destination.len(),
         moved,
@@ -723,7 +705,7 @@ fn messages_without_death_facts_show_as_unknown_and_stay() {
     let redriven = rmq(&format!("queues dead-letters {dlq} --redrive"), None);
     assert_code(&redriven, 0);
     assert!(text(&redriven.stdout).contains("Redrove 0 message(s)"));
-    assert_eq!(bodies_of(&drain(dlq.name())), ["plain"]);
+    assert_eq!(bodies_of(&broker::drain(dlq.name())), ["plain"]);
 }
 
 #[test]
@@ -748,7 +730,7 @@ fn move_shows_a_progress_bar_on_a_terminal_only() {
 
 /// Every body of `queue` (taken), sorted.
 fn sorted_bodies(queue: &str) -> Vec<String> {
-    let mut bodies = bodies_of(&drain(queue));
+    let mut bodies = bodies_of(&broker::drain(queue));
     bodies.sort();
     bodies
 }
@@ -930,7 +912,7 @@ fn move_from_a_quorum_queue_leaves_it_empty_and_drops_the_delivery_count() {
         Some(0)
     );
     assert!(broker::get(source.name()).is_none());
-    let moved = drain(destination.name());
+    let moved = broker::drain(destination.name());
     assert_eq!(moved.len(), 300);
     for delivery in &moved {
         assert_eq!(header(delivery, "x-delivery-count"), None);
@@ -952,7 +934,7 @@ fn redrive_of_a_quorum_queue_without_force_does_not_claim_force() {
         "{stderr}"
     );
     assert!(!stderr.contains("--force"), "{stderr}");
-    assert_eq!(bodies_of(&drain(dlq.name())), ["no-facts"]);
+    assert_eq!(bodies_of(&broker::drain(dlq.name())), ["no-facts"]);
 }
 
 #[test]

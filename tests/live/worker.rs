@@ -7,8 +7,8 @@ use crate::common::{
     text, wait_output,
 };
 use lapin::{
-    message::BasicGetMessage,
-    options::{BasicGetOptions, QueueDeclareOptions},
+    message::Delivery,
+    options::QueueDeclareOptions,
     types::{AMQPValue, FieldTable},
 };
 use std::{
@@ -28,7 +28,7 @@ fn work(queue: &str, extra: &[&str]) -> std::process::Output {
 }
 
 /// Takes every message of a queue (acked), once `expected` are ready.
-fn drain(queue: &str, expected: u32) -> Vec<BasicGetMessage> {
+fn drain(queue: &str, expected: u32) -> Vec<Delivery> {
     eventually(
         LIMIT,
         &format!("{expected} message(s) ready in {queue}"),
@@ -37,28 +37,15 @@ fn drain(queue: &str, expected: u32) -> Vec<BasicGetMessage> {
                 .is_some_and(|(ready, consumers)| ready == expected && consumers == 0)
         },
     );
-    broker::block_on(async {
-        let connection = broker::connect().await;
-        let channel = connection.create_channel().await.unwrap();
-        let mut messages = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap()
-        {
-            messages.push(message);
-        }
-        let _ = connection.close(200, "OK".into()).await;
-        messages
-    })
+    broker::drain(queue)
 }
 
-fn body(message: &BasicGetMessage) -> String {
-    text(&message.delivery.data)
+fn body(message: &Delivery) -> String {
+    text(&message.data)
 }
 
 /// The distinct bodies of a queue's messages, asserting there is no duplicate among them.
-fn distinct_bodies(messages: &[BasicGetMessage]) -> BTreeSet<String> {
+fn distinct_bodies(messages: &[Delivery]) -> BTreeSet<String> {
     let bodies: BTreeSet<String> = messages.iter().map(body).collect();
     assert_eq!(bodies.len(), messages.len(), "duplicates among {bodies:?}");
     bodies
@@ -68,24 +55,23 @@ fn set(bodies: &[&str]) -> BTreeSet<String> {
     bodies.iter().map(|body| body.to_string()).collect()
 }
 
-fn header<'a>(message: &'a BasicGetMessage, name: &str) -> &'a AMQPValue {
+fn header<'a>(message: &'a Delivery, name: &str) -> &'a AMQPValue {
     message
-        .delivery
         .properties
         .headers()
         .as_ref()
         .and_then(|headers| headers.inner().get(name))
-        .unwrap_or_else(|| panic!("no header {name} on {:?}", message.delivery.properties))
+        .unwrap_or_else(|| panic!("no header {name} on {:?}", message.properties))
 }
 
-fn header_text(message: &BasicGetMessage, name: &str) -> String {
+fn header_text(message: &Delivery, name: &str) -> String {
     match header(message, name) {
         AMQPValue::LongString(value) => value.to_string(),
         other => panic!("header {name} is not a string: {other:?}"),
     }
 }
 
-fn header_number(message: &BasicGetMessage, name: &str) -> i64 {
+fn header_number(message: &Delivery, name: &str) -> i64 {
     match header(message, name) {
         AMQPValue::LongLongInt(value) => *value,
         AMQPValue::LongInt(value) => (*value).into(),
@@ -228,7 +214,7 @@ fn failures_are_counted_per_task_and_the_last_one_parks_it_with_why() {
         );
         assert_eq!(header_text(message, "x-rmqlab-queue"), q.name());
         assert!(header_text(message, "x-rmqlab-failed-at").ends_with('Z'));
-        assert_eq!(message.delivery.properties.delivery_mode(), &Some(2));
+        assert_eq!(message.properties.delivery_mode(), &Some(2));
     }
 }
 
