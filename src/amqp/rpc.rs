@@ -66,6 +66,7 @@ pub(super) async fn send_reply(channel: &Channel, reply: &Reply) -> Result<SentR
     .map_err(cannot_publish(format!("the reply to '{}'", reply.to)))?;
     Ok(SentReply {
         to: reply.to.clone(),
+        size: reply.body.len(),
         answer,
     })
 }
@@ -73,14 +74,25 @@ pub(super) async fn send_reply(channel: &Channel, reply: &Reply) -> Result<SentR
 /// A reply on its way to the broker.
 pub(super) struct SentReply {
     to: String,
+    /// Of its body: the broker names the size of the message it refuses.
+    size: usize,
     answer: Sent,
 }
 
 impl SentReply {
     /// Waits for the broker to confirm the reply: a nack, or a channel gone first, is an error.
+    /// Awaited oldest first: a reply whose confirm the channel closed over another, larger one
+    /// refused after it was taken, and delivered (the broker handles a channel's publishes in
+    /// order, and refuses the first one too large).
     pub(super) async fn confirmed(&mut self) -> Result<()> {
         let what = format_args!("the reply to '{}'", self.to);
-        match (&mut self.answer).await.confirmation(what)? {
+        let answer = (&mut self.answer).await;
+        if let Answer::Lost(source) = &answer
+            && refused_size(source).is_some_and(|size| size != self.size)
+        {
+            return Ok(());
+        }
+        match answer.confirmation(what)? {
             confirmation if confirmation.is_nack() => Err(Error::ReplyNacked {
                 to: self.to.clone(),
             }),
