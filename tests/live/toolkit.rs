@@ -1004,7 +1004,11 @@ fn move_stopped_by_an_unroutable_message_keeps_it_and_acks_those_confirmed_after
     );
     let at_destination = sorted_bodies(destination.name());
     let in_source = sorted_bodies(source.name());
-    assert_eq!(at_destination.len() + in_source.len(), 100, "{stderr}");
+    assert_eq!(
+        at_destination.len() + in_source.len(),
+        100,
+        "{stderr}\nat the destination: {at_destination:?}\nin the source: {in_source:?}"
+    );
     // The ones in flight after it were confirmed at the destination: acked, not duplicated.
     assert_eq!(in_source, ["40"], "{stderr}");
     let mut all: Vec<u32> = at_destination
