@@ -391,15 +391,15 @@ pub enum Error {
         source: Box<Error>,
     },
 
-    /// The replies stopped after request `number` was refused: those to requests sent before
-    /// it did not all come (with Direct Reply-To, the broker closed the channel they come to).
-    #[error(
-        "the replies to {unanswered} request(s) sent before request {number} were lost with the \
-         channel"
-    )]
+    /// The replies stopped before the request `number` (refused, or the next one) with those to
+    /// `unanswered` requests sent before it still to come: the broker closed the channel they
+    /// come to (Direct Reply-To) over the refused one, or the connection went (after `refused`).
+    #[error("{}", replies_lost(*.unanswered, *.number, *.connection, *.refused))]
     RepliesLost {
         number: u64,
         unanswered: usize,
+        connection: bool,
+        refused: Option<u64>,
         /// Through Direct Reply-To (an exclusive reply queue would have kept them).
         direct: bool,
         #[source]
@@ -879,10 +879,15 @@ impl Error {
                         .into(),
                 )
             }
-            Error::RepliesLost { source, direct, .. } => {
+            Error::RepliesLost {
+                source,
+                direct,
+                connection,
+                ..
+            } => {
                 let keep = "`--reply-queue exclusive` keeps the replies to the requests sent \
                             before a refused one";
-                match (source.hint(), direct) {
+                match (source.hint(), *direct && !connection) {
                     (Some(hint), true) => Some(format!("{hint}; {keep}")),
                     (hint, false) => hint,
                     (None, true) => Some(keep.into()),
@@ -963,6 +968,23 @@ pub fn resume_hint(confirmed: u64, input: Option<&str>) -> String {
             "the first {confirmed} input line(s) were confirmed; resend from line {}",
             confirmed + 1
         ),
+    }
+}
+
+/// The headline of [`Error::RepliesLost`].
+fn replies_lost(unanswered: usize, number: u64, connection: bool, refused: Option<u64>) -> String {
+    match (connection, refused) {
+        (false, _) => format!(
+            "the replies to {unanswered} request(s) sent before request {number} were lost with \
+             the channel"
+        ),
+        (true, Some(refused)) => format!(
+            "the replies to {unanswered} request(s) were lost with the connection, after the \
+             broker refused request {refused}"
+        ),
+        (true, None) => {
+            format!("the replies to {unanswered} request(s) were lost with the connection")
+        }
     }
 }
 

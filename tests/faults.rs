@@ -573,6 +573,66 @@ fn a_request_larger_than_the_broker_accepts_is_named_after_the_replies_before_it
     assert!(lines.iter().all(|line| !line.contains("aaaa")), "{lines:?}");
 }
 
+/// A connection closed under `rpc call -f` with requests in flight: exit 75, and the replies
+/// still to come are counted as lost with the connection, not blamed on a refused request (and
+/// no hint that an exclusive reply queue would have kept them: it goes with the connection too).
+#[test]
+fn rpc_call_whose_connection_is_closed_counts_the_replies_lost_with_it() {
+    let _serial = serial();
+    let q = TestQueue::new("rpc_call_closed");
+    let mut server = Running::start(&[
+        "rpc",
+        "serve",
+        "--queue",
+        q.name(),
+        "--exec",
+        "sleep 0.05; cat",
+    ]);
+    assert_eq!(server.next_line(WAIT), " [x] Awaiting RPC requests");
+    for reply_queue in ["direct", "exclusive"] {
+        let (mut client, mut stdin) = Running::start_with_stdin(&[
+            "rpc",
+            "call",
+            "--queue",
+            q.name(),
+            "-f",
+            "-",
+            "-o",
+            "body",
+            "--reply-queue",
+            reply_queue,
+        ]);
+        let input: String = (1..=300).map(|n| format!("{n}\n")).collect();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        assert_eq!(client.next_line(WAIT), "1");
+        rabbitmqctl(&["-q", "close_all_connections", "rmqlab fault test"]);
+        let (code, lines, stderr) = client.finish(WAIT);
+        assert_eq!(code, Some(75), "{reply_queue}: {stderr}");
+        let headline = stderr.lines().next().unwrap_or_default();
+        let lost: usize = headline
+            .strip_prefix("rmqlab: error: the replies to ")
+            .and_then(|rest| rest.strip_suffix(" request(s) were lost with the connection"))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("{reply_queue}: {stderr}"));
+        assert!(
+            lost >= 1 && lines.len() + lost <= 300,
+            "{reply_queue}: {stderr}"
+        );
+        let printed: Vec<String> = (1..=lines.len()).map(|n| n.to_string()).collect();
+        assert_eq!(lines, printed, "{reply_queue}: in order, each once");
+        assert!(
+            stderr.contains("CONNECTION_FORCED"),
+            "{reply_queue}: {stderr}"
+        );
+        assert!(!stderr.contains("--reply-queue"), "{reply_queue}: {stderr}");
+        assert!(!stderr.contains("refused"), "{reply_queue}: {stderr}");
+    }
+    server.signal("TERM");
+    let (status, _, stderr) = server.finish_status(WAIT);
+    assert_ended_by(&status, "TERM", &stderr);
+}
+
 #[test]
 fn publisher_that_cannot_reconnect_exits_75_saying_where_to_resume() {
     let _serial = serial();

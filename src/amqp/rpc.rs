@@ -380,13 +380,21 @@ impl Caller<'_> {
             };
             // The replies stopped: the broker closed the channel over a refused request (with
             // Direct Reply-To, the one the requests go out on), or the connection went.
-            let (number, error) = match refused {
-                Some(refusal) => refusal,
-                None => {
-                    let next = first + pending.len() as u64;
-                    self.refusal(next, stopped, None, &mut confirms, first, &pending)
-                        .await
+            let next = first + pending.len() as u64;
+            let connection = stopped.is_connection_loss();
+            let (number, error, refused) = match (refused, connection) {
+                (Some((number, error)), false) => (number, error, None),
+                (Some((number, error)), true) => {
+                    let refused = (!error.is_connection_loss()).then_some(number);
+                    (number, stopped, refused)
                 }
+                (None, false) => {
+                    let (number, error) = self
+                        .refusal(next, stopped, None, &mut confirms, first, &pending)
+                        .await;
+                    (number, error, None)
+                }
+                (None, true) => (next, stopped, None),
             };
             let unanswered = pending
                 .iter()
@@ -399,6 +407,8 @@ impl Caller<'_> {
                 unanswered => Error::RepliesLost {
                     number,
                     unanswered,
+                    connection,
+                    refused,
                     direct: self.reply_to == DIRECT_REPLY_TO,
                     source: Box::new(error),
                 },
